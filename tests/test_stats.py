@@ -1,0 +1,212 @@
+"""Report statistics on hand-made record frames."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simulator import stats
+from simulator.records import RECORD_FIELDS, RequestRecord, records_frame
+
+
+def rec(i, arrived, latency, *, rep=0, endpoint="chat", outcome="ok", started=None, finished=None):
+    started = arrived if started is None else started
+    finished = arrived + latency if finished is None else finished
+    return RequestRecord(id=i, replication=rep, endpoint=endpoint, request_class="c", arrived_at=arrived,
+                         started_at=started, finished_at=finished, latency_s=latency, outcome=outcome,
+                         status_code=200 if outcome == "ok" else 500)
+
+
+def synthetic(reps=5, n=400, mean_s=0.2, seed=3, fail=0.05):
+    rng = np.random.default_rng(seed)
+    rows, i = [], 0
+    for r in range(reps):
+        t = 0.0
+        for _ in range(n):
+            t += rng.exponential(0.1)
+            lat = float(rng.exponential(mean_s))
+            out = "timeout" if rng.random() < fail else "ok"
+            ep = "chat" if rng.random() < 0.7 else "select"
+            rows.append(rec(i, t, lat, rep=r, endpoint=ep, outcome=out))
+            i += 1
+    return records_frame(rows)
+
+
+def summarize(df, reps, **kw):
+    args = dict(scenario="t", engine="sim", replications=reps, seed=1, warmup_s=0.0, end_s=1e9,
+                endpoints=["chat", "select"])
+    args.update(kw)
+    return stats.summarize(df, **args)
+
+
+def test_window_keeps_warmup_inclusive_end_exclusive():
+    df = records_frame([rec(i, t, 0.1) for i, t in enumerate([0.0, 4.999, 5.0, 7.0, 9.999, 10.0])])
+    win = stats.measurement_window(df, 5.0, 10.0)
+    assert win["arrived_at"].tolist() == [5.0, 7.0, 9.999]
+    s = summarize(df, 1, warmup_s=5.0, end_s=10.0)
+    assert s["overall"]["count"] == 3
+    assert s["window_s"] == 5.0
+    assert s["overall"]["throughput_rps"] == pytest.approx(3 / 5.0)
+
+
+def test_counts_throughput_success_and_linear_percentiles():
+    lats = [0.010, 0.020, 0.030, 0.040, 0.100, 0.250, 0.900]
+    rows = [rec(i, float(i), lat, rep=i % 2) for i, lat in enumerate(lats)]
+    rows += [rec(100, 1.5, 5.0, rep=0, outcome="timeout"), rec(101, 2.5, 30.0, rep=1, outcome="client_timeout")]
+    df = records_frame(rows)
+    s = summarize(df, 2, end_s=10.0)
+    o = s["overall"]
+    assert o["count"] == 9
+    assert o["success_rate"] == pytest.approx(7 / 9, rel=1e-5)
+    assert o["throughput_rps"] == pytest.approx(7 / 10.0 / 2)  # per replication, averaged
+    ms = np.array(lats) * 1000
+    for key, pct in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99)):
+        assert o["latency_ms"][key] == pytest.approx(np.percentile(ms, pct), rel=1e-5)
+    # Linear interpolation, not nearest rank: p95 of 7 values lies between the two largest.
+    assert 250.0 < o["latency_ms"]["p95"] < 900.0
+    assert o["latency_ms"]["max"] == 900.0
+    assert o["latency_ms"]["mean"] == pytest.approx(ms.mean(), rel=1e-5)  # failures left out
+    assert s["outcomes"]["timeout"] == 1 and s["outcomes"]["client_timeout"] == 1 and s["outcomes"]["ok"] == 7
+    assert sum(s["outcomes"].values()) == o["count"]
+
+
+def test_t_ci_covers_true_mean_about_95_percent():
+    rng = np.random.default_rng(11)
+    covered = 0
+    for _ in range(400):
+        lo, hi = stats.t_interval(rng.normal(10.0, 2.0, size=5))
+        covered += lo <= 10.0 <= hi
+    assert 0.91 <= covered / 400 <= 0.99
+
+
+def test_ci_contains_true_mean_multi_and_single_replication():
+    df = synthetic(reps=8, n=2000, mean_s=0.2)
+    s = summarize(df, 8)
+    lo, hi = s["overall"]["ci95_ms"]["mean"]
+    assert lo <= 200.0 <= hi
+    assert hi - lo < 20.0  # 8 x ~1900 successes: a few ms, not a degenerate wide interval
+    true_p95 = -math.log(0.05) * 200.0
+    lo95, hi95 = s["overall"]["ci95_ms"]["p95"]
+    assert lo95 <= true_p95 <= hi95
+    # One replication: batch means still give an interval around the truth.
+    one = summarize(df[df["replication"] == 0], 1)
+    lo1, hi1 = one["overall"]["ci95_ms"]["mean"]
+    assert lo1 < hi1 and lo1 <= 200.0 <= hi1
+    assert all(one["overall"]["ci95_ms"][k] is not None for k in stats.CI_KEYS)
+
+
+def test_empty_frame_and_missing_endpoints_give_json_without_nan():
+    s = summarize(records_frame([]), 3, endpoints=["chat", "select", "embed"])
+    text = json.dumps(s, allow_nan=False)
+    assert list(s["endpoints"]) == ["chat", "select", "embed"]
+    assert s["overall"]["count"] == 0 and s["overall"]["throughput_rps"] == 0.0
+    assert s["overall"]["latency_ms"]["p95"] is None and s["overall"]["ci95_ms"]["p95"] is None
+    assert "NaN" not in text
+    # Only failures on one endpoint, nothing on another.
+    df = records_frame([rec(0, 1.0, 1.0, endpoint="chat", outcome="upstream_error"), rec(1, 2.0, 0.1, endpoint="select")])
+    s2 = summarize(df, 1, endpoints=["chat", "select", "embed"])
+    json.dumps(s2, allow_nan=False)
+    assert s2["endpoints"]["chat"]["success_rate"] == 0.0
+    assert s2["endpoints"]["chat"]["latency_ms"]["mean"] is None
+    assert s2["endpoints"]["embed"]["count"] == 0
+    assert "chat" in stats.format_table(s2) and "embed" in stats.format_table(s2)
+
+
+def test_summary_is_deterministic_and_row_order_free():
+    df = synthetic(reps=3, n=300)
+    a = json.dumps(summarize(df, 3), sort_keys=False, allow_nan=False)
+    b = json.dumps(summarize(df.copy(), 3), sort_keys=False, allow_nan=False)
+    shuffled = df.sample(frac=1.0, random_state=5).reset_index(drop=True)
+    c = json.dumps(summarize(shuffled, 3), sort_keys=False, allow_nan=False)
+    assert a == b == c
+    one = df[df["replication"] == 0]
+    d1 = json.dumps(summarize(one, 1, end_s=20.0))
+    d2 = json.dumps(summarize(one.iloc[::-1], 1, end_s=20.0))
+    assert d1 == d2  # batch means sort by arrival, so row order does not move the CI
+
+
+def test_time_series_rates_p95_and_in_flight():
+    # Replication 0: one request per second from t=0, each in flight 0.5 s (started at arrival).
+    rows = [rec(i, float(i), 0.5) for i in range(10)]
+    rows.append(rec(50, 3.2, 0.1, endpoint="select", outcome="rejected"))
+    ts = stats.time_series(records_frame(rows), 5.0)
+    assert set(ts["endpoint"]) == {"all", "chat", "select"}
+    chat = ts[ts["endpoint"] == "chat"].set_index("window_at")
+    allr = ts[ts["endpoint"] == "all"].set_index("window_at")
+    assert chat.loc[0.0, "completed_rps"] == pytest.approx(1.0)  # finishes at 0.5..4.5
+    assert chat.loc[0.0, "in_flight"] == pytest.approx(0.5)
+    assert chat.loc[5.0, "in_flight"] == pytest.approx(0.5)
+    assert allr.loc[0.0, "completed_rps"] == pytest.approx(6 / 5.0)
+    assert allr.loc[0.0, "success_rate"] == pytest.approx(5 / 6)
+    assert allr.loc[0.0, "p95_ms"] == pytest.approx(500.0)
+    assert allr.loc[0.0, "in_flight"] == pytest.approx((2.5 + 0.1) / 5.0)
+
+
+def test_little_law_on_deterministic_schedule():
+    # Arrivals every 0.5 s, each in system 1.5 s: exactly 3 in system in steady state.
+    rows = [rec(i, 0.5 * i, 1.5) for i in range(40)]
+    lc = stats.little_check(records_frame(rows), 5.0, 15.0)
+    assert lc["lambda"] == pytest.approx(2.0)
+    assert lc["W"] == pytest.approx(1.5)
+    assert lc["L"] == pytest.approx(3.0)
+    assert lc["rel_error"] == pytest.approx(0.0, abs=1e-9)
+    # Random schedule: holds within a few percent over a long window.
+    lc2 = stats.little_check(synthetic(reps=2, n=3000), 5.0, 250.0)
+    assert lc2["rel_error"] < 0.02
+
+
+def test_per_replication_and_paired_compare():
+    df = synthetic(reps=6, n=500)
+    slower = df.copy()
+    slower["latency_s"] = slower["latency_s"] * 1.1  # common random numbers: same arrivals, 10 % slower
+    kw = dict(end_s=40.0)
+    sa, sb = summarize(df, 6, **kw), summarize(slower, 6, **kw)
+    win_a, win_b = stats.measurement_window(df, 0.0, 40.0), stats.measurement_window(slower, 0.0, 40.0)
+    pa, pb = stats.per_replication(win_a, 40.0), stats.per_replication(win_b, 40.0)
+    assert len(pa) == 6 * 3 and set(pa["endpoint"]) == {"all", "chat", "select"}
+    r0 = pa[(pa["replication"] == 0) & (pa["endpoint"] == "all")].iloc[0]
+    w0 = win_a[win_a["replication"] == 0]
+    assert r0["count"] == len(w0)
+    assert r0["p95_ms"] == pytest.approx(np.percentile(w0.loc[w0["outcome"] == "ok", "latency_s"] * 1000, 95))
+    rows = stats.compare_summaries(sa, sb, pa, pb)
+    by = {(r["endpoint"], r["metric"]): r for r in rows}
+    assert rows[0]["endpoint"] == "all"
+    mean = by[("all", "mean")]
+    assert mean["significant"] and mean["delta"] > 0 and mean["ci95"][0] > 0
+    assert mean["delta"] == pytest.approx(0.1 * sa["overall"]["latency_ms"]["mean"], rel=1e-4)
+    thr = by[("all", "throughput")]
+    assert thr["delta"] == 0.0 and not thr["significant"]
+    same = stats.compare_summaries(sa, sa, pa, pa)
+    assert not any(r["significant"] for r in same)
+    text = stats.format_compare(rows)
+    assert "paired 95% CI" in text and "*" in text
+    json.dumps(rows, allow_nan=False)
+
+
+def test_format_table_has_units_and_rows():
+    s = summarize(synthetic(reps=2, n=100), 2)
+    text = stats.format_table(s)
+    header = text.splitlines()[1]
+    for col in ("count", "req/s", "success %", "mean ms", "p50 ms", "p95 ms", "p99 ms", "max ms", "p95 95% CI ms"):
+        assert col in header
+    body = text.splitlines()[3:6]
+    assert [line.split()[0] for line in body] == ["chat", "select", "all"]
+    assert f"{s['overall']['latency_ms']['p95']:.1f}" in body[2]
+
+
+def test_per_replication_fills_absent_combinations():
+    # Replication 1 saw nothing: with replications/endpoints given it still gets rows (count 0),
+    # so a paired comparison sees its zero throughput instead of silently dropping the pair.
+    df = records_frame([rec(0, 1.0, 0.2, rep=0)])
+    assert tuple(df.columns) == RECORD_FIELDS
+    pr = stats.per_replication(df, 10.0, replications=[0, 1], endpoints=["chat", "embed"])
+    assert len(pr) == 2 * 3
+    empty = pr[(pr["replication"] == 1) & (pr["endpoint"] == "all")].iloc[0]
+    assert empty["count"] == 0 and empty["throughput_rps"] == 0.0 and math.isnan(empty["p95_ms"])
+    full = pr[(pr["replication"] == 0) & (pr["endpoint"] == "chat")].iloc[0]
+    assert full["throughput_rps"] == pytest.approx(0.1) and full["p50_ms"] == pytest.approx(200.0)
+    assert isinstance(stats.per_replication(records_frame([]), 1.0), pd.DataFrame)
