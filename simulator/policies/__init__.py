@@ -5,6 +5,7 @@ admission and churn, LitServe-style dynamic batching, provider fallback plans, a
 sliding-window rate limiter and a retry policy.  No I/O, no SimPy, no asyncio here.
 """
 
+from simulator.policies.batching import BatchDecision, BatchPolicy
 from simulator.policies.breaker import (
     BreakerState,
     CircuitBreaker,
@@ -14,17 +15,28 @@ from simulator.policies.breaker import (
     RateBreaker,
     make_breaker,
 )
+from simulator.policies.fallback import DEFAULT_TRIGGER_ON, FALLBACK_MODES, FallbackPlan, rank_candidates
 from simulator.policies.pool import Acquire, ConnectionPoolPolicy, Release
+from simulator.policies.ratelimit import SlidingWindowLimiter
+from simulator.policies.retry import RetryPolicy
 
 __all__ = [
+    "DEFAULT_TRIGGER_ON",
+    "FALLBACK_MODES",
     "Acquire",
+    "BatchDecision",
+    "BatchPolicy",
     "BreakerState",
     "CircuitBreaker",
     "ConnectionPoolPolicy",
     "ConsecutiveBreaker",
+    "FallbackPlan",
     "GoBreaker",
     "Permit",
     "RateBreaker",
     "Release",
+    "RetryPolicy",
+    "SlidingWindowLimiter",
     "make_breaker",
+    "rank_candidates",
 ]
