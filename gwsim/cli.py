@@ -1,0 +1,228 @@
+"""The ``gwsim`` command line: run, compare, schema, measure, and the what-if tools.
+
+Every command answers bad input with one line (``gwsim: error: ...``) and exit code 2,
+an interrupt with exit code 130 after keeping what finished, and prints machine-readable
+JSON with ``--json`` (exactly one object on stdout).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from simulator.errors import GwsimError, UsageError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def _err(message: str) -> None:
+    line = " ".join(str(message).split())
+    click.echo(f"gwsim: error: {line}", err=True)
+
+
+class _Group(click.Group):
+    """Turns every failure a user can cause into one line and an exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            sys.exit(0)
+        except click.UsageError as exc:
+            hint = f" (see `gwsim {exc.ctx.info_name} --help`)" if exc.ctx is not None and exc.ctx.info_name != "gwsim" else " (see `gwsim --help`)"
+            _err(exc.format_message() + hint)
+            sys.exit(EXIT_BAD_INPUT)
+        except click.exceptions.Abort:
+            _err("interrupted")
+            sys.exit(EXIT_INTERRUPTED)
+        except GwsimError as exc:
+            _err(str(exc))
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            _err("interrupted; finished work was kept")
+            sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:
+            sys.exit(1)
+        if isinstance(rv, int):
+            sys.exit(rv)
+        sys.exit(0)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="gwsim")
+@click.option("-v", "--verbose", is_flag=True, help="Log what happens (to stderr).")
+def cli(verbose: bool) -> None:
+    """gwsim: what will this gateway change do to P50/P95/P99, throughput and success rate?
+
+    A scenario file (TOML) describes the gateway, its upstreams and its traffic. `gwsim run`
+    predicts with a discrete-event simulation; `gwsim measure` runs the same scenario on a real
+    asyncio gateway on loopback; `gwsim compare` puts two configurations side by side.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def load(path: str, overrides: tuple[str, ...] | list[str]):
+    from simulator.scenario import load_scenario
+
+    return load_scenario(path, list(overrides))
+
+
+def progress_bar(total: int, label: str, enabled: bool = True):
+    """A rich progress bar on stderr; a no-op callable when stderr is not a terminal."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    if not enabled or not console.is_terminal:
+        return None, (lambda done, total_: None)
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+    task = bar.add_task(label, total=total)
+    return bar, (lambda done, total_: bar.update(task, completed=done))
+
+
+def write_outputs(out: str | None, records, summary: dict, extra: dict[str, Any] | None = None) -> None:
+    if out is None:
+        return
+    from gwsim.output import atomic_write_json, atomic_write_parquet, ensure_dir
+
+    directory = ensure_dir(out)
+    if records is not None:
+        atomic_write_parquet(directory / "records.parquet", records)
+    for name, frame in (extra or {}).items():
+        atomic_write_parquet(directory / name, frame)
+    atomic_write_json(directory / "summary.json", summary)
+
+
+def check_out_dir(out: str | None) -> None:
+    if out is not None:
+        from gwsim.output import ensure_dir
+
+        ensure_dir(out)
+
+
+def emit(summary: dict, as_json: bool, text: str) -> None:
+    if as_json:
+        click.echo(json.dumps(summary, allow_nan=False))
+    else:
+        click.echo(text)
+
+
+# ----------------------------------------------------------------------------- commands
+
+_SET_HELP = "Override a scenario field: key.path=value (TOML value; repeatable), e.g. --set gateway.cpu_workers=4."
+
+
+@cli.command()
+@click.argument("scenario", type=click.Path(dir_okay=True))
+@click.option("-n", "--replications", type=click.IntRange(min=1), default=None, help="Independent replications [default: the scenario's run.replications].")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed [default: the scenario's run.seed].")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object (the summary) on stdout.")
+@click.option("--out", type=click.Path(), default=None, help="Directory for records.parquet, gauges.parquet and summary.json.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes for replications [default: one per core].")
+def run(scenario: str, replications: int | None, seed: int | None, overrides: tuple[str, ...], as_json: bool, out: str | None, workers: int | None) -> None:
+    """Predict latency percentiles, throughput and success rate with the simulator.
+
+    Prints a table per endpoint (count, completed req/s, success %, mean/P50/P95/P99/max in ms,
+    95 % confidence interval of P95 across replications).
+    """
+    from simulator import stats
+    from simulator.api import run_scenario
+
+    sc = load(scenario, overrides)
+    check_out_dir(out)
+    n = replications or sc.run.replications
+    bar, tick = progress_bar(n, f"simulating {sc.run.name}", enabled=True)
+    if bar is not None:
+        with bar:
+            result = run_scenario(sc, replications=replications, seed=seed, workers=workers, progress=tick)
+    else:
+        result = run_scenario(sc, replications=replications, seed=seed, workers=workers)
+    write_outputs(out, result.records, result.summary, {"gauges.parquet": result.gauges})
+    emit(result.summary, as_json, stats.format_table(result.summary))
+
+
+@cli.command()
+@click.argument("scenario_a", type=click.Path())
+@click.argument("scenario_b", type=click.Path(), required=False)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override applied to both A and B.")
+@click.option("--set-b", "overrides_b", multiple=True, metavar="KEY=VALUE", help="Override applied to B only (B defaults to A).")
+@click.option("-n", "--replications", type=click.IntRange(min=2), default=None, help="Replications of each side [default: scenario's].")
+@click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed shared by both sides (common random numbers).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object with both summaries and the deltas.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes.")
+def compare(scenario_a: str, scenario_b: str | None, overrides: tuple[str, ...], overrides_b: tuple[str, ...], replications: int | None, seed: int | None, as_json: bool, workers: int | None) -> None:
+    """Compare two configurations side by side, with common random numbers.
+
+    Either two files (A B), or one file and --set-b variants. For every endpoint and metric it
+    prints A, B, the delta B-A with its paired 95 % CI, and whether the delta exceeds its noise.
+    """
+    from simulator import stats
+    from simulator.api import run_scenario
+
+    if scenario_b is None and not overrides_b:
+        raise UsageError("compare needs a second scenario file or at least one --set-b override")
+    sc_a = load(scenario_a, overrides)
+    sc_b = load(scenario_b or scenario_a, list(overrides) + list(overrides_b))
+    n = replications or max(sc_a.run.replications, 2)
+    s = seed if seed is not None else sc_a.run.seed
+    run_a = run_scenario(sc_a, replications=n, seed=s, workers=workers)
+    run_b = run_scenario(sc_b, replications=n, seed=s, workers=workers)
+    rows = stats.compare_summaries(run_a.summary, run_b.summary, run_a.per_replication(), run_b.per_replication())
+    payload = {"a": run_a.summary, "b": run_b.summary, "deltas": rows}
+    if as_json:
+        click.echo(json.dumps(payload, allow_nan=False))
+    else:
+        click.echo(f"A: {scenario_a} {' '.join(overrides)}".rstrip())
+        click.echo(f"B: {scenario_b or scenario_a} {' '.join(list(overrides) + list(overrides_b))}".rstrip())
+        click.echo(stats.format_compare(rows))
+
+
+@cli.command()
+@click.option("--out", type=click.Path(), default=None, help="Write the schema to this file instead of stdout.")
+def schema(out: str | None) -> None:
+    """Print the scenario files' JSON Schema (for editors that validate TOML)."""
+    from simulator.scenario import json_schema
+
+    text = json.dumps(json_schema(), indent=2)
+    if out:
+        from gwsim.output import atomic_write_text
+
+        atomic_write_text(out, text + "\n")
+    else:
+        click.echo(text)
+
+
+def _register_optional() -> None:
+    """Commands that live in their own modules (measure, calibrate, sweep, ...)."""
+    import importlib
+
+    for module in ("gwsim.measure_cmd", "gwsim.whatif_cmd", "gwsim.calibrate_cmd"):
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name == module:
+                continue
+            raise
+        mod.register(cli)
+
+
+_register_optional()
+
+
+def main() -> None:
+    cli.main(prog_name="gwsim")
+
+
+if __name__ == "__main__":
+    main()

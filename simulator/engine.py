@@ -1,0 +1,312 @@
+"""Running a scenario in simulated time: the load tester's side (arrivals, users, the
+client's concurrency cap and timeout) around the simulated gateway, one replication at a
+time, and the replications side by side in worker processes.
+
+A replication's randomness depends only on (seed, replication, source), so the same
+scenario and seed give identical records, and two configurations run with the same seed
+see the same traffic (common random numbers).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import simpy
+
+from simulator.model.context import RequestContext
+from simulator.model.gateway import SimGateway
+from simulator.records import RECORD_FIELDS
+from simulator.rng import Streams
+from simulator.scenario import BurstArrivals, ConstantArrivals, PoissonArrivals, Scenario
+
+
+@dataclass(frozen=True)
+class ReplicationResult:
+    replication: int
+    records: pd.DataFrame
+    gauges: pd.DataFrame
+    events: int  # simulated requests
+
+
+class _Choice:
+    """Weighted choice by block-drawn uniforms (endpoint mix, payload class)."""
+
+    __slots__ = ("_cum", "_rng", "_buf", "_i")
+
+    def __init__(self, weights: list[float], rng: np.random.Generator) -> None:
+        w = np.asarray(weights, dtype=float)
+        self._cum = (np.cumsum(w) / w.sum()).tolist()
+        self._cum[-1] = 1.0
+        self._rng = rng
+        self._buf: list[float] = []
+        self._i = 0
+
+    def __call__(self) -> int:
+        i = self._i
+        if i >= len(self._buf):
+            self._buf = self._rng.random(4096).tolist()
+            i = 0
+        self._i = i + 1
+        u = self._buf[i]
+        for k, c in enumerate(self._cum):
+            if u < c:
+                return k
+        return len(self._cum) - 1
+
+
+class Replication:
+    """One replication: the environment, the gateway and the client around it."""
+
+    def __init__(self, scenario: Scenario, replication: int, seed: int, keep_records: bool = True) -> None:
+        self.scenario = scenario
+        self.replication = replication
+        self.env = simpy.Environment()
+        self.streams = Streams(seed, replication)
+        self.gateway = SimGateway(self.env, scenario, self.streams)
+        wl = scenario.workload
+        self.endpoint_names = list(wl.mix)
+        self.endpoint_choice = _Choice([wl.mix[n] for n in self.endpoint_names], self.streams["mix"])
+        self.class_choice = {
+            name: _Choice([c.weight for c in scenario.endpoints[name].classes], self.streams["classes"])
+            for name in self.endpoint_names
+        }
+        self.cap = simpy.Resource(self.env, capacity=wl.concurrency_cap) if wl.concurrency_cap else None
+        self.latency_from_sent = wl.latency_from == "sent"
+        self.client_timeout = wl.client_timeout
+        self.rows: list[tuple] = []
+        self.in_flight: dict[int, RequestContext] = {}
+        self.next_id = 0
+        self.gauges: list[tuple] = []
+        self.keep_records = keep_records
+
+    # ---------------------------------------------------------------- requests
+
+    def _new_context(self) -> RequestContext:
+        ep_name = self.endpoint_names[self.endpoint_choice()]
+        endpoint = self.scenario.endpoints[ep_name]
+        k = self.class_choice[ep_name]()
+        rid = self.next_id
+        self.next_id += 1
+        ctx = RequestContext(rid, ep_name, endpoint, endpoint.classes[k], k, self.env.now)
+        self.in_flight[rid] = ctx
+        return ctx
+
+    def _finish(self, ctx: RequestContext) -> None:
+        timeout = self.client_timeout
+        if timeout is not None and ctx.finished_at - ctx.started_at > timeout:
+            ctx.finished_at = ctx.started_at + timeout
+            ctx.outcome = "client_timeout"
+            ctx.status = 0
+        del self.in_flight[ctx.id]
+        self.rows.append(ctx.as_row(self.replication, self.latency_from_sent))
+
+    def _request(self, ctx: RequestContext):
+        env = self.env
+        if self.cap is None:
+            yield from self.gateway.handle(ctx)
+            ctx.finished_at = env.now
+            self._finish(ctx)
+            return
+        with self.cap.request() as slot:
+            yield slot
+            ctx.started_at = env.now
+            ctx.client_wait_s = env.now - ctx.arrived_at
+            if self.client_timeout is None:
+                yield from self.gateway.handle(ctx)
+                ctx.finished_at = env.now
+            else:
+                server = env.process(self._server_side(ctx))
+                fired = yield server | env.timeout(self.client_timeout)
+                if server not in fired:
+                    # the client gives up and frees its slot; the gateway goes on working
+                    ctx.finished_at = env.now
+                    ctx.outcome = "client_timeout"
+                    ctx.status = 0
+                    del self.in_flight[ctx.id]
+                    self.rows.append(ctx.as_row(self.replication, self.latency_from_sent))
+                    return
+        self._finish(ctx)
+
+    def _server_side(self, ctx: RequestContext):
+        yield from self.gateway.handle(ctx)
+        if ctx.outcome != "client_timeout":
+            ctx.finished_at = self.env.now
+
+    # ---------------------------------------------------------------- traffic
+
+    def _open_loop(self):
+        env = self.env
+        wl = self.scenario.workload
+        arrivals = wl.arrivals
+        rng = self.streams["arrivals"]
+        end = self.scenario.run.duration
+        factor_at = wl.factor_at
+        if isinstance(arrivals, BurstArrivals):
+            t = 0.0
+            while t < end:
+                size = int(round(arrivals.size * factor_at(t)))
+                for _ in range(size):
+                    env.process(self._request(self._new_context()))
+                t += arrivals.every
+                yield env.timeout(arrivals.every)
+            return
+        poisson = isinstance(arrivals, PoissonArrivals)
+        assert poisson or isinstance(arrivals, ConstantArrivals)
+        base = arrivals.rate
+        gaps = rng.exponential(1.0, 8192).tolist() if poisson else None
+        gi = 0
+        while True:
+            factor = factor_at(env.now)
+            rate = base * factor
+            if rate <= 0:
+                # idle until the next profile point
+                later = [p.at for p in wl.rate_profile if p.at > env.now]
+                if not later:
+                    return
+                yield env.timeout(min(later) - env.now)
+                continue
+            if poisson:
+                if gi >= len(gaps):
+                    gaps = rng.exponential(1.0, 8192).tolist()
+                    gi = 0
+                gap = gaps[gi] / rate
+                gi += 1
+            else:
+                gap = 1.0 / rate
+            if env.now + gap >= end:
+                return
+            yield env.timeout(gap)
+            env.process(self._request(self._new_context()))
+
+    def _user(self, think):
+        env = self.env
+        end = self.scenario.run.duration
+        while env.now < end:
+            if think.constant != 0:
+                yield env.timeout(think())
+                if env.now >= end:
+                    return
+            yield from self._request(self._new_context())
+
+    def _closed_loop(self):
+        from simulator.distributions import Sampler
+
+        wl = self.scenario.workload
+        think = Sampler(wl.think_time, self.streams["think"])
+        users = wl.users or 0
+        for i in range(users):
+            self.env.process(self._user(think))
+        yield self.env.timeout(0)
+
+    def _monitor(self):
+        env = self.env
+        gw = self.gateway
+        every = self.scenario.run.window
+        while True:
+            breaker = gw.breaker.state(env.now).value if gw.breaker is not None else ""
+            self.gauges.append(
+                (
+                    self.replication, env.now, len(self.in_flight), gw.in_system, breaker, gw.ai_pool.in_use,
+                    len(gw.ai.queue), gw.cpu.queued, sum(p.in_flight for p in gw.providers.values()),
+                    gw.semantic_entries,
+                )
+            )
+            yield env.timeout(every)
+
+    # ---------------------------------------------------------------- run
+
+    def run(self) -> ReplicationResult:
+        run = self.scenario.run
+        env = self.env
+        if self.scenario.workload.mode == "open":
+            env.process(self._open_loop())
+        else:
+            env.process(self._closed_loop())
+        env.process(self._monitor())
+        horizon = run.duration + run.drain
+        env.run(until=horizon)
+        for ctx in list(self.in_flight.values()):
+            timeout = self.client_timeout
+            if timeout is not None and ctx.started_at + timeout <= horizon:
+                ctx.finished_at = ctx.started_at + timeout
+                ctx.outcome = "client_timeout"
+            else:
+                ctx.finished_at = horizon
+                ctx.outcome = "unfinished"
+            ctx.status = 0
+            self.rows.append(ctx.as_row(self.replication, self.latency_from_sent))
+        self.in_flight.clear()
+        records = pd.DataFrame.from_records(self.rows, columns=list(RECORD_FIELDS))
+        records.sort_values("id", inplace=True, kind="stable")
+        records.reset_index(drop=True, inplace=True)
+        gauges = pd.DataFrame.from_records(
+            self.gauges,
+            columns=[
+                "replication", "at", "in_flight", "in_gateway", "breaker_state", "ai_pool_in_use", "ai_queue",
+                "cpu_queue", "provider_in_flight", "semantic_entries",
+            ],
+        )
+        return ReplicationResult(self.replication, records, gauges, len(self.rows))
+
+
+def run_replication(scenario: Scenario, replication: int, seed: int) -> ReplicationResult:
+    return Replication(scenario, replication, seed).run()
+
+
+def _run_one(args: tuple) -> ReplicationResult:
+    scenario, replication, seed = args
+    return run_replication(scenario, replication, seed)
+
+
+def default_workers(replications: int) -> int:
+    return max(1, min(replications, os.cpu_count() or 1))
+
+
+def simulate(
+    scenario: Scenario,
+    *,
+    replications: int | None = None,
+    seed: int | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Run all replications; returns (records, gauges) with a ``replication`` column.
+
+    Results do not depend on ``workers``: each replication is computed alone from its own streams.
+    """
+    n = replications if replications is not None else scenario.run.replications
+    s = seed if seed is not None else scenario.run.seed
+    workers = default_workers(n) if workers is None else max(1, workers)
+    results: list[ReplicationResult] = []
+    if workers == 1 or n == 1:
+        for r in range(n):
+            results.append(run_replication(scenario, r, s))
+            if progress is not None:
+                progress(r + 1, n)
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for i, result in enumerate(pool.map(_run_one, [(scenario, r, s) for r in range(n)])):
+                results.append(result)
+                if progress is not None:
+                    progress(i + 1, n)
+    results.sort(key=lambda r: r.replication)
+    records = pd.concat([r.records for r in results], ignore_index=True)
+    gauges = pd.concat([r.gauges for r in results], ignore_index=True)
+    return records, gauges
+
+
+def measurement_end(scenario: Scenario) -> float:
+    return scenario.run.duration
+
+
+def expected_requests(scenario: Scenario) -> float:
+    wl = scenario.workload
+    if wl.mode == "open" and wl.arrivals is not None:
+        return wl.arrivals.mean_rate * scenario.run.duration
+    return math.nan

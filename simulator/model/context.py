@@ -1,0 +1,65 @@
+"""What one request carries through the simulated gateway: its identity and its stage clock.
+
+The flows fill a ``RequestContext`` as the request moves; at the end it is frozen into a
+``RequestRecord`` (as a plain tuple, in record field order, which is what the DataFrame
+is built from).
+"""
+
+from __future__ import annotations
+
+
+class Failure(Exception):
+    """A request (or an attempt) ended without an answer; ``kind`` is a record outcome or error kind."""
+
+    __slots__ = ("kind", "status")
+
+    def __init__(self, kind: str, status: int) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.status = status
+
+
+class RequestContext:
+    __slots__ = (
+        "id", "endpoint", "endpoint_cfg", "klass", "class_index", "arrived_at", "started_at", "finished_at",
+        "outcome", "status", "provider", "attempts", "fallback_used", "selection_fallback", "cache_hit",
+        "prompt_cache_hit", "breaker_state", "new_prompt",
+        "client_wait_s", "cpu_wait_s", "cpu_s", "cache_s", "embedding_s", "ai_pool_wait_s", "ai_connect_s",
+        "ai_queue_s", "ai_service_s", "provider_pool_wait_s", "provider_connect_s", "provider_queue_s",
+        "provider_s", "prompt_cache_s", "store_s",
+    )
+
+    def __init__(self, rid: int, endpoint: str, endpoint_cfg, klass, class_index: int, arrived_at: float) -> None:
+        self.id = rid
+        self.endpoint = endpoint
+        self.endpoint_cfg = endpoint_cfg
+        self.klass = klass
+        self.class_index = class_index
+        self.arrived_at = arrived_at
+        self.started_at = arrived_at
+        self.finished_at = -1.0
+        self.outcome = "unfinished"
+        self.status = 0
+        self.provider = ""
+        self.attempts = 0
+        self.fallback_used = False
+        self.selection_fallback = False
+        self.cache_hit = False
+        self.prompt_cache_hit = False
+        self.breaker_state = ""
+        self.new_prompt = True
+        self.client_wait_s = self.cpu_wait_s = self.cpu_s = self.cache_s = self.embedding_s = 0.0
+        self.ai_pool_wait_s = self.ai_connect_s = self.ai_queue_s = self.ai_service_s = 0.0
+        self.provider_pool_wait_s = self.provider_connect_s = self.provider_queue_s = self.provider_s = 0.0
+        self.prompt_cache_s = self.store_s = 0.0
+
+    def as_row(self, replication: int, latency_from_sent: bool) -> tuple:
+        start = self.started_at if latency_from_sent else self.arrived_at
+        return (
+            self.id, replication, self.endpoint, self.klass.name, self.arrived_at, self.started_at,
+            self.finished_at, self.finished_at - start, self.outcome, self.status, self.provider, self.attempts,
+            self.fallback_used, self.selection_fallback, self.cache_hit, self.prompt_cache_hit, self.breaker_state,
+            self.client_wait_s, self.cpu_wait_s, self.cpu_s, self.cache_s, self.embedding_s, self.ai_pool_wait_s,
+            self.ai_connect_s, self.ai_queue_s, self.ai_service_s, self.provider_pool_wait_s,
+            self.provider_connect_s, self.provider_queue_s, self.provider_s, self.prompt_cache_s, self.store_s,
+        )

@@ -1,0 +1,446 @@
+"""The gateway's two request flows, as the seed gateway ran them and the scenario generalises:
+
+``select_model``: middleware (CPU, rate limiter, body limit), model selection (semantic
+cache exact GET; on a miss an embedding call and a scan of every entry; then the AI
+service through a pooled HTTP client with a request timeout, retries and a circuit
+breaker; any failure returns a static choice), reply.
+
+``chat_completions``: the same selection, a provider SDK client built (CPU), the prompt
+cache when the request opts in, the provider call with its fallback (sequential, race or
+hedge), then on success the selection stored in the semantic cache.
+
+Every decision (breaker, pool, batching, fallback, retry, rate limit, cache) is made by
+``simulator.policies``; this module only spends simulated time between decisions.
+"""
+
+from __future__ import annotations
+
+import simpy
+
+from simulator.distributions import Sampler
+from simulator.model.ai_service import SimAIService
+from simulator.model.context import Failure, RequestContext
+from simulator.model.cpu import GatewayCPU
+from simulator.model.http_pool import SimHttpPool
+from simulator.model.provider import SimProvider
+from simulator.model.redis import SimRedis
+from simulator.policies.breaker import make_breaker
+from simulator.policies.cache import counts_as_hit, entries_after_store, scan_round_trips, stores_selection
+from simulator.policies.fallback import FallbackPlan, rank_candidates
+from simulator.policies.ratelimit import SlidingWindowLimiter
+from simulator.policies.retry import RetryPolicy
+from simulator.scenario import Scenario
+
+#: error kind -> (record outcome, HTTP status the gateway answers with)
+_FAILURE_OUTCOME = {
+    "timeout": ("timeout", 504),
+    "connect": ("connect_error", 502),
+    "reset": ("reset", 502),
+    "429": ("upstream_error", 502),
+    "500": ("upstream_error", 502),
+    "503": ("upstream_error", 502),
+    "rejected": ("rejected", 503),
+    "breaker_open": ("breaker_open", 503),
+    "rate_limited": ("rate_limited", 429),
+    "too_large": ("too_large", 413),
+    "bad_request": ("bad_request", 400),
+}
+
+
+def failure_outcome(kind: str) -> tuple[str, int]:
+    return _FAILURE_OUTCOME.get(kind, ("upstream_error", 502))
+
+
+class _Uniforms:
+    """Block-drawn uniforms for per-request coin flips."""
+
+    __slots__ = ("_rng", "_buf", "_i")
+
+    def __init__(self, rng) -> None:
+        self._rng = rng
+        self._buf: list[float] = []
+        self._i = 0
+
+    def __call__(self) -> float:
+        i = self._i
+        if i >= len(self._buf):
+            self._buf = self._rng.random(4096).tolist()
+            i = 0
+        self._i = i + 1
+        return self._buf[i]
+
+
+class SimGateway:
+    def __init__(self, env: simpy.Environment, scenario: Scenario, streams) -> None:
+        self.env = env
+        self.scenario = scenario
+        gw = scenario.gateway
+        ms = scenario.model_selection
+        self.cpu = GatewayCPU(env, gw.cpu_workers)
+        self.cpu_request = Sampler(gw.cpu_per_request, streams["cpu"])
+        self.cpu_hop = Sampler(gw.cpu_per_hop, streams["cpu"])
+        self.client_build = Sampler(gw.provider_client.construction_cpu, streams["cpu"])
+        self.race_setup = Sampler(scenario.fallback.race_setup_cpu, streams["cpu"])
+        self.redis = SimRedis(env, scenario.redis, streams["redis"])
+        self.embedding = Sampler(ms.semantic_cache.embedding_time, streams["embedding"])
+        extra = {}
+        tokens = {}
+        for ep_name, ep in scenario.endpoints.items():
+            for klass in ep.classes:
+                extra[(ep_name, klass.name)] = klass.ai_extra
+                if klass.output_tokens is not None:
+                    tokens[(ep_name, klass.name)] = klass.output_tokens
+        self.ai = SimAIService(env, scenario.ai_service, streams["ai_service"], extra)
+        self.ai_rtt = Sampler(scenario.ai_service.network_rtt, streams["network"])
+        self.ai_pool = SimHttpPool(env, ms.ai_client.pool, streams["pool"])
+        self.providers = {
+            name: SimProvider(env, name, cfg, streams[f"provider:{name}"], tokens) for name, cfg in scenario.providers.items()
+        }
+        self.provider_pools = {name: SimHttpPool(env, cfg.pool, streams["pool"]) for name, cfg in scenario.providers.items()}
+        self.breaker = make_breaker(ms.ai_client.breaker) if ms.ai_client.breaker is not None else None
+        self.provider_breakers = {name: make_breaker(cfg.breaker) for name, cfg in scenario.providers.items() if cfg.breaker is not None}
+        rl = gw.rate_limit
+        self.limiter = SlidingWindowLimiter(rl.limit, rl.window) if rl is not None else None
+        self.limiter_keys = [f"key{i}" for i in range(rl.keys)] if rl is not None else []
+        r = ms.ai_client.retries
+        self.retry = RetryPolicy(r.count, r.backoff, r.on)
+        self.cache_coin = _Uniforms(streams["cache"])
+        self.semantic_entries = ms.semantic_cache.initial_entries
+        self.stored_keys: set = set()
+        self.clients_built: set[str] = set()
+        self.provider_order = scenario.provider_order()
+        self.in_system = 0
+
+    # ------------------------------------------------------------------ helpers
+
+    def _cpu(self, ctx: RequestContext, seconds: float):
+        if seconds > 0:
+            yield from self.cpu.work(ctx, seconds)
+
+    def _ranked(self, ctx: RequestContext) -> tuple[str, list[str]]:
+        """The AI service's answer: primary then alternatives, rotated by class (deterministic per class)."""
+        if ctx.klass.provider is not None:
+            primary = ctx.klass.provider
+        else:
+            order = self.provider_order
+            primary = order[ctx.class_index % len(order)]
+        ranked = rank_candidates(self.provider_order, primary)
+        return ranked[0], ranked[1:]
+
+    # ------------------------------------------------------------------ entry
+
+    def handle(self, ctx: RequestContext):
+        """Generator: the whole server-side handling; sets ctx.outcome and ctx.status."""
+        env = self.env
+        self.in_system += 1
+        try:
+            yield from self._cpu(ctx, self.cpu_request())
+            if self.limiter is not None:
+                key = self.limiter_keys[ctx.id % len(self.limiter_keys)]
+                if not self.limiter.allow(key, env.now):
+                    raise Failure("rate_limited", 429)
+            limit = self.scenario.gateway.body_limit_bytes
+            if limit is not None and ctx.klass.request_bytes > limit:
+                raise Failure("too_large", 413)
+            if ctx.endpoint_cfg.kind == "select_model":
+                yield from self.select(ctx)
+            else:
+                yield from self.chat(ctx)
+            ctx.outcome = "ok"
+            ctx.status = 200
+        except Failure as failure:
+            ctx.outcome, status = failure_outcome(failure.kind)
+            ctx.status = status
+        finally:
+            self.in_system -= 1
+
+    # ------------------------------------------------------------------ selection
+
+    def select(self, ctx: RequestContext):
+        """Generator returning (primary, alternatives)."""
+        env = self.env
+        ms = self.scenario.model_selection
+        if not ctx.endpoint_cfg.model_selection:
+            return self._ranked(ctx)
+        sc = ms.semantic_cache
+        if sc.enabled:
+            begun = env.now
+            coin = self.cache_coin()
+            similar_coin = self.cache_coin()
+            result = yield from self.redis.operation(1)
+            hit = counts_as_hit(result.ok, coin < ctx.klass.semantic_cache_hit)
+            ctx.new_prompt = not hit and coin >= ctx.klass.semantic_cache_hit
+            embedded = 0.0
+            if not hit and sc.scan_on_miss:
+                embedded = self.embedding()
+                yield from self._cpu(ctx, self.cpu_hop())
+                if embedded > 0:
+                    yield env.timeout(embedded)
+                ctx.embedding_s += embedded
+                trips = scan_round_trips(self.semantic_entries, sc.scan_batch)
+                scan = yield from self.redis.operation(trips)
+                hit = counts_as_hit(scan.ok, similar_coin < sc.similarity_hit)
+            ctx.cache_s += env.now - begun - embedded
+            if hit:
+                ctx.cache_hit = True
+                return self._ranked(ctx)
+        selection = yield from self._ask_ai_service(ctx)
+        if sc.enabled and stores_selection(ctx.endpoint_cfg.kind, sc.write_on_select, False, True):
+            yield from self._store_selection(ctx)
+        return selection
+
+    def _static_choice(self, ctx: RequestContext, failure: Failure):
+        choice = self.scenario.model_selection.fallback_choice
+        if choice is None:
+            raise failure
+        ctx.selection_fallback = True
+        return choice.provider, list(choice.alternatives)
+
+    def _ask_ai_service(self, ctx: RequestContext):
+        env = self.env
+        breaker = self.breaker
+        client = self.scenario.model_selection.ai_client
+        is_select = ctx.endpoint_cfg.kind == "select_model"
+        attempts = 0
+        while True:
+            permit = None
+            if breaker is not None:
+                permit = breaker.allow(env.now)
+                if not ctx.breaker_state:
+                    ctx.breaker_state = permit.state.value if permit is not None else breaker.state(env.now).value
+                if permit is None:
+                    return self._static_choice(ctx, Failure("breaker_open", 503))
+            attempts += 1
+            if is_select:
+                ctx.attempts = attempts
+            begun = env.now
+            try:
+                yield from self._ai_attempt(ctx, client.request_timeout)
+            except Failure as failure:
+                if permit is not None:
+                    breaker.record(permit, env.now, False, env.now - begun)
+                delay = self.retry.delay_before(attempts, failure.kind)
+                if delay is None:
+                    return self._static_choice(ctx, failure)
+                if delay > 0:
+                    yield env.timeout(delay)
+                continue
+            if permit is not None:
+                breaker.record(permit, env.now, True, env.now - begun)
+            return self._ranked(ctx)
+
+    def _ai_attempt(self, ctx: RequestContext, timeout: float | None):
+        env = self.env
+        deadline = env.now + timeout if timeout is not None else None
+        lease = yield from self.ai_pool.acquire(deadline)
+        ctx.ai_pool_wait_s += lease.wait_s
+        ctx.ai_connect_s += lease.connect_s
+        reusable = False
+        try:
+            yield from self._cpu(ctx, self.cpu_hop())
+            done = self.ai.submit(ctx, (ctx.endpoint, ctx.klass.name))
+            rtt = self.ai_rtt()
+            if deadline is None:
+                result = yield done
+            else:
+                remaining = deadline - env.now
+                if remaining <= 0:
+                    raise Failure("timeout", 504)
+                fired = yield done | env.timeout(remaining)
+                if done not in fired:
+                    raise Failure("timeout", 504)
+                result = done.value
+            if rtt > 0:
+                if deadline is not None and env.now + rtt > deadline:
+                    yield env.timeout(max(deadline - env.now, 0.0))
+                    raise Failure("timeout", 504)
+                yield env.timeout(rtt)
+            if result is not None:
+                reusable = result.kind not in ("reset",)
+                raise result
+            reusable = True
+        finally:
+            self.ai_pool.release(lease, reusable)
+
+    def _store_selection(self, ctx: RequestContext):
+        env = self.env
+        sc = self.scenario.model_selection.semantic_cache
+        begun = env.now
+        embedded = self.embedding()
+        yield from self._cpu(ctx, self.cpu_hop())
+        if embedded > 0:
+            yield env.timeout(embedded)
+        result = yield from self.redis.operation(1)
+        if result.ok:
+            key = (ctx.endpoint, ctx.klass.name) if not ctx.new_prompt else ctx.id
+            new_key = key not in self.stored_keys if not ctx.new_prompt else True
+            if not ctx.new_prompt:
+                self.stored_keys.add(key)
+            self.semantic_entries = entries_after_store(self.semantic_entries, new_key, sc.max_entries)
+        ctx.store_s += env.now - begun
+
+    # ------------------------------------------------------------------ chat
+
+    def chat(self, ctx: RequestContext):
+        env = self.env
+        scenario = self.scenario
+        primary, alternatives = yield from self.select(ctx)
+        yield from self._build_client(ctx, primary)
+        pc = scenario.prompt_cache
+        opted = pc.enabled and ctx.klass.prompt_cache_opt_in
+        if opted:
+            begun = env.now
+            coin = self.cache_coin()
+            result = yield from self.redis.operation(1, pc.op_timeout)
+            ctx.prompt_cache_s += env.now - begun
+            if counts_as_hit(result.ok, coin < ctx.klass.prompt_cache_hit):
+                ctx.prompt_cache_hit = True
+                ctx.provider = primary
+                return
+        candidates = [primary] + [p for p in alternatives if p != primary]
+        yield from self._call_with_fallback(ctx, candidates)
+        if opted:
+            begun = env.now
+            yield from self.redis.operation(1, pc.op_timeout)
+            ctx.prompt_cache_s += env.now - begun
+        sc = scenario.model_selection.semantic_cache
+        if (
+            ctx.endpoint_cfg.model_selection
+            and sc.enabled
+            and stores_selection("chat_completions", False, ctx.endpoint_cfg.store_selection_on_success, True)
+        ):
+            yield from self._store_selection(ctx)
+
+    def _build_client(self, ctx: RequestContext, provider: str):
+        pooled = self.scenario.gateway.provider_client.pooled
+        if pooled and provider in self.clients_built:
+            return
+        cost = self.client_build()
+        if pooled:
+            self.clients_built.add(provider)
+        yield from self._cpu(ctx, cost)
+
+    def _call_with_fallback(self, ctx: RequestContext, candidates: list[str]):
+        fb = self.scenario.fallback
+        plan = FallbackPlan(fb.mode, candidates, fb.max_attempts, fb.race_width, fb.hedge_delay, fb.trigger_on)
+        if fb.mode in ("none", "sequential"):
+            yield from self._sequential(ctx, plan)
+        else:
+            yield from self._concurrent(ctx, plan)
+
+    def _sequential(self, ctx: RequestContext, plan: FallbackPlan):
+        env = self.env
+        timeout = self.scenario.fallback.attempt_timeout
+        to_start = plan.start(env.now)
+        last: Failure | None = None
+        while to_start:
+            provider = to_start[0]
+            if ctx.attempts > 0:
+                ctx.fallback_used = True
+                yield from self._cpu(ctx, self.race_setup())
+                yield from self._build_client(ctx, provider)
+            ctx.attempts += 1
+            failure = yield from self._provider_attempt(ctx, provider, timeout)
+            if failure is None:
+                plan.on_success(provider, env.now)
+                ctx.provider = provider
+                return
+            last = failure
+            to_start = plan.on_failure(provider, failure.kind, env.now)
+        assert last is not None
+        raise last
+
+    def _concurrent(self, ctx: RequestContext, plan: FallbackPlan):
+        """race and hedge: several attempts in flight, first success wins."""
+        env = self.env
+        fb = self.scenario.fallback
+        running: dict[str, simpy.Process] = {}
+        last: Failure | None = None
+
+        def launch(providers: list[str]) -> None:
+            for provider in providers:
+                if ctx.attempts > 0:
+                    ctx.fallback_used = True
+                ctx.attempts += 1
+                running[provider] = env.process(self._provider_attempt(ctx, provider, fb.attempt_timeout, interruptible=True))
+
+        launch(plan.start(env.now))
+        hedges_fired: set[float] = set()
+        while running:
+            waits = list(running.values())
+            hedge_at = plan.next_hedge_at()
+            if hedge_at is not None and hedge_at not in hedges_fired:
+                if hedge_at <= env.now:
+                    hedges_fired.add(hedge_at)
+                    launch(plan.on_hedge_timer(env.now))
+                    continue
+                waits.append(env.timeout(hedge_at - env.now))
+            yield env.any_of(waits)
+            for provider, proc in list(running.items()):
+                if not proc.triggered:
+                    continue
+                del running[provider]
+                failure = proc.value
+                if failure is None:
+                    losers = plan.on_success(provider, env.now)
+                    ctx.provider = provider
+                    if fb.cancel_losers:
+                        for loser in losers:
+                            other = running.pop(loser, None)
+                            if other is not None and other.is_alive:
+                                other.interrupt("cancelled")
+                    return
+                last = failure
+                launch(plan.on_failure(provider, failure.kind, env.now))
+        raise last if last is not None else Failure("timeout", 504)
+
+    def _provider_attempt(self, ctx: RequestContext, provider: str, timeout: float | None, interruptible: bool = False):
+        """Generator returning None on success or the Failure; never raises a Failure."""
+        env = self.env
+        breaker = self.provider_breakers.get(provider)
+        permit = None
+        if breaker is not None:
+            permit = breaker.allow(env.now)
+            if permit is None:
+                return Failure("breaker_open", 503)
+        begun = env.now
+        deadline = begun + timeout if timeout is not None else None
+        lease = None
+        pool = self.provider_pools[provider]
+        reusable = False
+        try:
+            lease = yield from pool.acquire(deadline)
+            ctx.provider_pool_wait_s += lease.wait_s
+            ctx.provider_connect_s += lease.connect_s
+            yield from self._cpu(ctx, self.cpu_hop())
+            station = self.providers[provider]
+            if deadline is None:
+                yield from station.call(ctx, (ctx.endpoint, ctx.klass.name))
+            else:
+                call = env.process(station.guarded_call(ctx, (ctx.endpoint, ctx.klass.name)))
+                remaining = deadline - env.now
+                fired = yield call | env.timeout(max(remaining, 0.0))
+                if call not in fired:
+                    call.interrupt("deadline")
+                    raise Failure("timeout", 504)
+                if call.value is not None:
+                    raise call.value
+            reusable = True
+        except Failure as failure:
+            reusable = failure.kind not in ("reset", "timeout", "connect")
+            if permit is not None:
+                breaker.record(permit, env.now, False, env.now - begun)
+            return failure
+        except simpy.Interrupt:
+            if not interruptible:
+                raise
+            return Failure("timeout", 504)
+        finally:
+            if lease is not None:
+                pool.release(lease, reusable)
+        if permit is not None:
+            breaker.record(permit, env.now, True, env.now - begun)
+        return None
+
+    def __repr__(self) -> str:
+        return f"<SimGateway in_system={self.in_system} cpu={self.cpu!r} ai={self.ai!r}>"

@@ -1,0 +1,115 @@
+"""The gateway's HTTP connection pool to one upstream host, with Go net/http semantics.
+
+Admission, reuse, churn and waiting are decided by ``simulator.policies.pool``; this
+module only spends simulated time: a dial and a TLS handshake for each new connection,
+and the wait of callers beyond ``max_conns_per_host``.
+"""
+
+from __future__ import annotations
+
+import simpy
+
+from simulator.distributions import Sampler
+from simulator.model.context import Failure
+from simulator.policies.pool import ConnectionPoolPolicy
+from simulator.scenario import ConnectionPool
+
+
+class Lease:
+    __slots__ = ("conn_id", "wait_s", "connect_s")
+
+    def __init__(self, conn_id: int, wait_s: float, connect_s: float) -> None:
+        self.conn_id = conn_id
+        self.wait_s = wait_s
+        self.connect_s = connect_s
+
+
+class SimHttpPool:
+    __slots__ = ("env", "cfg", "policy", "dial", "tls", "_waiters")
+
+    def __init__(self, env: simpy.Environment, cfg: ConnectionPool, rng) -> None:
+        self.env = env
+        self.cfg = cfg
+        self.policy = ConnectionPoolPolicy(cfg.max_idle_per_host, cfg.max_conns_per_host, cfg.idle_timeout)
+        self.dial = Sampler(cfg.dial_time, rng)
+        self.tls = Sampler(cfg.tls_handshake_time, rng)
+        self._waiters: dict[int, simpy.Event] = {}
+
+    def _connect_time(self) -> float:
+        return self.dial() + self.tls()
+
+    def acquire(self, deadline: float | None = None):
+        """Generator returning a Lease; the caller must ``release`` it on every exit path.
+
+        With a ``deadline`` the wait and the dial are bounded: past it, ``Failure('timeout')``.
+        """
+        env = self.env
+        start = env.now
+        decision = self.policy.acquire(start)
+        if decision.kind == "reuse":
+            return Lease(decision.conn_id, 0.0, 0.0)
+        if decision.kind == "dial":
+            connect = self._connect_time()
+            if connect > 0:
+                if deadline is not None and start + connect > deadline:
+                    yield env.timeout(max(deadline - start, 0.0))
+                    self._give_back_slot(decision.conn_id)
+                    raise Failure("timeout", 504)
+                yield env.timeout(connect)
+            return Lease(decision.conn_id, 0.0, connect)
+        # wait for a handoff or a freed slot
+        waiter = decision.waiter
+        event = self._waiters[waiter] = env.event()
+        try:
+            if deadline is None:
+                dial_needed = yield event
+            else:
+                fired = yield event | env.timeout(max(deadline - env.now, 0.0))
+                if event not in fired:
+                    raise Failure("timeout", 504)
+                dial_needed = event.value
+        except BaseException:
+            self._waiters.pop(waiter, None)
+            if self.policy.waiter_conn(waiter) is None:
+                self.policy.cancel_wait(waiter, env.now)
+            else:  # a connection was handed over just as we gave up: give it back
+                self.policy.release(self.policy.waiter_conn(waiter), env.now, True)
+            raise
+        conn_id = self.policy.waiter_conn(waiter)
+        waited = env.now - start
+        connect = 0.0
+        if dial_needed:
+            connect = self._connect_time()
+            if connect > 0:
+                if deadline is not None and env.now + connect > deadline:
+                    yield env.timeout(max(deadline - env.now, 0.0))
+                    self._give_back_slot(conn_id)
+                    raise Failure("timeout", 504)
+                yield env.timeout(connect)
+        return Lease(conn_id, waited, connect)
+
+    def _give_back_slot(self, conn_id: int) -> None:
+        """A dial that did not finish in time frees its slot, perhaps for a waiter."""
+        waiter = self.policy.dial_failed(conn_id, self.env.now)
+        if waiter is not None:
+            event = self._waiters.pop(waiter, None)
+            if event is not None:
+                event.succeed(True)
+
+    def release(self, lease: Lease, reusable: bool = True) -> None:
+        outcome = self.policy.release(lease.conn_id, self.env.now, reusable)
+        if outcome.kind == "handoff" and outcome.waiter is not None:
+            event = self._waiters.pop(outcome.waiter, None)
+            if event is not None:
+                event.succeed(False)
+        elif outcome.dial_for is not None:
+            event = self._waiters.pop(outcome.dial_for, None)
+            if event is not None:
+                event.succeed(True)
+
+    @property
+    def in_use(self) -> int:
+        return self.policy.active
+
+    def __repr__(self) -> str:
+        return f"<SimHttpPool {self.policy!r}>"
