@@ -501,8 +501,9 @@ class RateBreaker(CircuitBreaker):
             self._failed += failed
             self._slow += slow
             n = len(calls)
+            # division, not multiplication: 3 / 10 == 0.3 exactly, 0.3 * 10 > 3
             if n >= self.minimum_calls and (
-                self._failed >= self.failure_rate_threshold * n or self._slow >= self.slow_call_rate_threshold * n
+                self._failed / n >= self.failure_rate_threshold or self._slow / n >= self.slow_call_rate_threshold
             ):
                 self._set_state(_OPEN, now)
         elif st is _HALF_OPEN:
@@ -511,7 +512,7 @@ class RateBreaker(CircuitBreaker):
             self._slow += slow
             n = self._done
             if n >= self.half_open_max_calls:
-                if self._failed >= self.failure_rate_threshold * n or self._slow >= self.slow_call_rate_threshold * n:
+                if self._failed / n >= self.failure_rate_threshold or self._slow / n >= self.slow_call_rate_threshold:
                     self._set_state(_OPEN, now)
                 else:
                     self._set_state(_CLOSED, now)

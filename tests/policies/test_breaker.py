@@ -327,3 +327,10 @@ def test_make_breaker_seed_config_reproduces_seed_quirks() -> None:
     call(b, 33, 33, True)
     call(b, 34, 34, True)
     assert list(b.log) == [("half_open", 33), ("closed", 34)]  # bounded log keeps the newest
+
+
+def test_rate_threshold_is_inclusive_without_float_slop() -> None:
+    b = RateBreaker(window=100.0, failure_rate_threshold=0.3, minimum_calls=10, open_for=5.0)
+    for i in range(10):
+        call(b, i, i, i not in (0, 1, 2))  # 3 failures of 10 = 0.3 exactly
+    assert b.log == [("open", 9)]
