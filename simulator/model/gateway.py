@@ -432,6 +432,9 @@ class SimGateway:
                 breaker.record(permit, env.now, False, env.now - begun)
             return failure
         except simpy.Interrupt:
+            # a race loser walked away: its breaker permit had no outcome
+            if permit is not None:
+                breaker.cancel(permit, env.now)
             if not interruptible:
                 raise
             return Failure("timeout", 504)
