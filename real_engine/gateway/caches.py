@@ -1,0 +1,335 @@
+"""The gateway's two Redis caches: the model-selection ("semantic") cache and the prompt cache.
+
+Semantic cache, as the seed gateway ran it: an exact ``GET`` keyed by the raw prompt;
+on a miss an embedding call (done by the flow) and then a ``SCAN`` over every cache key
+with one ``GET`` per key to compare vectors, so a miss costs O(entries) round trips.
+Prompt cache: exact key over the messages, the selected provider and the parameters;
+GET before the provider call, SET (TTL 1 h) after a success.
+
+Both talk to real Redis through ``redis.asyncio`` with a blocking connection pool of
+``redis.pool_size`` connections, a pool-wait timeout (``redis.pool_timeout``) and an
+operation timeout; a timeout (or a pool-wait timeout, or a connection error) counts as
+a miss, never as an error the caller sees (``simulator.policies.cache.counts_as_hit``).
+Keys live under a per-run prefix and are deleted at shutdown.
+
+Redis faults from the scenario: ``stall`` really stalls the server with ``CLIENT PAUSE``
+(issued on its own connection at the fault's start, for its length); ``outage`` cannot
+be made real on a shared Redis, so while one is in force every operation fails at once
+as a refused connection would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from simulator.policies.cache import counts_as_hit
+from simulator.scenario import Scenario, active_fault
+
+log = logging.getLogger(__name__)
+
+PROMPT_CACHE_TTL_S = 3600
+SIMILARITY_THRESHOLD = 0.9  # the seed's cosine threshold
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    """``status``: hit, miss, timeout (op or pool wait) or error; ``value`` on a hit."""
+
+    status: str
+    value: Any = None
+    scanned: int = 0
+
+    @property
+    def hit(self) -> bool:
+        return self.status == "hit"
+
+
+class _OpFailed(Exception):
+    def __init__(self, status: str) -> None:
+        self.status = status
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na = float(np.linalg.norm(a))
+    nb = float(np.linalg.norm(b))
+    if na == 0 or nb == 0:
+        return 0.0
+    return float(np.dot(a, b) / (na * nb))
+
+
+class RedisCaches:
+    """Semantic and prompt cache over one Redis connection pool, keys under ``prefix``."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        redis_url: str,
+        prefix: str,
+        *,
+        run_clock: Callable[[], float],
+        on_result: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.redis_url = redis_url
+        self.prefix = prefix
+        self.sem_prefix = f"{prefix}sem:"
+        self.pc_prefix = f"{prefix}pc:"
+        self._run_clock = run_clock
+        self._on_result = on_result
+        rcfg = scenario.redis
+        self.pool = aioredis.BlockingConnectionPool.from_url(
+            redis_url,
+            max_connections=rcfg.pool_size,
+            timeout=rcfg.pool_timeout,
+            driver_info=None,  # no CLIENT SETINFO round trip on every new connection
+        )
+        self.client = aioredis.Redis(connection_pool=self.pool)
+        self.entries = 0
+        self.counts: dict[str, dict[str, int]] = {
+            "semantic": {"hit": 0, "miss": 0, "timeout": 0, "error": 0},
+            "prompt": {"hit": 0, "miss": 0, "timeout": 0, "error": 0},
+            "store": {"ok": 0, "timeout": 0, "error": 0, "skipped_full": 0},
+        }
+        self._fault_task: asyncio.Task | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        sem = self.counts["semantic"]
+        return (
+            f"<RedisCaches prefix={self.prefix!r} entries={self.entries} hits={sem['hit']} "
+            f"misses={sem['miss']} timeouts={sem['timeout']}>"
+        )
+
+    # ------------------------------------------------------------------ one operation
+
+    async def _op(self, timeout: float | None, fn, *args, **kwargs):
+        fault = active_fault(self.scenario.redis.faults, self._run_clock())
+        if fault is not None and fault.kind == "outage":
+            raise _OpFailed("error")
+        try:
+            async with asyncio.timeout(timeout):
+                return await fn(*args, **kwargs)
+        except TimeoutError:
+            raise _OpFailed("timeout") from None
+        except RedisConnectionError as exc:
+            # redis-py reports a pool-wait timeout as ConnectionError("No connection available.")
+            raise _OpFailed("timeout" if "No connection available" in str(exc) else "error") from None
+        except (RedisError, OSError):
+            raise _OpFailed("error") from None
+
+    def _count(self, cache: str, status: str) -> None:
+        self.counts[cache][status] = self.counts[cache].get(status, 0) + 1
+        if self._on_result is not None:
+            self._on_result(cache, status)
+
+    # ------------------------------------------------------------------ semantic cache
+
+    async def semantic_get(self, prompt: str) -> CacheResult:
+        """Exact GET keyed by the raw prompt."""
+        timeout = self.scenario.redis.op_timeout
+        try:
+            raw = await self._op(timeout, self.client.get, self.sem_prefix + prompt)
+        except _OpFailed as exc:
+            self._count("semantic", exc.status)
+            return CacheResult(exc.status)
+        if not counts_as_hit(True, raw is not None):
+            return CacheResult("miss")
+        self._count("semantic", "hit")
+        return CacheResult("hit", json.loads(raw))
+
+    async def semantic_scan(self, vector: np.ndarray) -> CacheResult:
+        """SCAN every cache key, GET each and compare vectors: the seed's O(entries) miss path."""
+        sc = self.scenario.model_selection.semantic_cache
+        timeout = self.scenario.redis.op_timeout
+        cursor = 0
+        scanned = 0
+        best: tuple[float, Any] = (-1.0, None)
+        try:
+            while True:
+                cursor, keys = await self._op(
+                    timeout, self.client.scan, cursor=cursor, match=self.sem_prefix + "*", count=sc.scan_batch
+                )
+                for key in keys:
+                    raw = await self._op(timeout, self.client.get, key)
+                    scanned += 1
+                    if raw is None:
+                        continue
+                    entry = json.loads(raw)
+                    vec = entry.get("embedding")
+                    if vec is None:
+                        continue
+                    sim = cosine(vector, np.asarray(vec, dtype=float))
+                    if sim > best[0]:
+                        best = (sim, entry)
+                if cursor == 0:
+                    break
+        except _OpFailed as exc:
+            self._count("semantic", exc.status)
+            return CacheResult(exc.status, scanned=scanned)
+        if best[0] >= SIMILARITY_THRESHOLD:
+            self._count("semantic", "hit")
+            return CacheResult("hit", best[1], scanned=scanned)
+        self._count("semantic", "miss")
+        return CacheResult("miss", scanned=scanned)
+
+    def semantic_miss_without_scan(self) -> None:
+        self._count("semantic", "miss")
+
+    async def semantic_store(self, prompt: str, selection: dict, vector: np.ndarray | None) -> str:
+        """SET the selection (with its vector) under the prompt; ``ok``, ``timeout``, ``error``, ``skipped_full``."""
+        cap = self.scenario.model_selection.semantic_cache.max_entries
+        if cap is not None and self.entries >= cap:
+            self.counts["store"]["skipped_full"] += 1
+            return "skipped_full"
+        value = dict(selection)
+        if vector is not None:
+            value["embedding"] = [round(float(x), 6) for x in vector]
+        try:
+            created = await self._op(
+                self.scenario.redis.op_timeout, self.client.set, self.sem_prefix + prompt, json.dumps(value)
+            )
+        except _OpFailed as exc:
+            self.counts["store"][exc.status] += 1
+            return exc.status
+        if created:
+            self.entries += 1  # an overwrite of a known key also lands here: a bound, not a census
+        self.counts["store"]["ok"] += 1
+        return "ok"
+
+    # ------------------------------------------------------------------ prompt cache
+
+    async def prompt_get(self, key: str) -> CacheResult:
+        try:
+            raw = await self._op(self.scenario.prompt_cache.op_timeout, self.client.get, self.pc_prefix + key)
+        except _OpFailed as exc:
+            self._count("prompt", exc.status)
+            return CacheResult(exc.status)
+        if raw is None:
+            self._count("prompt", "miss")
+            return CacheResult("miss")
+        self._count("prompt", "hit")
+        return CacheResult("hit", raw)
+
+    async def prompt_set(self, key: str, value: bytes) -> str:
+        try:
+            await self._op(
+                self.scenario.prompt_cache.op_timeout, self.client.set, self.pc_prefix + key, value, ex=PROMPT_CACHE_TTL_S
+            )
+        except _OpFailed as exc:
+            return exc.status
+        return "ok"
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def seed(
+        self,
+        canonical: dict[str, dict],
+        canonical_vectors: dict[str, np.ndarray | None],
+        rng: np.random.Generator,
+        prompt_entries: dict[str, bytes],
+        dim: int = 64,
+    ) -> None:
+        """Write the start-up entries: the classes' canonical selections, ``initial_entries``
+        filler entries (random unit vectors: similar to nothing) and prompt-cache entries."""
+        sc = self.scenario.model_selection.semantic_cache
+        items: dict[str, str] = {}
+        for prompt, selection in canonical.items():
+            value = dict(selection)
+            vec = canonical_vectors.get(prompt)
+            if vec is not None:
+                value["embedding"] = [round(float(x), 6) for x in vec]
+            items[self.sem_prefix + prompt] = json.dumps(value)
+        fillers = max(0, sc.initial_entries - len(items))
+        if fillers:
+            vecs = rng.standard_normal((fillers, dim))
+            vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+            for i in range(fillers):
+                items[f"{self.sem_prefix}filler #{i}"] = json.dumps(
+                    {"provider": "", "model": "", "alternatives": [], "embedding": [round(float(x), 6) for x in vecs[i]]}
+                )
+        keys = list(items)
+        for start in range(0, len(keys), 500):
+            chunk = {k: items[k] for k in keys[start : start + 500]}
+            await self.client.mset(chunk)
+        self.entries = len(items)
+        if prompt_entries:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key, value in prompt_entries.items():
+                    pipe.set(self.pc_prefix + key, value, ex=PROMPT_CACHE_TTL_S)
+                await pipe.execute()
+        log.info("seeded %d semantic entries and %d prompt entries under %s", len(items), len(prompt_entries), self.prefix)
+
+    def start_faults(self, t0: float) -> None:
+        stalls = [f for f in self.scenario.redis.faults if f.kind == "stall"]
+        if stalls:
+            self._fault_task = asyncio.get_running_loop().create_task(self._run_stalls(t0, stalls), name="redis-stalls")
+
+    async def _run_stalls(self, t0: float, stalls) -> None:
+        # A dedicated connection: CLIENT PAUSE must not wait behind the pool it stalls.
+        conn = aioredis.Redis.from_url(self.redis_url, driver_info=None)
+        try:
+            for fault in sorted(stalls, key=lambda f: f.start):
+                delay = t0 + fault.start - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                remaining = t0 + fault.end - time.monotonic()
+                if remaining > 0:
+                    log.info("redis stall: CLIENT PAUSE %d ms", int(remaining * 1000))
+                    await conn.execute_command("CLIENT", "PAUSE", int(remaining * 1000), "ALL")
+        finally:
+            await conn.aclose()
+
+    async def delete_all(self, timeout: float = 5.0) -> int:
+        """Delete every key under the prefix (SCAN + UNLINK); bounded in time."""
+        deleted = 0
+        conn = aioredis.Redis.from_url(self.redis_url, driver_info=None)
+        try:
+            async with asyncio.timeout(timeout):
+                batch: list[bytes] = []
+                async for key in conn.scan_iter(match=self.prefix + "*", count=1000):
+                    batch.append(key)
+                    if len(batch) >= 1000:
+                        deleted += await conn.unlink(*batch)
+                        batch = []
+                if batch:
+                    deleted += await conn.unlink(*batch)
+        except (TimeoutError, RedisError, OSError) as exc:
+            log.warning("could not delete keys under %s: %s", self.prefix, exc)
+        finally:
+            await conn.aclose()
+        return deleted
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._fault_task is not None:
+            self._fault_task.cancel()
+            try:
+                await self._fault_task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
+                pass
+        # A stall may still be in force: unpause so the key clean-up (and other clients) can run.
+        if self.scenario.redis.faults:
+            try:
+                unpause = aioredis.Redis.from_url(self.redis_url, driver_info=None)
+                try:
+                    async with asyncio.timeout(2):
+                        await unpause.execute_command("CLIENT", "UNPAUSE")
+                finally:
+                    await unpause.aclose()
+            except (TimeoutError, RedisError, OSError):
+                pass
+        await self.delete_all()
+        await self.client.aclose()
+        await self.pool.disconnect()
