@@ -1,0 +1,65 @@
+"""The external embedding API the seed's semantic cache calls on a miss.
+
+``POST /v1/embeddings`` with ``{"input": str, "model": "emb"}`` answers
+``{"data": [{"embedding": [...]}]}`` after ``SemanticCache.embedding_time``.  The vector
+is a unit vector of dimension ``DIM`` seeded by a hash of the text, so the same text
+always gets the same vector and different texts are nearly orthogonal (cosine far below
+the 0.9 threshold): only identical prompts count as similar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from real_engine.clock import RunClock
+from real_engine.emulators.base import EmulatorServer, timing_header
+from simulator.scenario import Scenario
+
+DIM = 64
+
+
+def embed(text: str, dim: int = DIM) -> list[float]:
+    """The deterministic unit vector of ``text``."""
+    seed = int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+    v = np.random.default_rng(seed).standard_normal(dim)
+    v /= np.linalg.norm(v)
+    return [round(float(x), 6) for x in v]
+
+
+class EmbeddingEmulator(EmulatorServer):
+    kind = "embedding"
+
+    def __init__(self, scenario: Scenario, clock: RunClock, rng: np.random.Generator, host: str = "127.0.0.1"):
+        super().__init__("embedding", (), clock, host)
+        self.time = scenario.model_selection.semantic_cache.embedding_time
+        self._rng = rng
+
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/embeddings", self.embeddings)
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        self.stats.arrived()
+        status = 499
+        try:
+            body = await request.json(loads=json.loads)
+            text = body.get("input", "")
+            if isinstance(text, list):  # OpenAI accepts a list of inputs; embed each
+                texts = [str(t) for t in text]
+            else:
+                texts = [str(text)]
+            intended = self.time.sample(self._rng)
+            actual = await self.delay(intended)
+            out: dict[str, Any] = {
+                "object": "list",
+                "model": str(body.get("model", "emb")),
+                "data": [{"object": "embedding", "index": i, "embedding": embed(t)} for i, t in enumerate(texts)],
+            }
+            status = 200
+            return web.json_response(out, headers={"X-Emulator-Timing": timing_header(0.0, actual, intended)})
+        finally:
+            self.stats.left(status)

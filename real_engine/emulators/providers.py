@@ -1,0 +1,275 @@
+"""An LLM provider's chat-completions API (OpenAI-style) as a real HTTP server.
+
+``POST /v1/chat/completions`` answers after the provider's latency: ``ttft + tokens /
+tokens_per_s`` for a token model (tokens drawn from the request class's
+``output_tokens``, else the provider's ``default_output_tokens``) or a plain whole-reply
+time.  With ``"stream": true`` the reply is Server-Sent Events: a first chunk at ttft,
+then the tokens at their decode times (grouped so chunks are at least ``MIN_CHUNK_S``
+apart, which keeps the emulator's own cost small), then ``data: [DONE]``.
+
+``Provider.errors`` answers 429 (with ``Retry-After: 1``), 500 or 503 with the given
+probabilities, about when the first token would have come.  ``concurrency`` bounds
+requests in service; beyond it a request waits in FIFO order (``over_limit="queue"``)
+or gets 429 after a round trip (``"reject"``).  Faults: slow (x latency_factor), errors,
+outage (refused), hang (never answers), reset (headers and half the body after half the
+service time, then the connection is aborted).  The network round trip is added to the
+time to first byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from real_engine.clock import RunClock
+from real_engine.emulators.base import EmulatorServer, timing_header
+from real_engine.emulators.faults import error_reply, reset_midway
+from simulator.scenario import PlainLatency, Provider, Scenario
+
+log = logging.getLogger(__name__)
+
+#: Shortest gap between two SSE chunks: faster decoders send several tokens per chunk.
+MIN_CHUNK_S = 0.02
+
+_WORD = "tok "
+
+
+class FifoLimiter:
+    """At most ``limit`` holders; waiters served first come, first served.
+
+    A released slot is handed straight to the oldest waiter, so a late arrival cannot
+    overtake the queue.  A waiter cancelled before or right after being handed a slot
+    gives it on (no slot is lost on cancellation).
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.active = 0
+        self._waiters: deque[asyncio.Future] = deque()
+        self.max_waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def full(self) -> bool:
+        return self.active >= self.limit
+
+    async def acquire(self) -> None:
+        if self.active < self.limit and not self._waiters:
+            self.active += 1
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self.max_waiting = max(self.max_waiting, len(self._waiters))
+        try:
+            await fut  # a handoff keeps ``active`` as it is: the slot changes hands
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the slot was handed to us as we were cancelled
+            else:
+                self._waiters.remove(fut)
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.active -= 1
+
+    def __repr__(self) -> str:
+        return f"<FifoLimiter active={self.active}/{self.limit} waiting={len(self._waiters)}>"
+
+
+class ProviderEmulator(EmulatorServer):
+    """One provider: latency model, error statuses, concurrency limit, faults."""
+
+    kind = "provider"
+
+    def __init__(self, name: str, provider: Provider, scenario: Scenario, clock: RunClock, rng: np.random.Generator,
+                 host: str = "127.0.0.1"):
+        super().__init__(name, provider.faults, clock, host)
+        self.cfg = provider
+        self._rng = rng
+        self._classes = {(ep_name, c.name): c for ep_name, ep in scenario.endpoints.items() for c in ep.classes}
+        self.limiter = FifoLimiter(provider.concurrency) if provider.concurrency else None
+        self.concurrency_rejected = 0
+        self._created = int(time.time())
+
+    def _routes(self, app: web.Application) -> None:
+        app.router.add_post("/v1/chat/completions", self.chat)
+
+    # ------------------------------------------------------------------ sampling
+
+    def _draw_error(self) -> int | None:
+        """A status from ``Provider.errors`` (one uniform draw over the sorted table)."""
+        if not self.cfg.errors:
+            return None
+        u = self._rng.random()
+        acc = 0.0
+        for status, p in sorted(self.cfg.errors.items()):
+            acc += p
+            if u < acc:
+                return int(status)
+        return None
+
+    def _latency(self, endpoint: str, class_name: str) -> tuple[float, float, int]:
+        """(time to first token, decode time after it, output tokens to send).
+
+        Timing uses the drawn token count as is (as the simulator does); the reply
+        carries it rounded, at least one.
+        """
+        lat = self.cfg.latency
+        cls = self._classes.get((endpoint, class_name))
+        if isinstance(lat, PlainLatency):
+            dist = cls.output_tokens if cls is not None and cls.output_tokens is not None else None
+            tokens = dist.sample(self._rng) if dist is not None else 16.0
+            return lat.time.sample(self._rng), 0.0, max(1, int(round(tokens)))
+        dist = cls.output_tokens if cls is not None and cls.output_tokens is not None else lat.default_output_tokens
+        tokens = max(dist.sample(self._rng), 0.0)
+        return lat.ttft.sample(self._rng), tokens / lat.tokens_per_s, max(1, int(round(tokens)))
+
+    # ------------------------------------------------------------------ handler
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        """One completion, in the order ``simulator.model.provider`` applies things:
+        outage on arrival; concurrency (reject or FIFO wait); hang; error draw; slow,
+        errors or reset fault; then the reply (errors come back about at ttft)."""
+        self.stats.arrived()
+        status = 499  # the client went away (handler cancelled) unless set below
+        held = False
+        try:
+            fault = self.fault_now()
+            if fault is not None and fault.kind == "outage":
+                status = 0
+                return self.drop_connection(request)
+            body = await request.json(loads=json.loads)
+            endpoint = request.headers.get("X-Gwsim-Endpoint", "")
+            class_name = request.headers.get("X-Gwsim-Class", "")
+            stream = bool(body.get("stream", False))
+            prompt = "".join(str(m.get("content", "")) for m in body.get("messages", ()) if isinstance(m, dict))
+            rtt = self.cfg.network_rtt.sample(self._rng)
+            queued_at = time.monotonic()
+            if self.limiter is not None:
+                if self.limiter.full() and self.cfg.over_limit == "reject":
+                    self.concurrency_rejected += 1
+                    await self.delay(rtt)
+                    status = 429
+                    return error_reply(429, "concurrency limit", timing_header(0, 0, 0))
+                await self.limiter.acquire()
+                held = True
+            queue_s = time.monotonic() - queued_at
+            if fault is None:
+                fault = self.fault_now()
+            if fault is not None and fault.kind == "hang":
+                return await self.hold_until_client_leaves(request)
+            first, decode, tokens = self._latency(endpoint, class_name)
+            err = self._draw_error()
+            if fault is not None:
+                if fault.kind == "slow":
+                    first, decode = first * fault.latency_factor, decode * fault.latency_factor
+                elif fault.kind == "errors" and self._rng.random() < fault.error_rate:
+                    err = fault.error_status
+                elif fault.kind == "reset":
+                    service = await self.delay(rtt + (first + decode) / 2)
+                    status = 0
+                    headers = {"X-Emulator-Timing": timing_header(queue_s, service, rtt + (first + decode) / 2)}
+                    return await reset_midway(request, json.dumps(self._completion("m", tokens, {})).encode(), headers)
+            if err is not None:
+                # errors come back about when the first token would have
+                intended = rtt + min(first + decode, first)
+                service = await self.delay(intended)
+                status = err
+                return error_reply(err, "emulated provider error", timing_header(queue_s, service, intended))
+            model = str(body.get("model") or f"{self.name}-model")
+            prompt_tokens = max(1, len(prompt) // 4)
+            usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
+            if stream:
+                status = 200
+                return await self._stream(request, model, usage, tokens, rtt + first, decode, queue_s)
+            service = await self.delay(rtt + first + decode)
+            payload = json.dumps(self._completion(model, tokens, usage)).encode()
+            status = 200
+            headers = {"X-Emulator-Timing": timing_header(queue_s, service, rtt + first + decode)}
+            return web.Response(body=payload, content_type="application/json", headers=headers)
+        finally:
+            if held:
+                self.limiter.release()
+            self.stats.left(status)
+
+    def _completion(self, model: str, tokens: int, usage: dict[str, int]) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{self.name}-{self.stats.requests}",
+            "object": "chat.completion",
+            "created": self._created,
+            "model": model,
+            "provider": self.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": _WORD * tokens},
+                         "finish_reason": "stop"}],
+            "usage": usage,
+        }
+
+    def _chunk(self, model: str, delta: dict[str, str], finish: str | None, usage=None) -> bytes:
+        obj: dict[str, Any] = {
+            "id": f"chatcmpl-{self.name}-{self.stats.requests}",
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        if usage is not None:
+            obj["usage"] = usage
+        return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+    async def _stream(self, request: web.Request, model: str, usage: dict[str, int], tokens: int, first: float,
+                      decode: float, queue_s: float) -> web.StreamResponse:
+        """SSE: a role chunk at ``first``, token j at ``first + j * decode / tokens``, then [DONE].
+
+        Chunk times are absolute deadlines from the start, so sleeping late once does
+        not push every later chunk back.
+        """
+        start = time.monotonic()
+        await self.delay(first)
+        resp = web.StreamResponse(status=200, headers={
+            "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+            "X-Emulator-Timing": timing_header(queue_s, first, first + decode),
+        })
+        await resp.prepare(request)
+        await resp.write(self._chunk(model, {"role": "assistant", "content": ""}, None))
+        per_token = decode / tokens if tokens else 0.0
+        step = max(1, math.ceil(MIN_CHUNK_S / per_token)) if per_token > 0 else tokens
+        sent = 0
+        while sent < tokens:
+            n = min(step, tokens - sent)
+            due = start + first + (sent + n) * per_token
+            wait = due - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            await resp.write(self._chunk(model, {"content": _WORD * n}, None))
+            sent += n
+        await resp.write(self._chunk(model, {}, "stop", usage))
+        await resp.write(b"data: [DONE]\n\n")
+        self.stats.lags.append((time.monotonic() - start) - (first + decode))
+        await resp.write_eof()
+        return resp
+
+    def snapshot(self) -> dict[str, Any]:
+        out = super().snapshot()
+        if self.limiter is not None:
+            out.update(concurrency=self.limiter.limit, max_waiting=self.limiter.max_waiting,
+                       concurrency_rejected=self.concurrency_rejected)
+        return out
+
+    def __repr__(self) -> str:
+        lim = f" {self.limiter!r}" if self.limiter is not None else ""
+        return f"<ProviderEmulator {self.name} port={self.port} requests={self.stats.requests} in_flight={self.stats.in_flight}{lim}>"
