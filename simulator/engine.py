@@ -243,8 +243,7 @@ class Replication:
             self.rows.append(ctx.as_row(self.replication, self.latency_from_sent))
         self.in_flight.clear()
         records = pd.DataFrame.from_records(self.rows, columns=list(RECORD_FIELDS))
-        records.sort_values("id", inplace=True, kind="stable")
-        records.reset_index(drop=True, inplace=True)
+        records = records.sort_values("id", kind="stable").reset_index(drop=True)
         gauges = pd.DataFrame.from_records(
             self.gauges,
             columns=[
