@@ -190,11 +190,17 @@ def compare(scenario_a: str, scenario_b: str | None, overrides: tuple[str, ...],
 
 @cli.command()
 @click.option("--out", type=click.Path(), default=None, help="Write the schema to this file instead of stdout.")
-def schema(out: str | None) -> None:
+@click.option("--markdown", is_flag=True, help="The human reference (every key with its type, default and help) instead of JSON Schema.")
+def schema(out: str | None, markdown: bool) -> None:
     """Print the scenario files' JSON Schema (for editors that validate TOML)."""
     from simulator.scenario import json_schema
 
-    text = json.dumps(json_schema(), indent=2)
+    if markdown:
+        from gwsim.reference import markdown as reference
+
+        text = reference()
+    else:
+        text = json.dumps(json_schema(), indent=2)
     if out:
         from gwsim.output import atomic_write_text
 

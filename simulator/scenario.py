@@ -92,7 +92,7 @@ def active_fault(faults: tuple[Fault, ...], now: float) -> Fault | None:
 
 
 class PoissonArrivals(_Model):
-    process: Literal["poisson"] = "poisson"
+    process: Literal["poisson"] = Field(default="poisson", description="Poisson arrivals (exponential gaps).")
     rate: float = Field(description="Mean arrival rate, e.g. '10/s'.")
     _r = field_validator("rate", mode="before")(classmethod(lambda cls, v: _rate(v)))
 
@@ -102,7 +102,7 @@ class PoissonArrivals(_Model):
 
 
 class ConstantArrivals(_Model):
-    process: Literal["constant"] = "constant"
+    process: Literal["constant"] = Field(default="constant", description="Evenly spaced arrivals.")
     rate: float = Field(description="Evenly spaced arrivals at this rate, e.g. '10/s'.")
     _r = field_validator("rate", mode="before")(classmethod(lambda cls, v: _rate(v)))
 
@@ -114,7 +114,7 @@ class ConstantArrivals(_Model):
 class BurstArrivals(_Model):
     """``size`` requests at once every ``every``: what the seed's web-perf tool did."""
 
-    process: Literal["burst"] = "burst"
+    process: Literal["burst"] = Field(default="burst", description="Bursts of size requests every interval.")
     size: int = Field(gt=0, description="Requests launched together at each tick.")
     every: float = Field(gt=0, description="Time between bursts, e.g. '1s'.")
     _d = _durations("every")
@@ -361,14 +361,14 @@ class AIService(_Model):
 
 
 class TokenLatency(_Model):
-    model: Literal["tokens"] = "tokens"
+    model: Literal["tokens"] = Field(default="tokens", description="Latency = time to first token + tokens / tokens_per_s.")
     ttft: Distribution = Field(description="Time to first token.")
     tokens_per_s: float = Field(gt=0, description="Decode speed after the first token.")
     default_output_tokens: Distribution = Field(default=ZERO, description="Output tokens when the class does not say.")
 
 
 class PlainLatency(_Model):
-    model: Literal["plain"] = "plain"
+    model: Literal["plain"] = Field(default="plain", description="Latency = one distribution for the whole response.")
     time: Distribution = Field(description="Whole-response latency.")
 
 
