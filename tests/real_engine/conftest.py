@@ -36,7 +36,6 @@ import gc
 import os
 import socket
 import time
-import weakref
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -109,18 +108,19 @@ def _socket_fds() -> int:
 
 @pytest.fixture
 def run_async(monkeypatch) -> Callable[..., Any]:
-    sessions: list[weakref.ref] = []
-    runners: list[weakref.ref] = []
+    # Strong references (AppRunner has __slots__, no weakrefs); dropped after the test.
+    sessions: list[aiohttp.ClientSession] = []
+    runners: list[web.AppRunner] = []
     orig_session_init = aiohttp.ClientSession.__init__
     orig_runner_init = web.AppRunner.__init__
 
     def session_init(self, *a, **kw):
         orig_session_init(self, *a, **kw)
-        sessions.append(weakref.ref(self))
+        sessions.append(self)
 
     def runner_init(self, *a, **kw):
         orig_runner_init(self, *a, **kw)
-        runners.append(weakref.ref(self))
+        runners.append(self)
 
     monkeypatch.setattr(aiohttp.ClientSession, "__init__", session_init)
     monkeypatch.setattr(web.AppRunner, "__init__", runner_init)
@@ -157,14 +157,14 @@ def run_async(monkeypatch) -> Callable[..., Any]:
 
     yield run
 
-    for ref in sessions:
-        s = ref()
-        if s is not None and not s.closed:
+    for s in sessions:
+        if not s.closed:
             problems.append(f"aiohttp ClientSession left open: {s!r}")
-    for ref in runners:
-        r = ref()
-        if r is not None and r.server is not None:
+    for r in runners:
+        if r.server is not None:
             problems.append(f"aiohttp AppRunner not cleaned up: {r!r}")
+    sessions.clear()
+    runners.clear()
     gc.collect()
     fds_after = _socket_fds()
     if fds_after > fds_before:
