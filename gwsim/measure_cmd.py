@@ -1,0 +1,101 @@
+"""``gwsim measure``: the scenario run for real (real_engine), reported like ``gwsim run``."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from simulator.units import UnitError, parse_duration
+
+
+def _duration(ctx, param, value):  # noqa: ANN001 - click callback
+    if value is None:
+        return None
+    try:
+        seconds = parse_duration(value)
+    except UnitError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if seconds <= 0:
+        raise click.BadParameter(f"expected a positive duration, got {value!r}")
+    return seconds
+
+
+def accounting_line(accounting: dict) -> str:
+    failures = accounting.get("failures", {}) or {}
+    parts = " + ".join(f"{n} {reason}" for reason, n in sorted(failures.items()) if n)
+    sent = accounting.get("sent", 0)
+    ok = accounting.get("ok", 0)
+    balanced = sent == ok + sum(failures.values())
+    verdict = "balanced" if balanced else "NOT BALANCED"
+    return f"accounting: sent {sent} = ok {ok}" + (f" + {parts}" if parts else "") + f"  ({verdict})"
+
+
+def register(cli: click.Group) -> None:
+    @cli.command()
+    @click.argument("scenario", type=click.Path())
+    @click.option("--duration", callback=_duration, default=None, help="How long to send load, e.g. 30s [default: the scenario's run.duration].")
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a scenario field (repeatable).")
+    @click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed [default: the scenario's run.seed].")
+    @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object (the summary) on stdout.")
+    @click.option("--out", type=click.Path(), default=None, help="Directory for records.parquet and summary.json.")
+    @click.option("--target", "target_url", default=None, metavar="URL", help="Measure an external OpenAI-compatible gateway at URL instead of the built-in one.")
+    @click.option("--redis-url", default="redis://127.0.0.1:6379/0", show_default=True, help="Redis the built-in gateway uses.")
+    def measure(scenario, duration, overrides, seed, as_json, out, target_url, redis_url) -> None:
+        """Run the scenario for real: emulated upstreams, the asyncio gateway, a load generator.
+
+        Starts the emulators and the gateway (each in its own process) on 127.0.0.1, drives them
+        with the scenario's traffic, shuts everything down and prints the same table and JSON as
+        `gwsim run` (engine "real"), then the accounting: requests sent = ok + failures by reason.
+        """
+        from gwsim.cli import check_out_dir, emit, write_outputs
+        from real_engine.measure import measure as run_measure
+        from simulator import stats
+        from simulator.scenario import load_scenario
+
+        sc = load_scenario(scenario, list(overrides))
+        check_out_dir(out)
+        total = duration if duration is not None else sc.run.duration
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        console = Console(stderr=True)
+        bar = None
+        tick = None
+        if console.is_terminal:
+            bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[live]}"), TimeElapsedColumn(), console=console, transient=True)
+            task = bar.add_task(f"measuring {sc.run.name}", total=total, live="")
+
+            def tick(p: dict) -> None:
+                t = float(p.get("t", 0.0) or 0.0)
+                rps = p.get("done", 0) / t if t > 0 else 0.0
+                p95 = p.get("p95_ms")
+                live = f"{rps:6.1f} req/s  p95 {p95:,.0f} ms" if p95 is not None else f"{rps:6.1f} req/s"
+                bar.update(task, completed=min(t, total), live=live)
+
+        if bar is not None:
+            with bar:
+                result = run_measure(scenario, list(overrides), duration_s=duration, target_url=target_url, seed=seed, progress=tick, redis_url=redis_url)
+        else:
+            result = run_measure(scenario, list(overrides), duration_s=duration, target_url=target_url, seed=seed, redis_url=redis_url)
+        records = result.frame()
+        warmup = min(sc.run.warmup, result.duration_s / 2)
+        summary = stats.summarize(
+            records,
+            scenario=sc.run.name,
+            engine="real",
+            replications=1,
+            seed=result.seed,
+            warmup_s=warmup,
+            end_s=result.duration_s,
+            endpoints=list(sc.endpoints),
+        )
+        summary["accounting"] = result.accounting
+        write_outputs(out, records, summary)
+        emit(summary, as_json, stats.format_table(summary) + "\n" + accounting_line(result.accounting))
+        if as_json:
+            click.echo(accounting_line(result.accounting), err=True)
+        if result.interrupted:
+            click.echo("gwsim: error: interrupted; what finished was kept", err=True)
+            sys.exit(130)
