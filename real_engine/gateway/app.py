@@ -181,6 +181,7 @@ class GatewayHandle:
             "breakers": breakers,
             "caches": {k: dict(v) for k, v in core.caches.counts.items()},
             "cache_entries": core.caches.entries,
+            "semantic_scan": {"scan_calls": core.caches.scan_calls, "keys_read": core.caches.scanned_keys},
             "cpu": {"workers": core.cpu.workers, "jobs": core.cpu.jobs, "busy_s": round(core.cpu.busy_total_s, 6)},
             "rate_limiter": (
                 {"allowed": core.limiter.allowed, "rejections": core.limiter.rejections} if core.limiter else None

@@ -100,6 +100,8 @@ class RedisCaches:
             "prompt": {"hit": 0, "miss": 0, "timeout": 0, "error": 0},
             "store": {"ok": 0, "timeout": 0, "error": 0, "skipped_full": 0},
         }
+        self.scan_calls = 0  # SCAN round trips made by semantic scans
+        self.scanned_keys = 0  # GETs made by semantic scans
         self._fault_task: asyncio.Task | None = None
         self._closed = False
 
@@ -159,9 +161,11 @@ class RedisCaches:
                 cursor, keys = await self._op(
                     timeout, self.client.scan, cursor=cursor, match=self.sem_prefix + "*", count=sc.scan_batch
                 )
+                self.scan_calls += 1
                 for key in keys:
                     raw = await self._op(timeout, self.client.get, key)
                     scanned += 1
+                    self.scanned_keys += 1
                     if raw is None:
                         continue
                     entry = json.loads(raw)
