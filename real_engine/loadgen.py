@@ -114,7 +114,10 @@ def arrival_times(workload: Workload, duration_s: float, rng: np.random.Generato
     elif isinstance(arrivals, ConstantArrivals):
         if arrivals.rate <= 0:
             return
+        # Times are anchor + n / rate within a stretch of constant rate (no summed
+        # rounding error: 40/s for 1.2 s gives exactly 48), re-anchored when it changes.
         t = 0.0
+        anchor, n, rate = 0.0, 0, -1.0
         while t < duration_s:
             f = workload.factor_at(t)
             if f <= 0:
@@ -124,7 +127,10 @@ def arrival_times(workload: Workload, duration_s: float, rng: np.random.Generato
                 t = nxt
                 continue
             yield t
-            t += 1.0 / (arrivals.rate * f)
+            if arrivals.rate * f != rate:
+                anchor, n, rate = t, 0, arrivals.rate * f
+            n += 1
+            t = anchor + n / rate
     elif isinstance(arrivals, BurstArrivals):
         carry = 0.0
         k = 0

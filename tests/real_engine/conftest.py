@@ -16,8 +16,9 @@ Fixtures
 ``make_scenario``
     ``make_scenario(data=None, overrides=())`` -> ``Scenario``: a small valid scenario
     (``BASE_SCENARIO``: endpoints ``select`` and ``chat``, providers ``p1`` and ``p2``)
-    deep-merged with ``data`` (nested dicts, scenario TOML shapes) then ``--set``-style
-    ``overrides``.
+    deep-merged with ``data`` (nested dicts, scenario TOML shapes; a table whose tag
+    such as ``process`` or ``dist`` changes replaces the old one; ``None`` removes a key)
+    then ``--set``-style ``overrides``.
 ``emulator_set``
     ``async with emulator_set(scenario, t0=None, seed=1) as emu`` starts
     ``real_engine.emulators.start_emulators`` (``t0`` defaults to now) and closes it.
@@ -65,11 +66,18 @@ BASE_SCENARIO: dict[str, Any] = {
 }
 
 
+_TAGS = ("process", "dist", "model", "kind")
+
+
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge; a table whose tag (process, dist, model, kind) changes replaces the old one."""
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        old = out.get(key)
+        if isinstance(value, dict) and isinstance(old, dict) and all(value.get(t, old.get(t)) == old.get(t) for t in _TAGS):
+            out[key] = _merge(old, value)
+        elif value is None:
+            out.pop(key, None)
         else:
             out[key] = copy.deepcopy(value)
     return out
