@@ -104,7 +104,7 @@ def _die_with_parent() -> None:
         pass
 
 
-class _Proc:
+class ChildProcess:
     """One child process with its log file; ``stop()`` is SIGTERM, then SIGKILL after a grace."""
 
     def __init__(self, name: str, argv: list[str], workdir: Path, pass_fds: tuple[int, ...] = ()) -> None:
@@ -158,7 +158,7 @@ class _Proc:
         return " | ".join(lines[-n:])
 
 
-def _wait_ready(path: Path, procs: list[_Proc], deadline: float) -> dict[str, Any]:
+def wait_ready(path: Path, procs: list[ChildProcess], deadline: float) -> dict[str, Any]:
     while True:
         if path.exists():
             try:
@@ -241,7 +241,7 @@ def measure(
     py = sys.executable
     emu_ready, gw_ready = wd / "emulators.json", wd / "gateway.json"
     out = wd / "records.parquet"
-    procs: dict[str, _Proc] = {}
+    procs: dict[str, ChildProcess] = {}
     interrupted = False
     problems: list[str] = []
     last_progress: dict[str, Any] = {}
@@ -250,22 +250,22 @@ def measure(
     try:
         try:
             if target_url is None:
-                procs["emulators"] = _Proc(
+                procs["emulators"] = ChildProcess(
                     "emulators", [py, "-m", "real_engine.emulators", *common, "--ready-file", str(emu_ready)], wd
                 )
-                procs["gateway"] = _Proc(
+                procs["gateway"] = ChildProcess(
                     "gateway",
                     [py, "-m", "real_engine.gateway", *common, "--upstreams", str(emu_ready),
                      "--ready-file", str(gw_ready), "--redis-url", redis_url],
                     wd,
                 )
                 deadline = time.monotonic() + READY_TIMEOUT_S
-                _wait_ready(emu_ready, [procs["emulators"]], deadline)
-                url = _wait_ready(gw_ready, [procs["gateway"], procs["emulators"]], deadline)["url"]
+                wait_ready(emu_ready, [procs["emulators"]], deadline)
+                url = wait_ready(gw_ready, [procs["gateway"], procs["emulators"]], deadline)["url"]
             if time.monotonic() > t0 - 0.5:
                 problems.append(f"start-up took longer than startup_s={startup_s:g}s: the first arrivals may be late")
             read_fd, write_fd = os.pipe()
-            procs["loadgen"] = _Proc(
+            procs["loadgen"] = ChildProcess(
                 "loadgen",
                 [py, "-m", "real_engine.loadgen", *common, "--target", url, "--duration", repr(duration),
                  "--out", str(out), "--progress-fd", str(write_fd)],
@@ -345,11 +345,11 @@ def measure(
 
 
 def _follow(
-    loadgen: _Proc,
+    loadgen: ChildProcess,
     read_fd: int,
     progress: Callable[[dict[str, Any]], None] | None,
     deadline: float,
-    procs: dict[str, _Proc],
+    procs: dict[str, ChildProcess],
 ) -> dict[str, Any]:
     """Relay progress lines until the load generator exits (or the deadline passes)."""
     last: dict[str, Any] = {}

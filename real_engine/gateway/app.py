@@ -14,7 +14,6 @@ gateway finishes the work (and spends the upstream calls) regardless.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -146,7 +145,12 @@ class GatewayApp:
         core.outcomes[ctx.outcome] = core.outcomes.get(ctx.outcome, 0) + 1
         self.metrics.request_duration.labels(ep_name, str(status)).observe(time.perf_counter() - started)
         ctype = content_type.split(";", 1)[0].strip() or "application/json"
-        return web.Response(body=body_bytes, status=status, headers=ctx.headers(), content_type=ctype)
+        headers = ctx.headers()
+        # "total": the whole handler, so a client can tell gateway time from network time
+        # (not a record stage; the load generator ignores it).
+        total = f"total;dur={(time.perf_counter() - started) * 1e3:.3f}"
+        headers["Server-Timing"] = f"{headers['Server-Timing']}, {total}" if "Server-Timing" in headers else total
+        return web.Response(body=body_bytes, status=status, headers=headers, content_type=ctype)
 
 
 @dataclass
