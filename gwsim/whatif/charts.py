@@ -1,0 +1,166 @@
+"""Charts of what-if results, as a planner would put them in a design review: a metric
+against the swept settings with its confidence band, a tornado of one-at-a-time
+sensitivities, the capacity search's probes against the SLO, and resource utilisation.
+
+Charts are Altair (Vega-Lite) specifications; ``save_chart`` writes them as a standalone
+HTML page and as PNG or SVG rendered by vl-convert (no browser needed).  Axis titles come
+from ``gwsim.labels``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import altair as alt
+import pandas as pd
+
+from gwsim.labels import label, resource_label
+from gwsim.output import atomic_write_bytes, atomic_write_text
+
+WIDTH = 480
+HEIGHT = 300
+
+
+def _field(name: str) -> str:
+    """Vega-Lite reads dots and brackets in field names as nested access; escape them."""
+    return name.replace(".", "\\.").replace("[", "\\[").replace("]", "\\]").replace(":", "\\:")
+
+
+def _axis_type(frame: pd.DataFrame, column: str) -> str:
+    return "quantitative" if pd.api.types.is_numeric_dtype(frame[column]) else "nominal"
+
+
+def _as_text(column: pd.Series) -> pd.Series:
+    """Legend values as people write them: 10 rather than 10.0."""
+    if pd.api.types.is_numeric_dtype(column):
+        return column.map(lambda v: f"{v:g}")
+    return column.astype(str)
+
+
+def sweep_chart(points: pd.DataFrame, metric: str, params: Sequence[str], *, threshold: float | None = None,
+                title: str | None = None) -> alt.TopLevelMixin:
+    """``metric`` (with its 95 % interval as error bars) against the first parameter; the
+    second parameter, if any, colours the lines; the third splits the chart into columns.
+    A dashed red rule marks ``threshold`` (an SLO) when given."""
+    if metric not in points.columns:
+        raise KeyError(metric)
+    frame = points.copy()
+    has_ci = f"{metric}_lo" in frame.columns and frame[f"{metric}_lo"].notna().any()
+    x = params[0]
+    x_enc = alt.X(_field(x), type=_axis_type(frame, x), title=label(x))
+    if _axis_type(frame, x) == "quantitative":
+        x_enc = alt.X(_field(x), type="quantitative", title=label(x), scale=alt.Scale(zero=False))
+    y_enc = alt.Y(_field(metric), type="quantitative", title=label(metric))
+    color = alt.Undefined
+    if len(params) > 1:
+        frame[params[1]] = _as_text(frame[params[1]])
+        color = alt.Color(_field(params[1]), type="nominal", title=label(params[1]),
+                          legend=alt.Legend(titleLimit=400, labelLimit=300), sort=None)
+    tooltip = [alt.Tooltip(_field(p), title=label(p)) for p in params]
+    tooltip.append(alt.Tooltip(_field(metric), title=label(metric), format=".4g"))
+    base = alt.Chart(frame)
+    layers = [
+        base.mark_line(point=True).encode(x=x_enc, y=y_enc, color=color, tooltip=tooltip),
+    ]
+    if has_ci:
+        layers.append(base.mark_errorbar(ticks=True).encode(
+            x=x_enc,
+            y=alt.Y(_field(f"{metric}_lo"), type="quantitative", title=label(metric)),
+            y2=alt.Y2(_field(f"{metric}_hi")),
+            color=color,
+        ))
+    if threshold is not None and math.isfinite(threshold):
+        layers.append(alt.Chart(pd.DataFrame({"slo": [threshold]})).mark_rule(color="#d62728", strokeDash=[6, 4]).encode(
+            y=alt.Y("slo:Q")))
+    chart = alt.layer(*layers).properties(width=WIDTH, height=HEIGHT)
+    if len(params) > 2:
+        frame[params[2]] = _as_text(frame[params[2]])
+        chart = alt.layer(*layers, data=frame).properties(width=WIDTH // 2, height=HEIGHT).facet(
+            column=alt.Column(_field(params[2]), type="nominal", title=label(params[2])))
+    return chart.properties(title=title or f"{label(metric)} by {label(x).lower()}")
+
+
+def tornado_chart(table: pd.DataFrame, metric: str, *, title: str | None = None) -> alt.TopLevelMixin:
+    """One bar per parameter from the metric's change at -X % to its change at +X %, widest
+    swing on top (a tornado).  ``table`` is ``sensitivity.SensitivityResult.table``."""
+    rows = []
+    for _, r in table.iterrows():
+        for side in ("low", "high"):
+            rows.append({"parameter": r["parameter"], "variation": r[f"{side}_label"],
+                         "delta": r[f"{side}_delta"], "swing": r["swing"], "value": r[f"{side}_value"]})
+    frame = pd.DataFrame(rows)
+    order = list(table.sort_values("swing", ascending=False)["parameter"])
+    bars = alt.Chart(frame).mark_bar().encode(
+        y=alt.Y("parameter:N", sort=order, title=label("parameter")),
+        x=alt.X("delta:Q", title=f"Change in {label(metric).lower()} from baseline"),
+        color=alt.Color("variation:N", title=label("variation"), scale=alt.Scale(range=["#4c78a8", "#f58518"])),
+        tooltip=["parameter", "variation", alt.Tooltip("value:Q", format=".4g"), alt.Tooltip("delta:Q", format="+.4g")],
+    )
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="black").encode(x="x:Q")
+    height = max(120, 34 * len(order))
+    return alt.layer(bars, zero).properties(width=WIDTH, height=height,
+                                            title=title or f"Sensitivity of {label(metric).lower()}")
+
+
+def capacity_chart(probes: pd.DataFrame, column: str, threshold: float, x: str, *, answer: float | None = None,
+                   title: str | None = None) -> alt.TopLevelMixin:
+    """The search's probes: the SLO metric (with its interval) against the load, the SLO as a
+    dashed rule and the answer as a vertical line."""
+    frame = probes.sort_values(x).copy()
+    frame["verdict"] = frame["feasible"].map({True: "meets SLOs", False: "misses SLOs"})
+    x_enc = alt.X(f"{x}:Q", title=label(x))
+    points = alt.Chart(frame).mark_point(filled=True, size=70).encode(
+        x=x_enc, y=alt.Y(f"{_field(column)}:Q", title=label(column)),
+        color=alt.Color("verdict:N", title="Probe", scale=alt.Scale(domain=["meets SLOs", "misses SLOs"],
+                                                                      range=["#2ca02c", "#d62728"])),
+        tooltip=[alt.Tooltip(f"{x}:Q", format=".4g"), alt.Tooltip(f"{_field(column)}:Q", format=".4g"), "replications:Q"],
+    )
+    bars = alt.Chart(frame).mark_errorbar(ticks=True).encode(
+        x=x_enc, y=alt.Y(f"{_field(column)}_lo:Q", title=label(column)), y2=f"{_field(column)}_hi:Q")
+    layers = [bars, points,
+              alt.Chart(pd.DataFrame({"slo": [threshold]})).mark_rule(color="#d62728", strokeDash=[6, 4]).encode(y="slo:Q")]
+    if answer is not None:
+        layers.append(alt.Chart(pd.DataFrame({"answer": [answer]})).mark_rule(color="#2ca02c").encode(x="answer:Q"))
+    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title=title or "Capacity search")
+
+
+def utilisation_chart(util: pd.DataFrame, *, title: str | None = None) -> alt.TopLevelMixin:
+    """Horizontal bars of each resource's utilisation (0-100 %) with a rule at 100 %.
+    ``util`` has columns resource, utilisation (fraction)."""
+    frame = util.copy()
+    frame["label"] = frame["resource"].map(resource_label)
+    frame["percent"] = frame["utilisation"] * 100.0
+    order = list(frame.sort_values("percent", ascending=False)["label"])
+    bars = alt.Chart(frame).mark_bar().encode(
+        y=alt.Y("label:N", sort=order, title=label("resource")),
+        x=alt.X("percent:Q", title="Utilisation (% of capacity)", scale=alt.Scale(domain=[0, max(100.0, float(frame["percent"].max()))])),
+        color=alt.condition(alt.datum.percent >= 85, alt.value("#d62728"), alt.value("#4c78a8")),
+        tooltip=["label:N", alt.Tooltip("percent:Q", format=".1f")],
+    )
+    full = alt.Chart(pd.DataFrame({"x": [100.0]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
+    return alt.layer(bars, full).properties(width=WIDTH, height=max(100, 34 * len(order)),
+                                            title=title or "Resource utilisation")
+
+
+def save_chart(chart: alt.TopLevelMixin, stem: str | Path, formats: Sequence[str] = ("html", "png")) -> list[Path]:
+    """Write ``stem.html`` and ``stem.png`` (or ``.svg``) atomically; returns the paths."""
+    import vl_convert as vlc
+
+    stem = Path(stem)
+    spec = chart.to_json()
+    written = []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        if fmt == "html":
+            # inline the Vega scripts so the page works offline (no CDN)
+            atomic_write_text(path, chart.to_html(inline=True))
+        elif fmt == "png":
+            atomic_write_bytes(path, vlc.vegalite_to_png(spec, scale=2))
+        elif fmt == "svg":
+            atomic_write_text(path, vlc.vegalite_to_svg(spec))
+        else:
+            raise ValueError(f"expected a chart format html, png or svg, got {fmt!r}")
+        written.append(path)
+    return written
