@@ -10,10 +10,14 @@ are inline tables (see ``simulator.distributions``).
 
 from __future__ import annotations
 
+import ast
+import difflib
 import math
+import re
 import tomllib
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -189,6 +193,16 @@ class RequestClass(_Model):
     request_bytes: int = Field(default=150, ge=0, description="Request body size in bytes.")
     output_tokens: Distribution | None = Field(default=None, description="Tokens the provider generates (chat).")
     semantic_cache_hit: float = Field(default=0.0, ge=0, le=1, description="Probability that the exact semantic-cache lookup hits.")
+    similarity_hit: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Probability that the semantic scan finds a similar entry for this class (a prompt close to one "
+        "stored earlier); None = model_selection.semantic_cache.similarity_hit.",
+    )
+    similar_entry_at: float = Field(
+        default=1.0, gt=0, le=1,
+        description="Where the first similar entry sits in the scan order, as a fraction of the entries: a lookup that "
+        "returns the first match stops there, so a hit pays only that share of the scan (1 = the whole scan).",
+    )
     prompt_cache_opt_in: bool = Field(default=False, description="Whether the request opts in to the prompt cache.")
     prompt_cache_hit: float = Field(default=0.0, ge=0, le=1, description="Probability of a prompt-cache hit when opted in.")
     ai_work: float = Field(default=1.0, gt=0, description="AI-service per-item work relative to the base per-item time.")
@@ -379,6 +393,11 @@ class Provider(_Model):
     latency: ProviderLatency = Field(description="Latency model: tokens (ttft + tokens at a rate) or plain.")
     errors: dict[str, float] = Field(default_factory=dict, description="Error probability by status: '429', '500', '503'.")
     concurrency: int | None = Field(default=None, gt=0, description="Requests served at once (None = unlimited).")
+    hang_probability: float = Field(
+        default=0.0, ge=0, le=1,
+        description="Probability that a call is accepted and never answered (a stuck response stream); only a "
+        "deadline (fallback.attempt_timeout) or the client's timeout ends it.",
+    )
     over_limit: Literal["queue", "reject"] = Field(default="queue", description="Beyond concurrency: queue, or reject with 429.")
     network_rtt: Distribution = Field(default=ZERO, description="Round trip between gateway and provider.")
     pool: ConnectionPool = Field(default_factory=lambda: ConnectionPool(max_idle_per_host=100), description="Gateway's HTTP pool to this provider.")
@@ -464,6 +483,24 @@ class Run(_Model):
         return self
 
 
+class Calibration(_Model):
+    """What ``gwsim calibrate fit`` may change: dotted parameter paths with their bounds."""
+
+    free: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="Free parameters: dotted path (as for --set, e.g. 'ai_service.per_item.value') -> [lo, hi] in the "
+        "parameter's base unit (seconds for durations).",
+    )
+
+    @field_validator("free")
+    @classmethod
+    def _bounds(cls, v: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for path, (lo, hi) in v.items():
+            if not lo < hi:
+                raise ValueError(f"expected lo < hi for free parameter {path!r}, got [{lo}, {hi}]")
+        return v
+
+
 class Scenario(_Model):
     """A whole scenario file."""
 
@@ -477,6 +514,13 @@ class Scenario(_Model):
     fallback: Fallback = Field(default_factory=Fallback, description="Provider fallback on the chat endpoint.")
     redis: Redis = Field(default_factory=Redis, description="Redis as seen by the gateway.")
     prompt_cache: PromptCache = Field(default_factory=PromptCache, description="Prompt cache on chat requests.")
+    profile: str | None = Field(
+        default=None,
+        description="Machine profile TOML (relative to the scenario file; written by `gwsim calibrate profile`) whose "
+        "measured overheads (gateway CPU, loopback round trip, dial/TLS, Redis op time) are added to this scenario's "
+        "values when it is loaded for the simulator; 'none' disables it (the real engine pays them for real).",
+    )
+    calibration: Calibration | None = Field(default=None, description="Parameters `gwsim calibrate fit` may adjust.")
 
     @model_validator(mode="after")
     def _references(self) -> "Scenario":
@@ -508,44 +552,348 @@ class Scenario(_Model):
 # --------------------------------------------------------------------------- loading
 
 
-def _format_loc(loc: tuple[Any, ...]) -> str:
-    parts: list[str] = []
-    for item in loc:
-        if isinstance(item, int):
-            parts.append(f"[{item}]")
-        elif isinstance(item, str) and item in {
-            "Exponential", "Deterministic", "Uniform", "LogNormal", "Gamma", "Empirical", "Mixture",
-            "exponential", "deterministic", "uniform", "lognormal", "gamma", "empirical", "mixture",
-            "poisson", "constant", "burst", "tokens", "plain",
-        }:
-            continue  # discriminator tags add noise, not location
-        elif isinstance(item, str) and item.startswith("function-"):
-            continue
+# Limits on what a scenario file may hold.  They sit far above anything a real scenario
+# needs; they exist so that junk gets one line instead of a crash deep inside the TOML
+# parser, pydantic or numpy (recursion limit, int-to-str limit, C integer overflow).
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_DEPTH = 32
+_INT_BOUND = 2**63  # integers beyond 64 bits overflow numpy and SimPy downstream
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+# Type errors pydantic reports, as the thing a user should have written.
+_EXPECTED = {
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "a whole number",
+    "int_parsing_size": "an integer that fits in 64 bits",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "finite_number": "a finite number",
+    "string_type": "a string",
+    "string_unicode": "a string",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "dict_type": "a table",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "list_type": "an array",
+    "tuple_type": "an array",
+    "iterable_type": "an array",
+    "greater_than": "a number > {gt}",
+    "greater_than_equal": "a number >= {ge}",
+    "less_than": "a number < {lt}",
+    "less_than_equal": "a number <= {le}",
+    "literal_error": "{expected}",
+    "none_required": "nothing",
+}
+
+# Model-level checks report on the table; these name the key they are really about.
+_MODEL_MESSAGE_KEYS = (
+    ("expected mix shares", "mix"),
+    ("expected an arrivals table", "arrivals"),
+    ("expected users", "users"),
+    ("expected end after start", "end"),
+    ("expected warmup shorter", "warmup"),
+    ("expected unique class names", "classes"),
+)
+_NAMES_RE = re.compile(
+    r"^(?P<path>[\w.]+) names (?P<what>endpoint|provider) (?P<name>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"), "
+    r"expected one of (?P<options>\[.*\])$"
+)
+_CLASS_PROVIDER_RE = re.compile(
+    r"^endpoints\.(?P<ep>.+?) class (?P<cls>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\") names provider "
+    r"(?P<name>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"), expected one of (?P<options>\[.*\])$"
+)
+_NO_PROVIDER_RE = re.compile(r"^endpoints\.(?P<ep>.+?): without model selection a class provider or model_selection\.candidates is needed$")
+_TOML_WHERE_RE = re.compile(r"^(?P<msg>.*?) \(at (?P<where>line \d+, column \d+|end of document)\)$", re.S)
+
+
+def _quote_key(key: str) -> str:
+    """A key as TOML writes it in a dotted path: bare when it can be, else quoted and escaped."""
+    if _BARE_KEY.match(key):
+        return key
+    out = []
+    for ch in key:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch.isprintable():
+            out.append(ch)
         else:
-            parts.append(("." if parts else "") + str(item))
-    return "".join(parts) or "(top level)"
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'
+
+
+def _join_loc(parts: list[Any] | tuple[Any, ...]) -> str:
+    text = ""
+    for item in parts:
+        if isinstance(item, int):
+            text += f"[{item}]"
+        else:
+            text += ("." if text else "") + _quote_key(str(item))
+    return text or "(top level)"
+
+
+def _show(value: Any) -> str:
+    """What was found, short and on one line (never the repr of a whole nested structure)."""
+    if value is None:
+        return "nothing"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 256 else f"an integer of {value.bit_length()} bits"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 60 else value[:57] + "...")
+    if isinstance(value, dict):
+        if not value:
+            return "an empty table"
+        keys = [_quote_key(str(k))[:30] for k in list(value)[:6]]
+        more = ", ..." if len(value) > 6 else ""
+        return f"a table with keys {', '.join(keys[:6])}{more}"
+    if isinstance(value, (list, tuple)):
+        n = len(value)
+        return "an empty array" if n == 0 else f"an array of {n} item{'s' if n != 1 else ''}"
+    return f"a {type(value).__name__}"
+
+
+# ---- walking the schema along an error location
+
+
+def _unwrap(tp: Any) -> Any:
+    """Strip Annotated and Optional: the type a present value must have."""
+    while True:
+        origin = get_origin(tp)
+        if origin is Annotated:
+            tp = get_args(tp)[0]
+            continue
+        if origin in (Union, types.UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) == 1:
+                tp = args[0]
+                continue
+        return tp
+
+
+def _union_members(tp: Any) -> list[Any] | None:
+    tp = _unwrap(tp)
+    if get_origin(tp) in (Union, types.UnionType):
+        return [_unwrap(a) for a in get_args(tp) if a is not type(None)]
+    return None
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _tag_of(model: Any) -> tuple[str, str] | None:
+    """(discriminator key, tag) of a union member: its Literal field with a default."""
+    if not _is_model(model):
+        return None
+    for name, f in model.model_fields.items():
+        if get_origin(f.annotation) is Literal and f.default in get_args(f.annotation):
+            return (f.alias or name), f.default
+    return None
+
+
+def _field_type(model: Any, key: str) -> Any:
+    for name, f in model.model_fields.items():
+        if key == name or key == f.alias:
+            return f.annotation
+    return None
+
+
+def _all_tags() -> set[str]:
+    tags: set[str] = set()
+    for union in (Distribution, Arrivals, ProviderLatency):
+        for member in _union_members(union) or []:
+            tag = _tag_of(member)
+            if tag is not None:
+                tags.add(tag[1])
+    return tags
+
+
+def _walk(loc: tuple[Any, ...], start: Any = None) -> tuple[list[Any], Any]:
+    """The user-visible key path of a pydantic location, and the schema type it ends at.
+
+    pydantic puts union tags ('exponential', 'poisson') and validator names into locations;
+    they are not keys of the file and are left out.  The type is None when the walk loses
+    track (the location leaves the schema, as for an unknown key).
+    """
+    tp: Any = Scenario if start is None else start
+    parts: list[Any] = []
+    tags = None
+    for item in loc:
+        if isinstance(item, str) and item.startswith(("function-", "tagged-union[")):
+            continue
+        if tp is not None:
+            members = _union_members(tp)
+            if members is not None:
+                chosen = next((m for m in members if (_tag_of(m) or (None, None))[1] == item), None)
+                if chosen is not None:
+                    tp = chosen
+                    continue  # the tag names the branch, it is not a key
+                tp = None
+            else:
+                tp = _unwrap(tp)
+        else:
+            tags = _all_tags() if tags is None else tags
+            if item in tags:
+                continue
+        parts.append(item)
+        if tp is None:
+            continue
+        origin = get_origin(tp)
+        if isinstance(item, int) and origin in (tuple, list):
+            tp = get_args(tp)[0]
+        elif origin is dict and isinstance(item, str):
+            tp = get_args(tp)[1]
+        elif _is_model(tp) and isinstance(item, str):
+            tp = _field_type(tp, item)
+        else:
+            tp = None
+    return parts, tp
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    return _join_loc(_walk(tuple(loc))[0])
+
+
+def _model_keys(tp: Any) -> list[str]:
+    tp = _unwrap(tp) if tp is not None else None
+    if not _is_model(tp):
+        return []
+    return [f.alias or name for name, f in tp.model_fields.items()]
+
+
+def _is_distribution(tp: Any) -> bool:
+    members = _union_members(tp) if tp is not None else None
+    return bool(members) and all((_tag_of(m) or ("", ""))[0] == "dist" for m in members)
+
+
+def _class_index(data: Any, ep: str, cls_repr: str) -> str:
+    """``classes[i]`` for a class named in a model-level message (the index when it can be found)."""
+    try:
+        name = ast.literal_eval(cls_repr)
+        for i, c in enumerate(data["endpoints"][ep]["classes"]):
+            if c.get("name") == name:
+                return f"classes[{i}]"
+    except Exception:  # the raw data may be any shape; the plain key is good enough then
+        pass
+    return "classes"
+
+
+def _explain_value_error(msg: str, parts: list[Any], found: Any) -> tuple[str, str]:
+    """(key path, 'expected ..., got ...') for a message written by one of our validators."""
+    path = _join_loc(parts)
+    m = _NAMES_RE.match(msg)
+    if m:
+        article = "an" if m["what"][0] in "aeiou" else "a"
+        return m["path"], f"expected {article} {m['what']} from {m['options']}, got unknown {m['what']} {m['name']}"
+    m = _CLASS_PROVIDER_RE.match(msg)
+    if m:
+        where = f"endpoints.{m['ep']}.{_class_index(found, m['ep'], m['cls'])}.provider"
+        return where, f"expected a provider from {m['options']}, got unknown provider {m['name']}"
+    m = _NO_PROVIDER_RE.match(msg)
+    if m:
+        return (
+            f"endpoints.{m['ep']}.classes",
+            "expected a provider on each class or model_selection.candidates when model_selection = false, got neither",
+        )
+    for prefix, key in _MODEL_MESSAGE_KEYS:
+        if msg.startswith(prefix):
+            path = _join_loc([*parts, key])
+            break
+    if msg.startswith("expected") and ", got" in msg:
+        return path, msg
+    if msg.startswith("expected"):
+        return path, f"{msg}, got {_show(found)}"
+    return path, f"expected a valid value ({msg}), got {_show(found)}"
 
 
 def validation_error_line(source: str, exc: ValidationError) -> str:
     """One line: file, key path, what was expected, what was found."""
-    err = exc.errors(include_url=False)[0]
-    loc = _format_loc(tuple(err.get("loc", ())))
-    msg = err.get("msg", "invalid value")
-    msg = msg.removeprefix("Value error, ")
+    errors = exc.errors(include_url=False)
+    err = errors[0]
+    loc = tuple(err.get("loc", ()))
+    parts, tp = _walk(loc)
     kind = err.get("type", "")
+    ctx = err.get("ctx") or {}
     found = err.get("input")
+    msg = " ".join(str(err.get("msg", "")).split()).removeprefix("Value error, ")
+    path = _join_loc(parts)
     if kind == "extra_forbidden":
-        return f"{source}: {loc}: unknown key (expected one of the documented keys, see `gwsim schema`)"
-    if kind == "missing":
-        return f"{source}: {loc}: expected a value, found nothing (key is required)"
-    if msg.startswith("expected") and "got" in msg:
-        return f"{source}: {loc}: {msg}"
-    shown = repr(found)
-    if len(shown) > 80:
-        shown = shown[:77] + "..."
-    if msg.startswith("expected"):
-        return f"{source}: {loc}: {msg}, got {shown}"
-    return f"{source}: {loc}: expected {msg[0].lower() + msg[1:] if msg else 'a valid value'}, got {shown}"
+        key = str(parts[-1]) if parts else "?"
+        keys = _model_keys(_walk(loc[:-1])[1])
+        close = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+        if close:
+            expected = f"a known key (did you mean {close[0]!r}?)"
+        elif keys:
+            expected = f"one of the keys {', '.join(keys)}"
+        else:
+            expected = "a key documented in `gwsim schema`"
+        text = f"{expected}, got unknown key {_quote_key(key)!r}"
+        text = "expected " + text
+    elif kind == "missing":
+        text = "expected a value (the key is required), got nothing"
+    elif kind == "union_tag_invalid":
+        disc = str(ctx.get("discriminator", "")).strip("'")
+        path = _join_loc([*parts, disc]) if disc else path
+        text = f"expected one of {ctx.get('expected_tags', '?')}, got {_show(ctx.get('tag'))}"
+    elif kind == "union_tag_not_found":
+        disc = str(ctx.get("discriminator", "")).strip("'")
+        tags = [t[1] for t in map(_tag_of, _union_members(tp) or []) if t is not None]
+        choices = f" ({', '.join(repr(t) for t in tags)})" if tags else ""
+        text = f"expected a table with a {disc!r} key{choices}, got {_show(found)}"
+    elif kind == "value_error" or kind == "assertion_error":
+        path, text = _explain_value_error(msg, parts, found)
+    elif kind in ("model_attributes_type", "model_type", "dict_type") and _is_distribution(tp):
+        text = f"expected a distribution table such as {{dist = \"exponential\", mean = \"1s\"}}, got {_show(found)}"
+    elif kind in ("too_short", "too_long"):
+        n = ctx.get("min_length" if kind == "too_short" else "max_length", "?")
+        bound = "at least" if kind == "too_short" else "at most"
+        text = f"expected {bound} {n} item{'' if n == 1 else 's'}, got {_show(found)}"
+    elif kind in _EXPECTED:
+        try:
+            expected = _EXPECTED[kind].format(**ctx)
+        except (KeyError, IndexError, ValueError):
+            expected = _EXPECTED[kind].split(" {")[0]
+        text = f"expected {expected}, got {_show(found)}"
+    elif msg.startswith("Input should be "):
+        text = f"expected {msg.removeprefix('Input should be ')}, got {_show(found)}"
+    else:
+        text = f"expected a valid value ({msg}), got {_show(found)}"
+    more = len(errors) - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {path}: {text}{suffix}"
+
+
+def _check_sane(data: Any, source: str, base: tuple[Any, ...] = ()) -> None:
+    """Reject what would crash code below the schema: deep nesting, non-finite or >64-bit numbers.
+
+    Iterative, so that a file nesting tables 100,000 deep costs nothing and finds its answer.
+    NaN and infinity have no meaning anywhere in a scenario (durations and rates are strings;
+    unbounded is written by leaving a key out), so they are refused wherever they appear.
+    """
+    stack: list[tuple[tuple[Any, ...], Any]] = [(base, data)]
+    while stack:
+        loc, value = stack.pop()
+        if len(loc) - len(base) > MAX_DEPTH:
+            shown = _join_loc(loc[: len(base) + 6]) + "..."  # the top of the path is what locates it
+            raise ScenarioError(f"{source}: {shown}: expected tables and arrays nested at most {MAX_DEPTH} deep, got deeper nesting")
+        if isinstance(value, dict):
+            stack.extend((loc + (k,), v) for k, v in reversed(list(value.items())))
+        elif isinstance(value, (list, tuple)):
+            stack.extend((loc + (i,), v) for i, v in reversed(list(enumerate(value))))
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int):
+            if not -_INT_BOUND <= value < _INT_BOUND:
+                raise ScenarioError(f"{source}: {_join_loc(loc)}: expected an integer that fits in 64 bits, got {_show(value)}")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ScenarioError(f"{source}: {_join_loc(loc)}: expected a finite number, got {value!r}")
 
 
 def parse_set_value(text: str) -> Any:
@@ -557,78 +905,246 @@ def parse_set_value(text: str) -> Any:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...], source: str) -> dict[str, Any]:
-    """Apply ``key.path=value`` overrides to raw scenario data (a deep copy is returned)."""
+    """Apply ``key.path=value`` overrides to raw scenario data (a deep copy is returned).
+
+    A bad override is answered as ``--set ITEM: key.path: expected ..., got ...``.
+    """
     import copy
 
+    _check_sane(data, source)  # deepcopy recurses: refuse absurd nesting before it
     out = copy.deepcopy(data)
     for item in overrides:
+        where = f"--set {' '.join(str(item).split())}"
         if "=" not in item:
-            raise ScenarioError(f"--set {item}: expected key.path=value, got no '='")
+            raise ScenarioError(f"{where}: expected key.path=value, got no '='")
         path, _, raw = item.partition("=")
-        keys = [k for k in path.strip().split(".")]
+        if "\n" in raw or "\r" in raw:
+            raise ScenarioError(f"{where}: expected a value on one line, got a line break")
+        keys = [k.strip() for k in path.strip().split(".")]
         if not all(keys):
-            raise ScenarioError(f"--set {item}: expected a dotted key path such as gateway.cpu_workers, got {path!r}")
+            raise ScenarioError(f"{where}: expected a dotted key path such as gateway.cpu_workers, got {path!r}")
+        value = parse_set_value(raw)
+        if isinstance(value, dict) and "v" not in value:  # pragma: no cover - parse_set_value returns the value
+            value = raw
+        _check_sane(value, where, tuple(keys))
         node: Any = out
-        for i, key in enumerate(keys[:-1]):
+        for i, key in enumerate(keys):
+            last = i == len(keys) - 1
             if isinstance(node, list):
                 try:
-                    node = node[int(key)]
-                    continue
+                    index = int(key)
+                    if not -len(node) <= index < len(node):
+                        raise IndexError
                 except (ValueError, IndexError):
-                    raise ScenarioError(f"--set {item}: {'.'.join(keys[: i + 1])}: expected a list index, got {key!r}") from None
-            if not isinstance(node, dict):
-                raise ScenarioError(f"--set {item}: {'.'.join(keys[:i])} is not a table")
-            node = node.setdefault(key, {})
-        if isinstance(node, list):
-            try:
-                node[int(keys[-1])] = parse_set_value(raw)
-            except (ValueError, IndexError):
-                raise ScenarioError(f"--set {item}: expected a list index, got {keys[-1]!r}") from None
-        elif isinstance(node, dict):
-            node[keys[-1]] = parse_set_value(raw)
-        else:
-            raise ScenarioError(f"--set {item}: {'.'.join(keys[:-1])} is not a table")
+                    raise ScenarioError(
+                        f"{where}: {_join_loc(keys[: i + 1])}: expected an index from 0 to {len(node) - 1}, got {key!r}"
+                    ) from None
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[key] = value
+                else:
+                    node = node.setdefault(key, {})
+            else:
+                raise ScenarioError(f"{where}: {_join_loc(keys[:i])}: expected a table, got {_show(node)}")
     return out
 
 
 def read_scenario_data(path: str | Path) -> dict[str, Any]:
+    """The raw TOML of a scenario file, or a ``ScenarioError`` with one line saying what is wrong."""
     path = Path(path)
     source = str(path)
-    if not path.exists():
-        raise ScenarioError(f"{source}: expected a scenario file, found nothing at that path")
-    if path.is_dir():
-        raise ScenarioError(f"{source}: expected a scenario file, found a directory")
     try:
+        if not path.exists():
+            raise ScenarioError(f"{source}: expected a scenario file, got nothing at that path")
+        if path.is_dir():
+            raise ScenarioError(f"{source}: expected a scenario file, got a directory")
+        if not path.is_file():
+            # a FIFO or /dev/zero would block or never end
+            raise ScenarioError(f"{source}: expected a regular scenario file, got a device, FIFO or socket")
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise ScenarioError(f"{source}: expected a scenario file of at most {MAX_FILE_BYTES} bytes, got {size} bytes")
         raw = path.read_bytes()
     except OSError as exc:
-        raise ScenarioError(f"{source}: expected a readable file, got {exc.strerror}") from None
+        reason = (exc.strerror or exc.__class__.__name__).lower()
+        raise ScenarioError(f"{source}: expected a readable scenario file, got {reason}") from None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte-order mark, as some Windows editors write
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ScenarioError(f"{source}: expected UTF-8 TOML text, got undecodable byte at offset {exc.start}") from None
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ScenarioError(
+            f"{source}: line {line}: expected UTF-8 TOML text, got byte 0x{raw[exc.start]:02x} at offset {exc.start}"
+        ) from None
     if not text.strip():
-        raise ScenarioError(f"{source}: expected a TOML scenario, found an empty file")
+        raise ScenarioError(f"{source}: expected a TOML scenario, got an empty file")
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{source}: malformed TOML: {exc}") from None
+        message = " ".join(str(exc).split())
+        m = _TOML_WHERE_RE.match(message)
+        if m:
+            where = "end of file" if m["where"] == "end of document" else m["where"]
+            raise ScenarioError(f"{source}: {where}: expected valid TOML, got a syntax error ({m['msg']})") from None
+        raise ScenarioError(f"{source}: expected valid TOML, got a syntax error ({message})") from None
+    except RecursionError:
+        raise ScenarioError(f"{source}: expected tables and arrays nested at most {MAX_DEPTH} deep, got nesting too deep to parse") from None
+    except ValueError:
+        # int() refuses to read integers of more than 4300 digits
+        raise ScenarioError(f"{source}: expected integers that fit in 64 bits, got an integer with thousands of digits") from None
+    if not data:
+        raise ScenarioError(f"{source}: expected tables such as [run] and [workload], got only comments")
+    _check_sane(data, source)
+    return data
 
 
 def scenario_from_data(data: dict[str, Any], source: str, base_dir: str | Path = ".") -> Scenario:
+    """Validate raw scenario data; a ``ScenarioError`` with one line on anything wrong."""
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: (top level): expected a table, got {_show(data)}")
+    _check_sane(data, source)
     try:
         return Scenario.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
         raise ScenarioError(validation_error_line(source, exc)) from None
-    except (OverflowError, RecursionError) as exc:
-        raise ScenarioError(f"{source}: expected values of sane size, got {exc.__class__.__name__}") from None
+    except (OverflowError, RecursionError, MemoryError) as exc:
+        raise ScenarioError(f"{source}: expected values of sane size, got {exc.__class__.__name__} while validating") from None
 
 
 def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
-    """Read, override and validate a scenario; raise ``ScenarioError`` with one line on bad input."""
+    """Read, override and validate a scenario; raise ``ScenarioError`` with one line on bad input.
+
+    A top-level ``profile`` (machine profile TOML) is merged into the raw data after the
+    overrides, so ``--set profile=none`` switches it off.
+    """
     path = Path(path)
     data = read_scenario_data(path)
     data = apply_overrides(data, overrides, str(path))
+    data = apply_profile(data, path.parent, str(path))
     return scenario_from_data(data, str(path), path.parent)
+
+
+# --------------------------------------------------------------------------- machine profile
+
+#: Machine-profile keys (``[machine]`` table, durations) and what they add to.  The real
+#: engine pays these overheads for real (Python CPU, loopback, real Redis); the simulator
+#: only sees them through the profile.
+PROFILE_KEYS = (
+    "gateway_cpu_per_request",  # gateway Python CPU per request beyond the scenario's cpu_per_request
+    "gateway_cpu_per_hop",  # per upstream call (aiohttp client encode/decode)
+    "hop_rtt",  # loopback round trip + emulator overhead, per upstream call
+    "redis_op_time",  # one real Redis round trip
+    "dial_time",  # loopback TCP connect
+    "tls_handshake_time",  # TLS handshake on loopback (self-signed, real crypto)
+)
+
+
+def _shift_dist(raw: Any, add: float, source: str, where: str) -> Any:
+    """Raw distribution table ``raw`` (or None) plus a constant ``add`` seconds."""
+    from simulator.units import parse_quantity
+
+    if add == 0:
+        return raw
+    if raw is None:
+        return {"dist": "deterministic", "value": add}
+    if not isinstance(raw, dict):
+        return raw  # let validation report it
+    kind = raw.get("dist")
+    out = dict(raw)
+    try:
+        if kind == "deterministic":
+            out["value"] = parse_quantity(raw["value"]) + add
+            return out
+        if kind == "uniform":
+            out["low"] = parse_quantity(raw["low"]) + add
+            out["high"] = parse_quantity(raw["high"]) + add
+            return out
+        if kind == "mixture":
+            out["components"] = [dict(c, of=_shift_dist(c.get("of"), add, source, where)) for c in raw.get("components", [])]
+            return out
+    except (KeyError, UnitError, TypeError):
+        return raw
+    # The other families have no shift parameter; the value is left alone (and said so)
+    # rather than reshaped, so the gap stays visible in `gwsim calibrate check`.
+    import logging
+
+    logging.getLogger(__name__).warning("%s: profile overhead not added to %s (%s distribution)", source, where, kind)
+    return raw
+
+
+def read_profile(path: str | Path) -> dict[str, float]:
+    """The ``[machine]`` table of a profile TOML, in seconds."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(f"{path}: expected a machine profile TOML, found nothing at that path")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ScenarioError(f"{path}: malformed profile TOML: {exc}") from None
+    machine = data.get("machine")
+    if not isinstance(machine, dict):
+        raise ScenarioError(f"{path}: expected a [machine] table, found none")
+    out: dict[str, float] = {}
+    for key, value in machine.items():
+        if key not in PROFILE_KEYS:
+            raise ScenarioError(f"{path}: machine.{key}: unknown key (expected one of {list(PROFILE_KEYS)})")
+        try:
+            out[key] = _dur(value)
+        except ValueError as exc:
+            raise ScenarioError(f"{path}: machine.{key}: {exc}") from None
+    return out
+
+
+def apply_profile(data: dict[str, Any], base_dir: str | Path, source: str) -> dict[str, Any]:
+    """Raw scenario data with the machine profile's overheads added (a copy; unchanged without a profile)."""
+    import copy
+
+    name = data.get("profile")
+    if not name or str(name).lower() == "none":
+        return data
+    ref = Path(str(name))
+    machine = read_profile(ref if ref.is_absolute() else Path(base_dir) / ref)
+    out = copy.deepcopy(data)
+
+    def table(*keys: str) -> dict[str, Any]:
+        node = out
+        for k in keys:
+            node = node.setdefault(k, {})
+        return node
+
+    def shift(node: dict[str, Any], field: str, key: str, where: str) -> None:
+        node[field] = _shift_dist(node.get(field), machine.get(key, 0.0), source, where)
+        if node[field] is None:
+            del node[field]
+
+    gw = table("gateway")
+    shift(gw, "cpu_per_request", "gateway_cpu_per_request", "gateway.cpu_per_request")
+    shift(gw, "cpu_per_hop", "gateway_cpu_per_hop", "gateway.cpu_per_hop")
+    rd = table("redis")
+    shift(rd, "op_time", "redis_op_time", "redis.op_time")
+    shift(table("ai_service"), "network_rtt", "hop_rtt", "ai_service.network_rtt")
+    sem = table("model_selection", "semantic_cache")
+    if "embedding_time" in sem:  # only where the scenario calls an embedding API
+        shift(sem, "embedding_time", "hop_rtt", "model_selection.semantic_cache.embedding_time")
+
+    def pool(node: dict[str, Any], where: str) -> None:
+        shift(node, "dial_time", "dial_time", where + ".dial_time")
+        if node.get("tls"):
+            shift(node, "tls_handshake_time", "tls_handshake_time", where + ".tls_handshake_time")
+
+    pool(table("model_selection", "ai_client", "pool"), "model_selection.ai_client.pool")
+    for pname, prov in (out.get("providers") or {}).items():
+        if isinstance(prov, dict):
+            shift(prov, "network_rtt", "hop_rtt", f"providers.{pname}.network_rtt")
+            if "pool" not in prov:  # keep the provider pool's own default (100 idle), not ConnectionPool's
+                prov["pool"] = {"max_idle_per_host": 100}
+            pool(prov["pool"], f"providers.{pname}.pool")
+    return out
 
 
 def json_schema() -> dict[str, Any]:
