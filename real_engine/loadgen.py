@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterator
 import aiohttp
 import numpy as np
 
-from real_engine.clock import DEFAULT_SPIN_S, RunClock, sleep_until_monotonic
+from real_engine.clock import DEFAULT_NAP_S, DEFAULT_SPIN_S, RunClock, sleep_until_monotonic
 from real_engine.rng import Streams
 from simulator.errors import GwsimError
 from simulator.records import OUTCOMES, STAGES, RequestRecord, records_frame
@@ -274,6 +274,7 @@ class LoadGenerator:
         progress: Callable[[dict[str, Any]], None] | None = None,
         *,
         spin_s: float = DEFAULT_SPIN_S,
+        nap_s: float = DEFAULT_NAP_S,
         late_after_s: float = LATE_AFTER_S,
         drain_s: float | None = None,
         progress_interval_s: float = 1.0,
@@ -286,6 +287,7 @@ class LoadGenerator:
         self.duration_s = scenario.run.duration if duration_s is None else float(duration_s)
         self.progress = progress
         self.spin_s = spin_s
+        self.nap_s = nap_s
         self.late_after_s = late_after_s
         ct = self.workload.client_timeout
         # Normal end: requests in flight get the scenario's drain, never more than a
@@ -394,10 +396,10 @@ class LoadGenerator:
     async def _open_loop(self) -> None:
         rng = self._streams["arrivals"]
         t0 = self.clock.t0
-        spin = self.spin_s
+        spin, nap = self.spin_s, self.nap_s
         loop = asyncio.get_running_loop()
         for due in arrival_times(self.workload, self.duration_s, rng):
-            await sleep_until_monotonic(t0 + due, spin)
+            await sleep_until_monotonic(t0 + due, spin, nap)
             planned, cls = self._chooser.plan(self.sent, due)
             self._dispatch(loop, planned, cls)
 
