@@ -2,9 +2,9 @@
 
 Routes: each endpoint's ``http_path`` (``POST /v1/select-model``,
 ``POST /v1/chat/completions`` by default), ``GET /healthz`` and ``GET /metrics``
-(Prometheus text).  A request passes, in the seed's order: the body limit (413), the
-gateway's per-request CPU, the sliding-window rate limiter (429), JSON parsing (400),
-then its flow (``flow.GatewayCore``).  Every reply carries ``Server-Timing`` (one entry
+(Prometheus text).  A request passes, in the seed's (and the simulator's) order: the
+gateway's per-request CPU, the sliding-window rate limiter (429), the body limit (413),
+JSON parsing (400), then its flow (``flow.GatewayCore``).  Every reply carries ``Server-Timing`` (one entry
 per record stage, milliseconds) and the ``X-Gwsim-*`` headers the load generator turns
 into a ``RequestRecord``.
 
@@ -111,18 +111,21 @@ class GatewayApp:
         content_type = "application/json"
         try:
             try:
+                # The seed's order: middleware (CPU, rate limiter) before the body is judged.
                 limit = self.scenario.gateway.body_limit_bytes
-                if limit is not None and (request.content_length or 0) > limit:
-                    raise FlowError("too_large", f"body over {limit} bytes")
-                try:
-                    raw = await request.read()
-                except web.HTTPRequestEntityTooLarge:
-                    raise FlowError("too_large", f"body over {limit} bytes") from None
-                if limit is not None and len(raw) > limit:
-                    raise FlowError("too_large", f"body over {limit} bytes")
+                too_large = limit is not None and (request.content_length or 0) > limit
+                raw = b""
+                if not too_large:
+                    try:
+                        raw = await request.read()
+                    except web.HTTPRequestEntityTooLarge:
+                        too_large = True
+                    too_large = too_large or (limit is not None and len(raw) > limit)
                 await core.cpu_per_request(ctx)
                 if core.rate_limited(self._rate_key(request, request_id)):
                     raise FlowError("rate_limited", "rate limit exceeded")
+                if too_large:
+                    raise FlowError("too_large", f"body over {limit} bytes")
                 try:
                     body = json.loads(raw)
                     prompt = _prompt_of(body)

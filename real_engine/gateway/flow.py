@@ -45,7 +45,7 @@ KIND_OUTCOME = {
     "timeout": "timeout",
     "connect": "connect_error",
     "reset": "reset",
-    "429": "rejected",
+    "429": "upstream_error",  # a provider's 429 is its error reply (as the simulator counts it)
     "rejected": "rejected",
     "500": "upstream_error",
     "503": "upstream_error",
@@ -97,13 +97,13 @@ def emulator_queue_s(resp: HttpResponse) -> float:
     return 0.0
 
 
-def default_selection(scenario: Scenario, class_index: int) -> dict[str, Any]:
-    """What the AI service answers for a class: provider order rotated by the class index
-    (the same rule as the AI-service emulator), used to seed the canonical cache entries."""
+def default_selection(scenario: Scenario, class_index: int, cls: RequestClass | None = None) -> dict[str, Any]:
+    """The selection of a class as the simulator ranks it: the class's provider when it names
+    one, else the provider order rotated by the class index; the others as alternatives.
+    Seeds the canonical cache entries and routes endpoints without model selection."""
     order = scenario.provider_order()
-    k = class_index % len(order)
-    ranked = order[k:] + order[:k]
-    return {"provider": ranked[0], "model": f"{ranked[0]}-model", "alternatives": ranked[1:]}
+    primary = cls.provider if cls is not None and cls.provider else order[class_index % len(order)]
+    return {"provider": primary, "model": f"{primary}-model", "alternatives": rank_candidates(order, primary)[1:]}
 
 
 class FlowError(Exception):
@@ -248,7 +248,7 @@ class GatewayCore:
             for i, cls in enumerate(ep.classes):
                 prompt = f"gwsim:{ep_name}:{cls.name}"
                 if ep.model_selection:
-                    canonical[prompt] = default_selection(self.scenario, i)
+                    canonical[prompt] = default_selection(self.scenario, i, cls)
                 if ep.kind == "chat_completions" and cls.prompt_cache_opt_in:
                     for provider in self.scenario.providers:
                         prompt_entries[prompt_cache_key(prompt, "", provider)] = _cached_completion(provider, prompt)
@@ -316,7 +316,7 @@ class GatewayCore:
         """The model selection: cache, then AI service, then the static fallback choice."""
         idx, cls = self.class_of(ep_name, ctx.class_name)
         if not ep.model_selection:
-            return self._static_route(idx, cls)
+            return default_selection(self.scenario, idx, cls)
         ms = self.scenario.model_selection
         sc = ms.semantic_cache
         if sc.enabled:
@@ -339,29 +339,22 @@ class GatewayCore:
                     self.caches.semantic_miss_without_scan()
             elif got.status == "miss":
                 self.caches.semantic_miss_without_scan()
-        selection, kind = await self._call_ai(ctx, ep_name, prompt)
+        selection, kind = await self._call_ai(ctx, ep_name, prompt, count_attempts=ep.kind == "select_model")
         if selection is None:
-            if ms.fallback_choice is not None:
-                ctx.selection_fallback = True
-                fc = ms.fallback_choice
-                return {"provider": fc.provider, "model": f"{fc.provider}-model", "alternatives": list(fc.alternatives)}
-            if ep.kind == "chat_completions" and cls is not None and cls.provider:
-                ctx.selection_fallback = True
-                return self._static_route(idx, cls)
-            raise FlowError(KIND_OUTCOME.get(kind or "500", "upstream_error"), f"model selection failed: {kind}")
+            if ms.fallback_choice is None:
+                raise FlowError(KIND_OUTCOME.get(kind or "500", "upstream_error"), f"model selection failed: {kind}")
+            ctx.selection_fallback = True
+            fc = ms.fallback_choice
+            return {"provider": fc.provider, "model": f"{fc.provider}-model", "alternatives": list(fc.alternatives)}
         if ep.kind == "select_model" and sc.enabled and sc.write_on_select:
             await self._store_selection(ctx, prompt, selection)
         return selection
 
-    def _static_route(self, idx: int, cls: RequestClass | None) -> dict[str, Any]:
-        order = self.scenario.provider_order()
-        if cls is not None and cls.provider:
-            primary = cls.provider
-        else:
-            primary = order[idx % len(order)]
-        return {"provider": primary, "model": f"{primary}-model", "alternatives": [p for p in order if p != primary]}
-
-    async def _call_ai(self, ctx: RequestContext, ep_name: str, prompt: str) -> tuple[dict | None, str | None]:
+    async def _call_ai(
+        self, ctx: RequestContext, ep_name: str, prompt: str, count_attempts: bool
+    ) -> tuple[dict | None, str | None]:
+        """The protocol-manager client: breaker, per-attempt timeout, retries.  Returns the
+        selection, or None and the last error kind.  An open breaker fails at once (no retry)."""
         client = self.scenario.model_selection.ai_client
         body = json.dumps({"prompt": prompt, "endpoint": ep_name, "class": ctx.class_name}).encode()
         headers = {"Content-Type": "application/json", "X-Gwsim-Request-Id": ctx.request_id}
@@ -371,18 +364,14 @@ class GatewayCore:
             now = self.clock.now()
             if self.ai_breaker is not None:
                 permit = self.ai_breaker.allow(now)
-                ctx.breaker_state = permit.state.value if permit is not None else "open"
+                if not ctx.breaker_state:  # the state the request first met
+                    ctx.breaker_state = permit.state.value if permit is not None else self.ai_breaker.state(now).value
                 if permit is None:
-                    kind: str | None = "breaker_open"
-                    self.metrics.upstream_calls.labels("ai_service", kind).inc()
-                    ctx.attempts = max(ctx.attempts, attempts)
-                    delay = self.retry.delay_before(max(attempts, 1), kind, now)
-                    if delay is None:
-                        return None, kind
-                    await asyncio.sleep(delay)
-                    continue
+                    self.metrics.upstream_calls.labels("ai_service", "breaker_open").inc()
+                    return None, "breaker_open"
             attempts += 1
-            ctx.attempts = attempts
+            if count_attempts:
+                ctx.attempts = attempts
             await self._cpu_per_hop(ctx)
             timing = CallTiming()
             started = time.perf_counter()
@@ -557,7 +546,6 @@ class GatewayCore:
         built = {primary}  # the primary's client was built before the prompt cache
         running: dict[asyncio.Task, _Attempt] = {}
         finished: list[_Attempt] = []
-        race_setup_done = False
         loop = asyncio.get_running_loop()
 
         def launch(providers: list[str]) -> None:
@@ -588,10 +576,10 @@ class GatewayCore:
                         self._account(ctx, plan, finished, winner=att)
                         return att
                     new = plan.on_failure(att.provider, att.kind, now)
-                    if new and not race_setup_done and fb.race_setup_cpu.mean > 0:
-                        # the seed's "race" that only builds clients before the one real retry
-                        race_setup_done = True
-                        await self.burn(ctx, fb.race_setup_cpu.sample(self._rng_race))
+                    if fb.mode == "sequential":
+                        for _ in new:
+                            # the seed's "race" that only builds clients, before each real fallback call
+                            await self.burn(ctx, fb.race_setup_cpu.sample(self._rng_race))
                     launch(new)
             last = max(finished, key=lambda a: a.finished)
             self._account(ctx, plan, finished, winner=None)

@@ -22,7 +22,7 @@ RECORD_HEADERS = (
 def test_limits_and_malformed_requests(make_scenario, emulator_set, run_async):
     sc = make_scenario(
         {
-            "gateway": {"body_limit_bytes": 200, "rate_limit": {"limit": 3, "window": "10s"}},
+            "gateway": {"body_limit_bytes": 200, "rate_limit": {"limit": 4, "window": "10s"}},
             "model_selection": {"semantic_cache": {"enabled": False}},
         }
     )
@@ -58,7 +58,7 @@ def test_limits_and_malformed_requests(make_scenario, emulator_set, run_async):
     assert all(h in headers for h in RECORD_HEADERS)
     assert out["bad_json"][0] == 400 and out["bad_json"][1]["X-Gwsim-Outcome"] == "bad_request"
     assert out["no_messages"][0] == 400
-    # the two 400s passed the limiter (it runs before parsing), so one more fits in the limit of 3
+    # the 413 and the two 400s passed the limiter first (the seed's order), so one more fits in 4
     assert out["limited"][0] == (200, "ok")
     assert out["limited"][1:] == [(429, "rate_limited")] * 4
     assert out["healthz"] == 200
