@@ -128,9 +128,11 @@ _SET_HELP = "Override a scenario field: key.path=value (TOML value; repeatable),
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed [default: the scenario's run.seed].")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help=_SET_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object (the summary) on stdout.")
-@click.option("--out", type=click.Path(), default=None, help="Directory for records.parquet, gauges.parquet and summary.json.")
+@click.option("--out", type=click.Path(), default=None, help="Directory for records.parquet, gauges.parquet, timeseries.parquet (per run.window) and summary.json.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes for replications [default: one per core].")
-def run(scenario: str, replications: int | None, seed: int | None, overrides: tuple[str, ...], as_json: bool, out: str | None, workers: int | None) -> None:
+@click.option("--records", "records_mode", type=click.Choice(["all", "none"]), default="all", show_default=True,
+              help="none: keep only latency histograms and outcome counts (bounded memory; percentiles within 0.6 %; no records or gauges written).")
+def run(scenario: str, replications: int | None, seed: int | None, overrides: tuple[str, ...], as_json: bool, out: str | None, workers: int | None, records_mode: str) -> None:
     """Predict latency percentiles, throughput and success rate with the simulator.
 
     Prints a table per endpoint (count, completed req/s, success %, mean/P50/P95/P99/max in ms,
@@ -145,10 +147,14 @@ def run(scenario: str, replications: int | None, seed: int | None, overrides: tu
     bar, tick = progress_bar(n, f"simulating {sc.run.name}", enabled=True)
     if bar is not None:
         with bar:
-            result = run_scenario(sc, replications=replications, seed=seed, workers=workers, progress=tick)
+            result = run_scenario(sc, replications=replications, seed=seed, workers=workers, progress=tick, records=records_mode)
     else:
-        result = run_scenario(sc, replications=replications, seed=seed, workers=workers)
-    write_outputs(out, result.records, result.summary, {"gauges.parquet": result.gauges})
+        result = run_scenario(sc, replications=replications, seed=seed, workers=workers, records=records_mode)
+    if records_mode == "none":
+        write_outputs(out, None, result.summary)
+        emit(result.summary, as_json, stats.format_table(result.summary))
+        return
+    write_outputs(out, result.records, result.summary, {"gauges.parquet": result.gauges, "timeseries.parquet": result.time_series()})
     emit(result.summary, as_json, stats.format_table(result.summary))
 
 

@@ -7,8 +7,10 @@ from typing import Callable
 
 import pandas as pd
 
-from simulator import stats
-from simulator.engine import simulate
+from simulator import histograms, stats
+from simulator.engine import simulate, simulate_sketches
+from simulator.errors import UsageError
+from simulator.records import RECORD_FIELDS
 from simulator.scenario import Scenario
 
 
@@ -20,9 +22,30 @@ class SimRun:
     summary: dict
     replications: int
     seed: int
+    #: records="none": endpoint -> one simulator.histograms.LatencySketch per replication (records empty)
+    sketches: dict | None = None
+
+    def time_series(self) -> pd.DataFrame:
+        """Per window of ``run.window`` seconds and endpoint: completed req/s, success rate and
+        P95 from the records, joined with the model's gauges averaged over the window (requests
+        in flight, AI-service queue, AI pool in use, CPU queue, providers in flight) and the
+        breaker state seen most in the window."""
+        window = self.scenario.run.window
+        series = stats.time_series(self.records, window, replications=self.replications)
+        if self.gauges.empty:
+            return series
+        g = self.gauges.copy()
+        g["window_at"] = (g["at"] // window) * window
+        numeric = ["in_flight", "in_gateway", "ai_pool_in_use", "ai_queue", "cpu_queue", "provider_in_flight", "semantic_entries"]
+        agg = g.groupby("window_at")[numeric].mean().reset_index()
+        states = g.groupby("window_at")["breaker_state"].agg(lambda s: s.mode().iat[0] if len(s) else "").reset_index()
+        agg = agg.merge(states, on="window_at", how="left")
+        return series.merge(agg.rename(columns={"in_flight": "gauge_in_flight"}), on="window_at", how="left")
 
     def per_replication(self) -> pd.DataFrame:
         run = self.scenario.run
+        if self.sketches is not None:
+            return histograms.per_replication(self.sketches, run.duration - run.warmup, self.replications)
         window = stats.measurement_window(self.records, run.warmup, run.duration)
         return stats.per_replication(
             window, run.duration - run.warmup, replications=range(self.replications), endpoints=list(self.scenario.endpoints)
@@ -36,9 +59,21 @@ def run_scenario(
     seed: int | None = None,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    records: str = "all",
 ) -> SimRun:
+    """``records="none"`` keeps only mergeable histograms (bounded memory; percentiles within
+    ``simulator.histograms.RELATIVE_ERROR``); ``records`` and ``gauges`` of the result are then empty."""
     n = replications if replications is not None else scenario.run.replications
     s = seed if seed is not None else scenario.run.seed
+    if records == "none":
+        sketches, _ = simulate_sketches(scenario, replications=n, seed=s, workers=workers, progress=progress)
+        summary = histograms.summarize(
+            sketches, scenario=scenario.run.name, engine="sim", replications=n, seed=s,
+            warmup_s=scenario.run.warmup, end_s=scenario.run.duration, endpoints=list(scenario.endpoints),
+        )
+        return SimRun(scenario, pd.DataFrame(columns=list(RECORD_FIELDS)), pd.DataFrame(), summary, n, s, sketches)
+    if records != "all":
+        raise UsageError(f"records must be 'all' or 'none', got {records!r}")
     records, gauges = simulate(scenario, replications=n, seed=s, workers=workers, progress=progress)
     summary = stats.summarize(
         records,

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from simulator.histograms import BATCHES, LatencySketch
 from simulator.model.context import RequestContext
 from simulator.model.gateway import SimGateway
 from simulator.records import RECORD_FIELDS
@@ -32,6 +33,8 @@ class ReplicationResult:
     records: pd.DataFrame
     gauges: pd.DataFrame
     events: int  # simulated requests
+    #: with records="none": endpoint -> LatencySketch of the measurement window (records and gauges empty)
+    sketches: dict | None = None
 
 
 class _Choice:
@@ -84,6 +87,11 @@ class Replication:
         self.next_id = 0
         self.gauges: list[tuple] = []
         self.keep_records = keep_records
+        # records="none": outcome counts and latency histograms only, so memory does not grow
+        # with the number of requests (simulator.histograms)
+        self.sketches: dict[str, LatencySketch] | None = None if keep_records else {}
+        self.done = 0
+        self._batch_per_s = BATCHES / max(scenario.run.duration - scenario.run.warmup, 1e-12)
 
     # ---------------------------------------------------------------- requests
 
@@ -104,7 +112,22 @@ class Replication:
             ctx.outcome = "client_timeout"
             ctx.status = 0
         del self.in_flight[ctx.id]
-        self.rows.append(ctx.as_row(self.replication, self.latency_from_sent))
+        self._record(ctx)
+
+    def _record(self, ctx: RequestContext) -> None:
+        if self.sketches is None:
+            self.rows.append(ctx.as_row(self.replication, self.latency_from_sent))
+            return
+        self.done += 1
+        run = self.scenario.run
+        arrived = ctx.arrived_at
+        if run.warmup <= arrived < run.duration:
+            sketch = self.sketches.get(ctx.endpoint)
+            if sketch is None:
+                sketch = self.sketches[ctx.endpoint] = LatencySketch()
+            batch = min(int((arrived - run.warmup) * self._batch_per_s), BATCHES - 1)
+            start = ctx.started_at if self.latency_from_sent else arrived
+            sketch.add(batch, ctx.outcome, ctx.finished_at - start)
 
     def _request(self, ctx: RequestContext):
         env = self.env
@@ -129,7 +152,7 @@ class Replication:
                     ctx.outcome = "client_timeout"
                     ctx.status = 0
                     del self.in_flight[ctx.id]
-                    self.rows.append(ctx.as_row(self.replication, self.latency_from_sent))
+                    self._record(ctx)
                     return
         self._finish(ctx)
 
@@ -207,7 +230,7 @@ class Replication:
     def _monitor(self):
         env = self.env
         gw = self.gateway
-        every = self.scenario.run.window
+        every = self.scenario.run.window / 10  # ten samples a window, averaged in time series
         while True:
             breaker = gw.breaker.state(env.now).value if gw.breaker is not None else ""
             self.gauges.append(
@@ -228,7 +251,8 @@ class Replication:
             env.process(self._open_loop())
         else:
             env.process(self._closed_loop())
-        env.process(self._monitor())
+        if self.keep_records:
+            env.process(self._monitor())  # gauges grow with simulated time: not kept with records="none"
         horizon = run.duration + run.drain
         env.run(until=horizon)
         for ctx in list(self.in_flight.values()):
@@ -240,8 +264,10 @@ class Replication:
                 ctx.finished_at = horizon
                 ctx.outcome = "unfinished"
             ctx.status = 0
-            self.rows.append(ctx.as_row(self.replication, self.latency_from_sent))
+            self._record(ctx)
         self.in_flight.clear()
+        if self.sketches is not None:
+            return ReplicationResult(self.replication, pd.DataFrame(columns=list(RECORD_FIELDS)), pd.DataFrame(), self.done, self.sketches)
         records = pd.DataFrame.from_records(self.rows, columns=list(RECORD_FIELDS))
         records = records.sort_values("id", kind="stable").reset_index(drop=True)
         gauges = pd.DataFrame.from_records(
@@ -254,13 +280,12 @@ class Replication:
         return ReplicationResult(self.replication, records, gauges, len(self.rows))
 
 
-def run_replication(scenario: Scenario, replication: int, seed: int) -> ReplicationResult:
-    return Replication(scenario, replication, seed).run()
+def run_replication(scenario: Scenario, replication: int, seed: int, keep_records: bool = True) -> ReplicationResult:
+    return Replication(scenario, replication, seed, keep_records).run()
 
 
 def _run_one(args: tuple) -> ReplicationResult:
-    scenario, replication, seed = args
-    return run_replication(scenario, replication, seed)
+    return run_replication(*args)
 
 
 def default_workers(replications: int) -> int:
@@ -279,25 +304,46 @@ def simulate(
 
     Results do not depend on ``workers``: each replication is computed alone from its own streams.
     """
+    results = _run_all(scenario, replications, seed, workers, progress, True)
+    records = pd.concat([r.records for r in results], ignore_index=True)
+    gauges = pd.concat([r.gauges for r in results], ignore_index=True)
+    return records, gauges
+
+
+def _run_all(scenario: Scenario, replications, seed, workers, progress, keep_records: bool) -> list[ReplicationResult]:
     n = replications if replications is not None else scenario.run.replications
     s = seed if seed is not None else scenario.run.seed
     workers = default_workers(n) if workers is None else max(1, workers)
     results: list[ReplicationResult] = []
     if workers == 1 or n == 1:
         for r in range(n):
-            results.append(run_replication(scenario, r, s))
+            results.append(run_replication(scenario, r, s, keep_records))
             if progress is not None:
                 progress(r + 1, n)
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            for i, result in enumerate(pool.map(_run_one, [(scenario, r, s) for r in range(n)])):
+            for i, result in enumerate(pool.map(_run_one, [(scenario, r, s, keep_records) for r in range(n)])):
                 results.append(result)
                 if progress is not None:
                     progress(i + 1, n)
     results.sort(key=lambda r: r.replication)
-    records = pd.concat([r.records for r in results], ignore_index=True)
-    gauges = pd.concat([r.gauges for r in results], ignore_index=True)
-    return records, gauges
+    return results
+
+
+def simulate_sketches(
+    scenario: Scenario,
+    *,
+    replications: int | None = None,
+    seed: int | None = None,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[dict[str, list[LatencySketch]], int]:
+    """``simulate`` with records="none": endpoint -> one LatencySketch per replication, and the
+    number of simulated requests.  Memory stays bounded whatever the number of requests."""
+    results = _run_all(scenario, replications, seed, workers, progress, False)
+    names = list(dict.fromkeys(list(scenario.endpoints) + sorted({k for r in results for k in r.sketches})))
+    sketches = {name: [r.sketches.get(name) or LatencySketch() for r in results] for name in names}
+    return sketches, sum(r.events for r in results)
 
 
 def measurement_end(scenario: Scenario) -> float:
