@@ -150,12 +150,12 @@ class RedisCaches:
         return CacheResult("hit", json.loads(raw))
 
     async def semantic_scan(self, vector: np.ndarray) -> CacheResult:
-        """SCAN every cache key, GET each and compare vectors: the seed's O(entries) miss path."""
+        """SCAN the cache keys, GET each and compare vectors until the first similar entry
+        (cosine >= 0.9) or the end: the seed's O(entries) miss path."""
         sc = self.scenario.model_selection.semantic_cache
         timeout = self.scenario.redis.op_timeout
         cursor = 0
         scanned = 0
-        best: tuple[float, Any] = (-1.0, None)
         try:
             while True:
                 cursor, keys = await self._op(
@@ -170,19 +170,14 @@ class RedisCaches:
                         continue
                     entry = json.loads(raw)
                     vec = entry.get("embedding")
-                    if vec is None:
-                        continue
-                    sim = cosine(vector, np.asarray(vec, dtype=float))
-                    if sim > best[0]:
-                        best = (sim, entry)
+                    if vec is not None and cosine(vector, np.asarray(vec, dtype=float)) >= SIMILARITY_THRESHOLD:
+                        self._count("semantic", "hit")
+                        return CacheResult("hit", entry, scanned=scanned)
                 if cursor == 0:
                     break
         except _OpFailed as exc:
             self._count("semantic", exc.status)
             return CacheResult(exc.status, scanned=scanned)
-        if best[0] >= SIMILARITY_THRESHOLD:
-            self._count("semantic", "hit")
-            return CacheResult("hit", best[1], scanned=scanned)
         self._count("semantic", "miss")
         return CacheResult("miss", scanned=scanned)
 
