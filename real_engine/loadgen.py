@@ -313,6 +313,7 @@ class LoadGenerator:
         self.max_in_flight = 0
         self.past_cap = 0  # requests past the client cap, in flight
         self.max_past_cap = 0
+        self.connector_waits = 0  # requests that found every connector slot taken
         self._pending: dict[int, Planned] = {}
         self._started: dict[int, tuple[float, float]] = {}  # id -> (task start, past cap)
         self._tasks: set[asyncio.Task] = set()
@@ -462,6 +463,8 @@ class LoadGenerator:
                 self._started[planned.id] = (began, started)
                 self.past_cap += 1
                 self.max_past_cap = max(self.max_past_cap, self.past_cap)
+                if self.past_cap > self._connector_limit:
+                    self.connector_waits += 1  # this one waits for a connection slot
                 try:
                     await self._exchange(planned, cls, began, started)
                 finally:
@@ -574,6 +577,7 @@ class LoadGenerator:
             "max_in_flight": self.max_in_flight,
             "max_past_cap": self.max_past_cap,
             "connector_limit": self._connector_limit,
+            "connector_waits": self.connector_waits,
             "duration_s": self.duration_s,
             "stopped_early": self._stopped_by_signal,
             "mode": self.workload.mode,
