@@ -1,0 +1,103 @@
+"""``gwsim calibrate``: machine profile, prediction-vs-measurement check, parameter fit."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from gwsim.measure_cmd import _duration
+
+
+def register(cli: click.Group) -> None:
+    @cli.group()
+    def calibrate() -> None:
+        """Check the simulator against real measurements and fit it to them."""
+
+    @calibrate.command()
+    @click.option("--out", type=click.Path(), default="scenarios/calibration/profiles/this_machine.toml", show_default=True, help="Profile TOML to write.")
+    @click.option("-n", "--samples", type=click.IntRange(min=10), default=200, show_default=True, help="Samples per micro-benchmark.")
+    @click.option("--duration", callback=_duration, default="8s", show_default=True, help="Length of each real-engine benchmark run.")
+    @click.option("--redis-url", default="redis://127.0.0.1:6379/0", show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print the measured values (seconds) as one JSON object.")
+    def profile(out: str, samples: int, duration: float, redis_url: str, as_json: bool) -> None:
+        """Measure this machine's overheads (gateway CPU per request and per hop, loopback round trip,
+        TCP connect, TLS handshake, Redis operation) and write a profile TOML scenarios can refer to."""
+        from gwsim.calibration.profile import measure_profile, profile_toml
+        from gwsim.output import atomic_write_text
+
+        values = measure_profile(n=samples, duration_s=duration, redis_url=redis_url)
+        atomic_write_text(out, profile_toml(values))
+        if as_json:
+            click.echo(json.dumps(values))
+        else:
+            for k, v in values.items():
+                click.echo(f"{k.strip('_'):26s} {v * 1000:8.3f} ms")
+            click.echo(f"wrote {out}")
+
+    @calibrate.command()
+    @click.argument("suite_dir", type=click.Path())
+    @click.option("--duration", callback=_duration, default=None, help="Measured (and simulated) time per scenario [default: each scenario's run.duration].")
+    @click.option("-n", "--replications", type=click.IntRange(min=1), default=None, help="Simulator replications [default: the scenario's].")
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field in every scenario (repeatable).")
+    @click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed [default: each scenario's run.seed].")
+    @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
+    @click.option("--out", type=click.Path(), default=None, help="Directory for check.json and per-scenario measured/predicted records.")
+    def check(suite_dir, duration, replications, overrides, seed, as_json, out) -> int:
+        """Measure and predict every scenario of SUITE_DIR; per endpoint: P50/P95/P99 errors, throughput
+        and success errors, KS statistic, TOST equivalence at +-10 % (P50, P95). Exit 1 on a miss."""
+        from gwsim.calibration.check import check_scenario, format_checks, suite_files
+        from gwsim.output import atomic_write_json, atomic_write_parquet, ensure_dir
+
+        files = suite_files(suite_dir)
+        directory = ensure_dir(out) if out else None
+        checks = []
+        for path in files:
+            click.echo(f"checking {path.stem} ...", err=True)
+            c = check_scenario(path, duration_s=duration, replications=replications, overrides=overrides, seed=seed, keep_frames=directory is not None)
+            checks.append(c)
+            if directory is not None:
+                atomic_write_parquet(directory / f"{path.stem}.measured.parquet", c.measured)
+                atomic_write_parquet(directory / f"{path.stem}.predicted.parquet", c.predicted)
+        doc = {"suite": str(suite_dir), "passed": all(c.passed for c in checks), "scenarios": [c.to_dict() for c in checks]}
+        if directory is not None:
+            atomic_write_json(directory / "check.json", doc)
+        if as_json:
+            click.echo(json.dumps(doc, allow_nan=False, default=float))
+        else:
+            click.echo(format_checks(checks))
+        return 0 if doc["passed"] else 1
+
+    @calibrate.command()
+    @click.argument("scenario", type=click.Path())
+    @click.option("--measured", "measured_file", required=True, type=click.Path(), help="Measured records: real-engine parquet (gwsim measure --out) or CSV.")
+    @click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN", help="CSV column mapping, e.g. latency_s=latency_ms (ms columns are converted); see --help of fit.")
+    @click.option("--out", type=click.Path(), default=None, help="Directory for fitted.toml and fit.json [default: next to the measured file].")
+    @click.option("-n", "--replications", type=click.IntRange(min=1), default=2, show_default=True, help="Simulator replications per evaluation (common random numbers).")
+    @click.option("--max-evals", type=click.IntRange(min=4), default=40, show_default=True, help="Objective evaluations at most.")
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+    @click.option("--json", "as_json", is_flag=True)
+    def fit(scenario, measured_file, mapping, out, replications, max_evals, overrides, as_json) -> None:
+        """Fit the scenario's free parameters ([calibration] free = {"path" = [lo, hi]}) to measured records,
+        minimising the distance between predicted and measured latency quantiles per endpoint and class."""
+        from pathlib import Path
+
+        from gwsim.calibration.fit import fit_scenario, read_measured, write_fit
+        from simulator.errors import UsageError
+
+        cols = {}
+        for item in mapping:
+            if "=" not in item:
+                raise UsageError(f"--map {item}: expected FIELD=COLUMN")
+            k, _, v = item.partition("=")
+            cols[k.strip()] = v.strip()
+        measured = read_measured(measured_file, cols)
+        result = fit_scenario(scenario, measured, overrides=list(overrides), replications=replications, max_evals=max_evals)
+        directory = Path(out) if out else Path(measured_file).parent
+        paths = write_fit(result, directory)
+        if as_json:
+            click.echo(json.dumps({**result.report(), "outputs": [str(p) for p in paths]}))
+        else:
+            click.echo(result.format())
+            for p in paths:
+                click.echo(f"wrote {p}")
