@@ -6,7 +6,8 @@ to fill one) whenever one of ``workers`` batch executors is free; the executor t
 ``batch_base + sum(per_item * class.ai_work)`` for the batch (the two classifiers run
 once per batch), then each item's ``ai_extra`` in turn (token counting, filtering and
 reply encoding run per request after the batch, one after another in the worker).  The
-network round trip is half on the way in, half on the way out.
+network round trip is added once the item is done, before the reply (as the simulator
+adds it after the AI service's answer).
 
 The reply ranks the providers (``scenario.provider_order()``) rotated by the request
 class's index within its endpoint, so each class gets a fixed selection.
@@ -186,7 +187,6 @@ class AIServiceEmulator(EmulatorServer):
             endpoint, class_name = str(body.get("endpoint", "")), str(body.get("class", ""))
             rid = request.headers.get("X-Gwsim-Request-Id", "")
             rtt = self.cfg.network_rtt.sample(self._rtt_rng)
-            await self.delay(rtt / 2)
             if self.cfg.queue_limit is not None and len(self.queue) >= self.cfg.queue_limit:
                 status = 503
                 self.rejected += 1
@@ -206,7 +206,7 @@ class AIServiceEmulator(EmulatorServer):
             fault = self.fault_now()
             if fault is not None and fault.kind == "hang":
                 return await self.hold_until_client_leaves(request)
-            await self.delay(rtt / 2)
+            await self.delay(rtt)
             timing = timing_header(result.queue_s, result.service_s, result.intended_s)
             if fault is not None and fault.kind == "errors" and self._fault_rng.random() < fault.error_rate:
                 status = fault.error_status
