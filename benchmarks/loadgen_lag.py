@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import socket
 import subprocess
@@ -101,6 +102,8 @@ def line(rate: float, acc: dict) -> str:
 
 
 async def main_async(args: argparse.Namespace, url: str) -> None:
+    gc.collect()
+    gc.freeze()  # as the load generator's CLI does
     print(f"loadgen send lag against an instant local server (child process), {args.seconds:g} s per rate")
     print(f"event loop: {type(asyncio.get_running_loop()).__module__}, cores: {os.cpu_count()}")
     base = await measure(url, 500, args.seconds)

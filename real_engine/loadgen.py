@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import math
@@ -659,6 +660,10 @@ async def _main_async(args: argparse.Namespace) -> int:
     t0 = args.t0 if args.t0 is not None else time.monotonic() + 0.2
     progress = _fd_progress(args.progress_fd) if args.progress_fd is not None else None
     gen = LoadGenerator(scenario, args.target, t0, seed, args.duration, progress)
+    # Move everything alive now (imports, the scenario) out of the collector's sight so
+    # that full collections during the run, which pause sending, stay short.
+    gc.collect()
+    gc.freeze()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, gen.stop)

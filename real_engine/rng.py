@@ -5,12 +5,13 @@ tester seeds each of its knobs separately so that changing one (say, the endpoin
 does not shift the draws of another (the arrival times).  Each process takes its own
 child by a fixed position (``PROCESSES``), then spawns one child per source in a fixed
 order (``LOADGEN_SOURCES``, ``EMULATOR_SOURCES`` ...).  Sources whose names depend on
-the scenario (one per provider) take a child keyed by the name's position in sorted
-order under a parent source, so adding a provider never changes another's stream.
+the scenario (one per provider) take a child keyed by a hash of the name under a parent
+source, so adding a provider never changes another's stream.
 """
 
 from __future__ import annotations
 
+import zlib
 from typing import Iterable
 
 import numpy as np
@@ -57,16 +58,19 @@ class Streams:
             raise KeyError(f"no random source {name!r}; expected one of {self._names}") from None
 
     def child(self, parent: str, keys: Iterable[str]) -> dict[str, np.random.Generator]:
-        """One Generator per key under source ``parent``, keyed by sorted position."""
-        ordered = sorted(set(keys))
+        """One Generator per key under source ``parent``, keyed by the key's name.
+
+        The child's spawn key is the parent's plus the CRC-32 of the name, so a key's
+        stream does not depend on which other keys exist (adding a provider leaves the
+        others' draws alone), and calling this twice gives the same streams.
+        """
         base = self._seqs[parent]
-        # Build the children spawn() would make, without spawn()'s counter, so that
-        # calling child() twice gives the same streams.
-        seqs = [
-            np.random.SeedSequence(base.entropy, spawn_key=(*base.spawn_key, i), pool_size=base.pool_size)
-            for i in range(len(ordered))
-        ]
-        return {k: np.random.default_rng(s) for k, s in zip(ordered, seqs)}
+        return {
+            k: np.random.default_rng(
+                np.random.SeedSequence(base.entropy, spawn_key=(*base.spawn_key, zlib.crc32(k.encode())), pool_size=base.pool_size)
+            )
+            for k in sorted(set(keys))
+        }
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -90,6 +90,10 @@ def test_streams_are_reproducible_and_distinct():
     assert a["arrivals"].random() == b["arrivals"].random()
     assert Streams.for_process(5, "loadgen")["arrivals"].random() != Streams.for_process(5, "loadgen")["mix"].random()
     assert Streams.for_process(5, "loadgen")["arrivals"].random() != Streams.for_process(5, "emulators")["ai_service"].random()
+    emu = Streams.for_process(5, "emulators")
+    one, two = emu.child("providers", ["b", "a"]), emu.child("providers", ["0", "a", "b"])
+    assert one["a"].random() == two["a"].random()  # adding a provider leaves the others' streams alone
+    assert one["b"].random() != one["a"].random()
 
 
 # --------------------------------------------------------------------------- against a server
