@@ -360,10 +360,12 @@ class LoadGenerator:
                 grace = self.stop_grace_s if self._stopped_by_signal else self.drain_s
                 await self._drain(grace)
             finally:
+                # Also reached when run() itself is cancelled: nothing may outlive it.
+                driver.cancel()
                 stopper.cancel()
                 for task in list(self._tasks):
                     task.cancel()
-                await asyncio.gather(stopper, *self._tasks, return_exceptions=True)
+                await asyncio.gather(driver, stopper, *self._tasks, return_exceptions=True)
                 if progress_task is not None:
                     progress_task.cancel()
                     await asyncio.gather(progress_task, return_exceptions=True)

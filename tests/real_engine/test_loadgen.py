@@ -355,3 +355,28 @@ def test_cli_writes_parquet_accounting_and_progress(tmp_path: Path, make_scenari
     progress = [json.loads(x) for x in lines]
     assert progress and set(progress[-1]) == {"t", "sent", "done", "ok", "p95_ms"}
     assert progress[-1]["done"] == 48
+
+
+def test_cancelling_run_leaves_nothing_behind(run_async, make_scenario, echo_server):
+    from real_engine.loadgen import LoadGenerator
+
+    sc = make_scenario({"workload": {"arrivals": {"process": "constant", "rate": "50/s"}}})
+
+    async def slow(request):
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    async def go():
+        async with echo_server(slow) as url:
+            gen = LoadGenerator(sc, url, time.monotonic(), 1, 5.0)
+            task = asyncio.ensure_future(gen.run())
+            await asyncio.sleep(0.2)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            return gen
+
+    gen = run_async(go())  # the fixture fails the test if a task, session or socket is left
+    assert gen.sent >= 3
+    assert gen.done == gen.sent  # all counted, as unfinished
+    assert {r.outcome for r in gen.records} == {"unfinished"}
