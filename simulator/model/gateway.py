@@ -25,7 +25,13 @@ from simulator.model.http_pool import SimHttpPool
 from simulator.model.provider import SimProvider
 from simulator.model.redis import SimRedis
 from simulator.policies.breaker import make_breaker
-from simulator.policies.cache import counts_as_hit, entries_after_store, scan_round_trips, stores_selection
+from simulator.policies.cache import (
+    counts_as_hit,
+    entries_after_store,
+    scan_round_trips,
+    similarity_hit_probability,
+    stores_selection,
+)
 from simulator.policies.fallback import FallbackPlan, rank_candidates
 from simulator.policies.ratelimit import SlidingWindowLimiter
 from simulator.policies.retry import RetryPolicy
@@ -177,9 +183,11 @@ class SimGateway:
                 if embedded > 0:
                     yield env.timeout(embedded)
                 ctx.embedding_s += embedded
-                trips = scan_round_trips(self.semantic_entries, sc.scan_batch)
+                similar = similar_coin < similarity_hit_probability(ctx.klass.similarity_hit, sc.similarity_hit)
+                found_at = ctx.klass.similar_entry_at if similar else 1.0
+                trips = scan_round_trips(self.semantic_entries, sc.scan_batch, found_at)
                 scan = yield from self.redis.operation(trips)
-                hit = counts_as_hit(scan.ok, similar_coin < sc.similarity_hit)
+                hit = counts_as_hit(scan.ok, similar)
             ctx.cache_s += env.now - begun - embedded
             if hit:
                 ctx.cache_hit = True

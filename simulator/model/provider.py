@@ -1,6 +1,7 @@
 """An LLM provider as the gateway sees it: time to first token, then tokens at a rate;
-error statuses with their probabilities; a concurrency limit that queues or rejects; and
-a fault schedule (brownout, error storm, outage, hang, connection reset).
+error statuses with their probabilities; now and then a call that never answers; a
+concurrency limit that queues or rejects; and a fault schedule (brownout, error storm,
+outage, hang, connection reset).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class SimProvider:
             self._default_tokens = Sampler(lat.default_output_tokens, rng)
         self._tokens = {key: Sampler(dist, rng) for key, dist in output_tokens.items()}
         self.rtt = Sampler(cfg.network_rtt, rng)
+        self._hang_p = cfg.hang_probability
         self._error_table = [(float(p), int(status)) for status, p in sorted(cfg.errors.items())]
         self.in_flight = 0
         self.calls = 0
@@ -84,6 +86,8 @@ class SimProvider:
                 fault = active_fault(self.cfg.faults, env.now) if self.cfg.faults else None
             if fault is not None and fault.kind == "hang":
                 yield env.event()  # never answers; only a deadline ends this call
+            if self._hang_p and self.rng.random() < self._hang_p:
+                yield env.event()  # a stuck stream: as a hang, but for this one call
             service = self._service_time(class_key)
             status = self._draw_error()
             if fault is not None:

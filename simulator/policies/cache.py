@@ -7,11 +7,21 @@ from __future__ import annotations
 import math
 
 
-def scan_round_trips(entries: int, scan_batch: int) -> int:
-    """Round trips of a full semantic scan: SCAN calls (``scan_batch`` keys each, at least
-    one) plus one GET per entry to fetch its vector, as the seed gateway did."""
-    scans = max(1, math.ceil(entries / scan_batch))
-    return scans + entries
+def scan_round_trips(entries: int, scan_batch: int, found_at: float = 1.0) -> int:
+    """Round trips of a semantic scan: SCAN calls (``scan_batch`` keys each, at least one)
+    plus one GET per entry to fetch its vector, as the seed gateway did.
+
+    ``found_at`` < 1 is a lookup that stops at its first similar entry, which sits that far
+    (a fraction of the entries) into the scan order: only the keys up to it are paid for.
+    """
+    scanned = entries if found_at >= 1.0 else min(entries, math.ceil(found_at * entries))
+    scans = max(1, math.ceil(scanned / scan_batch))
+    return scans + scanned
+
+
+def similarity_hit_probability(class_value: float | None, cache_value: float) -> float:
+    """A request class's own chance of a similar entry when it has one, else the cache's."""
+    return cache_value if class_value is None else class_value
 
 
 def counts_as_hit(operation_ok: bool, found: bool) -> bool:
