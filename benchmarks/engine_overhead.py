@@ -99,7 +99,7 @@ async def drive(url: str, rate: float, duration: float) -> list[tuple[str, int, 
         start = time.monotonic() + 0.1
         tasks = []
         for i in range(n):
-            await sleep_until_monotonic(start + i / rate, spin_s=0)  # no busy spin: the client must not steal a core
+            await sleep_until_monotonic(start + i / rate)
             tasks.append(asyncio.ensure_future(one(i, "select" if i % 2 else "chat")))
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=60)
     return results

@@ -5,6 +5,7 @@ prompt cache round-trip; every key lives under the run's prefix and is gone at s
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -140,3 +141,28 @@ def test_store_on_success_and_prompt_cache(make_scenario, emulator_set, run_asyn
     assert other_nonce[1]["X-Gwsim-Prompt-Cache-Hit"] == "0"
     assert canonical[1]["X-Gwsim-Prompt-Cache-Hit"] == "1"  # seeded at start-up
     assert provider_calls == 2  # first and other_nonce only
+
+
+def test_scenario_stall_fault_pauses_redis_on_schedule(make_scenario, emulator_set, run_async):
+    sc = make_scenario(
+        {
+            "model_selection": {"semantic_cache": {"scan_on_miss": False}, "fallback_choice": {"provider": "p1"}},
+            "redis": {"op_timeout": "80ms", "faults": [{"kind": "stall", "start": "300ms", "end": "700ms"}]},
+        }
+    )
+
+    async def main():
+        t0 = time.monotonic()
+        async with emulator_set(sc, t0=t0) as emu, aiohttp.ClientSession() as s:
+            async with await start_gateway(sc, emu.urls, t0, 1, REDIS, key_prefix=prefix()) as gw:
+                before = await post(s, gw.url, "/v1/select-model", "gwsim:select:s1", "s1", 1)
+                await asyncio.sleep(max(0.0, t0 + 0.4 - time.monotonic()))
+                during = await post(s, gw.url, "/v1/select-model", "gwsim:select:s1", "s1", 2)
+                await asyncio.sleep(max(0.0, t0 + 0.8 - time.monotonic()))
+                after = await post(s, gw.url, "/v1/select-model", "gwsim:select:s1", "s1", 3)
+                return before, during, after
+
+    before, during, after = run_async(main())
+    assert before[1]["X-Gwsim-Cache-Hit"] == "1"
+    assert during[1]["X-Gwsim-Cache-Hit"] == "0" and 0.07 <= during[2]["cache"] < 0.2
+    assert after[1]["X-Gwsim-Cache-Hit"] == "1"
