@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,18 @@ def _err(message: str) -> None:
     click.echo(f"gwsim: error: {line}", err=True)
 
 
+class _Interrupted(Exception):
+    """Ctrl-C inside a command, carried past click (which would print an extra blank line)."""
+
+
 class _Group(click.Group):
     """Turns every failure a user can cause into one line and an exit code."""
+
+    def invoke(self, ctx: click.Context):  # noqa: ANN201
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted() from None
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):  # noqa: ANN001
         try:
@@ -39,17 +50,30 @@ class _Group(click.Group):
             hint = f" (see `gwsim {exc.ctx.info_name} --help`)" if exc.ctx is not None and exc.ctx.info_name != "gwsim" else " (see `gwsim --help`)"
             _err(exc.format_message() + hint)
             sys.exit(EXIT_BAD_INPUT)
-        except click.exceptions.Abort:
-            _err("interrupted")
+        except click.ClickException as exc:
+            _err(exc.format_message())
+            sys.exit(EXIT_BAD_INPUT)
+        except (click.exceptions.Abort, _Interrupted, KeyboardInterrupt):
+            _err("interrupted; finished work was kept")
             sys.exit(EXIT_INTERRUPTED)
         except GwsimError as exc:
             _err(str(exc))
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            _err("interrupted; finished work was kept")
-            sys.exit(EXIT_INTERRUPTED)
         except BrokenPipeError:
+            # the reader went away (``gwsim run ... | head``): stop quietly, and keep Python's
+            # final flush of stdout from reporting the broken pipe
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
             sys.exit(1)
+        except MemoryError:
+            _err("out of memory: a count or duration in the scenario is likely too large (e.g. workload.users, run.replications)")
+            sys.exit(EXIT_BAD_INPUT)
+        except (OverflowError, RecursionError) as exc:
+            _err(f"{exc.__class__.__name__} ({' '.join(str(exc).split())}): a value in the scenario is likely too large")
+            sys.exit(EXIT_BAD_INPUT)
         if isinstance(rv, int):
             sys.exit(rv)
         sys.exit(0)

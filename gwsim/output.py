@@ -1,10 +1,18 @@
-"""Writing results so that a reader never sees half a file: temporary file, then rename."""
+"""Writing results so that a reader never sees half a file: temporary file, then rename.
+
+Every file gwsim writes goes to a hidden temporary file in the target directory, is flushed
+to disk, and is then renamed over the target (``os.replace``, atomic on POSIX).  On any
+failure -- including Ctrl-C in the middle of a write -- the temporary file is removed and the
+previous target, if any, is left as it was.  A failure the user can fix (no such directory,
+a file where a directory belongs, disk full) is reported as one line (``UsageError``).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -12,34 +20,71 @@ import pandas as pd
 from simulator.errors import UsageError
 
 
+def _reason(exc: OSError) -> str:
+    return (exc.strerror or exc.__class__.__name__).lower()
+
+
 def ensure_dir(path: str | Path) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out}: expected a directory, found a file")
+        raise UsageError(f"--out {out}: expected a directory, got a file")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"--out {out}: expected a writable directory, got {exc.strerror}") from None
+        raise UsageError(f"--out {out}: expected a writable directory, got {_reason(exc)}") from None
     if not os.access(out, os.W_OK):
         raise UsageError(f"--out {out}: expected a writable directory, got permission denied")
     return out
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+def _fsync_dir(directory: Path) -> None:
+    """Make the rename itself durable; best effort (not every file system allows it)."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _atomic(path: str | Path, write: Callable[[str], None]) -> None:
+    """Run ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{path}: expected a file path, got a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise UsageError(f"{path}: expected a writable location, got {_reason(exc)}") from None
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
+        # Ctrl-C or a failed write: the target keeps its old content, the temporary goes
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError):
+            raise UsageError(f"{path}: expected a writable location, got {_reason(exc)}") from None
         raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+
+    _atomic(path, write)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -47,19 +92,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: object) -> None:
+    # serialise first: a value JSON cannot hold fails before anything touches the disk
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
 
 def atomic_write_parquet(path: str | Path, frame: pd.DataFrame) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from simulator.units import UnitError, format_duration, parse_quantity
 
 _Z95 = 1.6448536269514722  # standard normal quantile at 0.95
+_LOG_MAX = math.log(1e300)  # exp() of more than this is past any meaningful duration (and near overflow)
 
 
 def _q(value: Any) -> float:
@@ -160,16 +161,22 @@ class LogNormal(_Dist):
             raise ValueError("expected either median and p95, or mu and sigma, not both")
         if by_quantiles:
             if self.median is None or self.p95 is None:
-                raise ValueError("expected both median and p95")
+                raise ValueError(f"expected both median and p95, got median={self.median}, p95={self.p95}")
             if self.median <= 0 or self.p95 <= self.median:
                 raise ValueError(f"expected 0 < median < p95, got median={self.median}, p95={self.p95}")
+            given = f"median={self.median}, p95={self.p95}"
         elif by_params:
             if self.mu is None or self.sigma is None:
-                raise ValueError("expected both mu and sigma")
+                raise ValueError(f"expected both mu and sigma, got mu={self.mu}, sigma={self.sigma}")
             if not (self.sigma > 0 and math.isfinite(self.sigma) and math.isfinite(self.mu)):
                 raise ValueError(f"expected a finite mu and sigma > 0, got mu={self.mu}, sigma={self.sigma}")
+            given = f"mu={self.mu}, sigma={self.sigma}"
         else:
-            raise ValueError("expected median and p95, or mu and sigma")
+            raise ValueError("expected median and p95, or mu and sigma, got neither")
+        # the mean exp(mu + sigma^2/2) must exist as a float, or .mean and sampling overflow
+        mu, sigma = self.params
+        if not (math.isfinite(sigma) and sigma > 0 and mu + sigma * sigma / 2 < _LOG_MAX):
+            raise ValueError(f"expected a lognormal with a finite mean, got {given}")
         return self
 
     @property
@@ -218,8 +225,20 @@ class Gamma(_Dist):
                 raise ValueError("expected either mean and cv, or shape and scale, not both")
             if self.mean_ is None or self.cv is None or self.mean_ <= 0 or self.cv <= 0:
                 raise ValueError(f"expected mean > 0 and cv > 0, got mean={self.mean_}, cv={self.cv}")
+            given = f"mean={self.mean_}, cv={self.cv}"
         elif self.shape is None or self.scale is None or self.shape <= 0 or self.scale <= 0:
             raise ValueError(f"expected shape > 0 and scale > 0, got shape={self.shape}, scale={self.scale}")
+        else:
+            given = f"shape={self.shape}, scale={self.scale}"
+        # cv -> shape 1/cv^2 and scale mean/shape: a tiny cv overflows the one, underflows the other
+        finite = all(x is None or math.isfinite(x) for x in (self.mean_, self.cv, self.shape, self.scale))
+        k, theta = (self.shape, self.scale) if self.shape is not None else (None, None)
+        if finite and k is None:
+            cv2 = self.cv * self.cv
+            k = 1.0 / cv2 if cv2 > 0 else math.inf
+            theta = self.mean_ / k
+        if not (finite and math.isfinite(k) and theta > 0 and math.isfinite(k * theta)):
+            raise ValueError(f"expected a gamma with a finite shape, scale and mean, got {given}")
         return self
 
     @property
@@ -260,17 +279,20 @@ class Empirical(_Dist):
     @model_validator(mode="after")
     def _load(self, info: ValidationInfo) -> "Empirical":
         if self.values:
+            if not all(math.isfinite(x) and x >= 0 for x in self.values):
+                raise ValueError(f"expected finite non-negative values, got {min(self.values)}")
             return self
         base = Path((info.context or {}).get("base_dir", "."))
         path = (base / self.file) if not Path(self.file).is_absolute() else Path(self.file)
         if not path.is_file():
-            raise ValueError(f"expected a readable file of samples, got {str(path)!r} (not found)")
+            what = "a directory" if path.is_dir() else "not a regular file" if path.exists() else "not found"
+            raise ValueError(f"expected a readable file of samples, got {str(path)!r} ({what})")
         scale = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "1": 1.0}[self.unit]
         values: list[float] = []
         try:
             with path.open(newline="") as handle:
                 rows = list(csv.reader(handle))
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise ValueError(f"expected a readable CSV of samples, got {str(path)!r} ({exc.__class__.__name__})") from None
         if not rows:
             raise ValueError(f"expected at least one sample, got an empty file {str(path)!r}")
@@ -316,13 +338,20 @@ class Empirical(_Dist):
 
 class MixtureComponent(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    weight: float = Field(gt=0, description="Relative weight of this component.")
+    weight: float = Field(gt=0, allow_inf_nan=False, description="Relative weight of this component.")
     of: "Distribution" = Field(description="The component distribution.")
 
 
 class Mixture(_Dist):
     dist: Literal["mixture"] = "mixture"
     components: tuple[MixtureComponent, ...] = Field(min_length=1, description="Weighted components.")
+
+    @model_validator(mode="after")
+    def _weights(self) -> "Mixture":
+        total = sum(c.weight for c in self.components)
+        if not math.isfinite(total):  # probabilities would be NaN
+            raise ValueError(f"expected weights with a finite sum, got sum {total}")
+        return self
 
     @property
     def _probs(self) -> np.ndarray:

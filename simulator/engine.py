@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
@@ -288,6 +289,12 @@ def _run_one(args: tuple) -> ReplicationResult:
     return run_replication(*args)
 
 
+def _ignore_sigint() -> None:
+    """Worker initializer: Ctrl-C is the parent's to handle (it stops the workers); a worker
+    that took it too would print its own traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def default_workers(replications: int) -> int:
     return max(1, min(replications, os.cpu_count() or 1))
 
@@ -321,11 +328,19 @@ def _run_all(scenario: Scenario, replications, seed, workers, progress, keep_rec
             if progress is not None:
                 progress(r + 1, n)
     else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for i, result in enumerate(pool.map(_run_one, [(scenario, r, s, keep_records) for r in range(n)])):
-                results.append(result)
-                if progress is not None:
-                    progress(i + 1, n)
+        with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint) as pool:
+            try:
+                for i, result in enumerate(pool.map(_run_one, [(scenario, r, s, keep_records) for r in range(n)])):
+                    results.append(result)
+                    if progress is not None:
+                        progress(i + 1, n)
+            except BaseException:
+                # Ctrl-C (or a failed replication): stop the workers now rather than let the
+                # pool's exit wait for every queued replication; no worker outlives the run.
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
     results.sort(key=lambda r: r.replication)
     return results
 
