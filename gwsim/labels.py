@@ -61,6 +61,9 @@ PARAMETERS: dict[str, str] = {
     "providers.*.pool.max_conns_per_host": "Provider pool: max connections",
     "providers.*.pool.max_idle_per_host": "Provider pool: idle connections kept",
     "providers.*.concurrency": "Provider concurrency limit",
+    "providers.*.latency.ttft": "Provider time to first token",
+    "providers.*.latency.tokens_per_s": "Provider decode speed (tokens/s)",
+    "providers.*.latency.time": "Provider response time",
     "ai_service.workers": "AI-service workers",
     "ai_service.max_batch_size": "AI-service max batch size",
     "ai_service.batch_timeout": "AI-service batch timeout (s)",
@@ -92,6 +95,17 @@ def resource_label(name: str) -> str:
     if name.startswith("provider_pool:"):
         return f"Provider {name.split(':', 1)[1]} connection pool"
     return RESOURCES.get(name, name)
+
+
+def parameter_label(path: str) -> str:
+    """A scenario parameter's label when one is known, else its dotted path (which a reader
+    can find in the scenario file)."""
+    if path in PARAMETERS:
+        return PARAMETERS[path]
+    for pattern, text in PARAMETERS.items():
+        if "*" in pattern and _pattern_match(pattern, path):
+            return text.replace("Provider", f"Provider {path.split('.')[1]}", 1)
+    return path
 
 
 def label(column: str) -> str:

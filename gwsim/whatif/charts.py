@@ -16,7 +16,7 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 
-from gwsim.labels import label, resource_label
+from gwsim.labels import label, parameter_label, resource_label
 from gwsim.output import atomic_write_bytes, atomic_write_text
 
 WIDTH = 480
@@ -83,25 +83,37 @@ def sweep_chart(points: pd.DataFrame, metric: str, params: Sequence[str], *, thr
 
 
 def tornado_chart(table: pd.DataFrame, metric: str, *, title: str | None = None) -> alt.TopLevelMixin:
-    """One bar per parameter from the metric's change at -X % to its change at +X %, widest
-    swing on top (a tornado).  ``table`` is ``sensitivity.SensitivityResult.table``."""
+    """One bar per parameter from the metric's change with the parameter lowered to its change
+    with the parameter raised, widest swing on top (a tornado).  Blue: parameter lowered,
+    orange: raised.  ``table`` is ``sensitivity.SensitivityResult.table``."""
     rows = []
     for _, r in table.iterrows():
-        for side in ("low", "high"):
-            rows.append({"parameter": r["parameter"], "variation": r[f"{side}_label"],
-                         "delta": r[f"{side}_delta"], "swing": r["swing"], "value": r[f"{side}_value"]})
-    frame = pd.DataFrame(rows)
-    order = list(table.sort_values("swing", ascending=False)["parameter"])
-    bars = alt.Chart(frame).mark_bar().encode(
-        y=alt.Y("parameter:N", sort=order, title=label("parameter")),
-        x=alt.X("delta:Q", title=f"Change in {label(metric).lower()} from baseline"),
-        color=alt.Color("variation:N", title=label("variation"), scale=alt.Scale(range=["#4c78a8", "#f58518"])),
-        tooltip=["parameter", "variation", alt.Tooltip("value:Q", format=".4g"), alt.Tooltip("delta:Q", format="+.4g")],
+        name = f"{parameter_label(r['parameter'])}: {r['base_value']}"
+        for side, word in (("low", "parameter lowered"), ("high", "parameter raised")):
+            delta = r[f"{side}_delta"]
+            if delta is None or not math.isfinite(float(delta)):
+                continue
+            rows.append({"parameter": name, "variation": word, "change": str(r[f"{side}_label"]),
+                         "delta": float(delta), "swing": r["swing"], "value": str(r[f"{side}_value"])})
+    frame = pd.DataFrame(rows, columns=["parameter", "variation", "change", "delta", "swing", "value"])
+    order = list(dict.fromkeys(frame.sort_values("swing", ascending=False, kind="stable")["parameter"]))
+    y = alt.Y("parameter:N", sort=order, title=None, axis=alt.Axis(labelLimit=360))
+    bars = alt.Chart(frame).mark_bar(opacity=0.85).encode(
+        y=y,
+        x=alt.X("delta:Q", title=f"Change in {label(metric)} from baseline"),
+        color=alt.Color("variation:N", title=label("variation"),
+                        scale=alt.Scale(domain=["parameter lowered", "parameter raised"], range=["#4c78a8", "#f58518"])),
+        tooltip=["parameter:N", "change:N", "value:N", alt.Tooltip("delta:Q", format="+.4g")],
     )
+    # the parameter's value at each bar's end, outside the bar
+    right = alt.Chart(frame).transform_filter(alt.datum.delta >= 0).mark_text(align="left", dx=4, fontSize=10).encode(
+        y=y, x="delta:Q", text="value:N", detail="variation:N")
+    left = alt.Chart(frame).transform_filter(alt.datum.delta < 0).mark_text(align="right", dx=-4, fontSize=10).encode(
+        y=y, x="delta:Q", text="value:N", detail="variation:N")
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="black").encode(x="x:Q")
     height = max(120, 34 * len(order))
-    return alt.layer(bars, zero).properties(width=WIDTH, height=height,
-                                            title=title or f"Sensitivity of {label(metric).lower()}")
+    return alt.layer(bars, right, left, zero).properties(width=WIDTH, height=height,
+                                                  title=title or f"Sensitivity of {label(metric)}")
 
 
 def capacity_chart(probes: pd.DataFrame, column: str, threshold: float, x: str, *, answer: float | None = None,
