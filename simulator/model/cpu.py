@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import simpy
 
+from simulator.model.slots import Slots
+
 
 class GatewayCPU:
     __slots__ = ("env", "cores", "busy_s")
 
     def __init__(self, env: simpy.Environment, cores: int) -> None:
         self.env = env
-        self.cores = simpy.Resource(env, capacity=cores)
+        self.cores = Slots(env, cores)  # not simpy.Resource: no heap events for a free core
         self.busy_s = 0.0
 
     def work(self, ctx, seconds: float):
@@ -23,10 +25,19 @@ class GatewayCPU:
             return
         env = self.env
         asked = env.now
-        with self.cores.request() as slot:
-            yield slot
+        cores = self.cores
+        waiting = cores.acquire()
+        if waiting is not None:
+            try:
+                yield waiting
+            except BaseException:
+                cores.cancel(waiting)
+                raise
             ctx.cpu_wait_s += env.now - asked
+        try:
             yield env.timeout(seconds)
+        finally:
+            cores.release()
         ctx.cpu_s += seconds
         self.busy_s += seconds
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import simpy
 
 from simulator.distributions import Sampler
+from simulator.model.slots import Slots
 from simulator.scenario import Redis, active_fault
 
 
@@ -28,7 +29,7 @@ class SimRedis:
     def __init__(self, env: simpy.Environment, cfg: Redis, rng) -> None:
         self.env = env
         self.cfg = cfg
-        self.pool = simpy.Resource(env, capacity=cfg.pool_size)
+        self.pool = Slots(env, cfg.pool_size)  # not simpy.Resource: no heap events for a free connection
         self.op_time = Sampler(cfg.op_time, rng)
         self.timeouts = 0
         self.errors = 0
@@ -54,22 +55,24 @@ class SimRedis:
             self.errors += 1
             return RedisResult(False, 0.0, "connect")
         # Pool wait, bounded by the pool timeout.
-        if self.pool.count >= self.pool.capacity:
-            slot = self.pool.request()
+        pool = self.pool
+        waiting = pool.acquire()
+        if waiting is not None:
             limit = self.cfg.pool_timeout
             if timeout is not None:
                 limit = timeout if limit is None else min(limit, timeout)
-            if limit is None:
-                yield slot
-            else:
-                result = yield slot | env.timeout(limit)
-                if slot not in result:
-                    slot.cancel()
-                    self.timeouts += 1
-                    return RedisResult(False, env.now - start, "pool_timeout")
-        else:
-            slot = self.pool.request()
-            yield slot
+            try:
+                if limit is None:
+                    yield waiting
+                else:
+                    result = yield waiting | env.timeout(limit)
+                    if waiting not in result:
+                        pool.cancel(waiting)
+                        self.timeouts += 1
+                        return RedisResult(False, env.now - start, "pool_timeout")
+            except BaseException:
+                pool.cancel(waiting)
+                raise
         try:
             service = self._service_time(round_trips)
             fault = active_fault(self.cfg.faults, env.now) if self.cfg.faults else None
@@ -86,7 +89,7 @@ class SimRedis:
             yield env.timeout(service)
             return RedisResult(True, env.now - start)
         finally:
-            self.pool.release(slot)
+            pool.release()
 
     def __repr__(self) -> str:
         return f"<SimRedis in_use={self.pool.count}/{self.pool.capacity} queued={len(self.pool.queue)} timeouts={self.timeouts}>"
