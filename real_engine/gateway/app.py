@@ -142,6 +142,11 @@ class GatewayApp:
                 ctx.outcome = exc.outcome
                 body_bytes = json.dumps({"error": {"message": str(exc), "type": exc.outcome}}).encode()
                 content_type = "application/json"
+            except Exception:  # noqa: BLE001 - a gateway bug still answers with the record headers
+                log.exception("request %s on %s failed unexpectedly", request_id, ep_name)
+                ctx.outcome = "upstream_error"
+                body_bytes = json.dumps({"error": {"message": "internal error", "type": "upstream_error"}}).encode()
+                content_type = "application/json"
         finally:
             self.metrics.in_flight.dec()
         status = OUTCOME_STATUS.get(ctx.outcome, 502)
