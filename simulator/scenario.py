@@ -804,7 +804,13 @@ def _explain_value_error(msg: str, parts: list[Any], found: Any) -> tuple[str, s
     for prefix, key in _MODEL_MESSAGE_KEYS:
         if msg.startswith(prefix):
             path = _join_loc([*parts, key])
+            found = found.get(key) if isinstance(found, dict) else None
             break
+    if msg.startswith("expected mix shares") and isinstance(found, dict):
+        negative = [(k, v) for k, v in found.items() if isinstance(v, (int, float)) and v < 0]
+        if negative:  # the sum may well be 1; the negative share is the thing to fix
+            k, v = negative[0]
+            return _join_loc([*parts, "mix", k]), f"expected a share >= 0, got {_show(v)}"
     if msg.startswith("expected") and ", got" in msg:
         return path, msg
     if msg.startswith("expected"):
@@ -815,11 +821,18 @@ def _explain_value_error(msg: str, parts: list[Any], found: Any) -> tuple[str, s
 def validation_error_line(source: str, exc: ValidationError) -> str:
     """One line: file, key path, what was expected, what was found."""
     errors = exc.errors(include_url=False)
+    # pydantic adds "too short" for an array whose only items failed: noise, not a problem
+    locs = [tuple(e.get("loc", ())) for e in errors]
+    errors = [
+        e
+        for e, loc in zip(errors, locs)
+        if not (e.get("type") == "too_short" and any(len(o) > len(loc) and o[: len(loc)] == loc for o in locs))
+    ] or errors
     err = errors[0]
     loc = tuple(err.get("loc", ()))
     parts, tp = _walk(loc)
     kind = err.get("type", "")
-    ctx = err.get("ctx") or {}
+    ctx = {k: (f"{v:g}" if isinstance(v, float) else v) for k, v in (err.get("ctx") or {}).items()}
     found = err.get("input")
     msg = " ".join(str(err.get("msg", "")).split()).removeprefix("Value error, ")
     path = _join_loc(parts)
@@ -854,6 +867,9 @@ def validation_error_line(source: str, exc: ValidationError) -> str:
         n = ctx.get("min_length" if kind == "too_short" else "max_length", "?")
         bound = "at least" if kind == "too_short" else "at most"
         text = f"expected {bound} {n} item{'' if n == 1 else 's'}, got {_show(found)}"
+    elif kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal") and _unwrap(tp) is int:
+        bound = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}", "less_than_equal": "<= {le}"}[kind]
+        text = f"expected an integer {bound.format(**ctx)}, got {_show(found)}"
     elif kind in _EXPECTED:
         try:
             expected = _EXPECTED[kind].format(**ctx)
@@ -996,7 +1012,9 @@ def read_scenario_data(path: str | Path) -> dict[str, Any]:
         raise ScenarioError(f"{source}: expected tables and arrays nested at most {MAX_DEPTH} deep, got nesting too deep to parse") from None
     except ValueError:
         # int() refuses to read integers of more than 4300 digits
-        raise ScenarioError(f"{source}: expected integers that fit in 64 bits, got an integer with thousands of digits") from None
+        long_int = re.search(r"\d{4301,}", text)
+        where = f"line {text.count(chr(10), 0, long_int.start()) + 1}: " if long_int else ""
+        raise ScenarioError(f"{source}: {where}expected an integer that fits in 64 bits, got one of more than 4300 digits") from None
     if not data:
         raise ScenarioError(f"{source}: expected tables such as [run] and [workload], got only comments")
     _check_sane(data, source)
