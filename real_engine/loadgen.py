@@ -20,7 +20,7 @@ Every request sent is accounted for exactly once: a record with outcome ``ok`` o
 failure reason, and requests still in flight when the run ends get ``unfinished``.
 
 CLI: ``python -m real_engine.loadgen --scenario PATH [--set k=v]... --target URL --t0 T
---seed S --duration D --out FILE [--progress-fd N]``.
+--seed S --duration D --out FILE [--progress-fd N] [--nice -5]``.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ __all__ = [
     "main",
     "outcome_for_status",
     "parse_server_timing",
+    "renice",
     "run_load",
     "write_results",
 ]
@@ -646,7 +647,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=_duration_arg, default=None, help="Seconds of arrivals (default: run.duration).")
     p.add_argument("--out", required=True, help="Parquet file of records; accounting goes to OUT.accounting.json.")
     p.add_argument("--progress-fd", type=int, default=None, help="File descriptor for JSON progress lines.")
+    p.add_argument("--nice", type=int, default=0,
+                   help="Add this to the process's niceness; negative (needs privilege) makes sends more punctual "
+                        "when other processes compete for the cores.")
     return p
+
+
+def renice(increment: int) -> None:
+    """Change this process's niceness by ``increment``; log (not fail) when not permitted."""
+    if not increment:
+        return
+    try:
+        os.nice(increment)
+    except OSError as exc:
+        log.warning("could not change niceness by %d (%s); running at %d", increment, exc.strerror, os.nice(0))
 
 
 def _fd_progress(fd: int) -> Callable[[dict[str, Any]], None]:
@@ -678,6 +692,7 @@ async def _main_async(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=os.environ.get("GWSIM_LOG", "WARNING"), format="%(asctime)s loadgen %(levelname)s %(message)s")
+    renice(args.nice)
     try:
         try:
             import uvloop
