@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import deque
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import simpy
 from simulator.histograms import BATCHES, LatencySketch
 from simulator.model.context import RequestContext
 from simulator.model.gateway import SimGateway
+from simulator.model.slots import Slots
 from simulator.records import RECORD_FIELDS
 from simulator.rng import Streams
 from simulator.scenario import BurstArrivals, ConstantArrivals, PoissonArrivals, Scenario
@@ -80,7 +82,10 @@ class Replication:
             name: _Choice([c.weight for c in scenario.endpoints[name].classes], self.streams["classes"])
             for name in self.endpoint_names
         }
-        self.cap = simpy.Resource(self.env, capacity=wl.concurrency_cap) if wl.concurrency_cap else None
+        # not simpy.Resource: a free slot costs no heap events
+        self.cap = Slots(self.env, wl.concurrency_cap) if wl.concurrency_cap else None
+        self._deadlines: deque[tuple[float, RequestContext]] = deque()
+        self._deadline_wake = self.env.event()
         self.latency_from_sent = wl.latency_from == "sent"
         self.client_timeout = wl.client_timeout
         self.rows: list[tuple] = []
@@ -137,30 +142,51 @@ class Replication:
             ctx.finished_at = env.now
             self._finish(ctx)
             return
-        with self.cap.request() as slot:
-            yield slot
-            ctx.started_at = env.now
-            ctx.client_wait_s = env.now - ctx.arrived_at
-            if self.client_timeout is None:
-                yield from self.gateway.handle(ctx)
-                ctx.finished_at = env.now
-            else:
-                server = env.process(self._server_side(ctx))
-                fired = yield server | env.timeout(self.client_timeout)
-                if server not in fired:
-                    # the client gives up and frees its slot; the gateway goes on working
-                    ctx.finished_at = env.now
-                    ctx.outcome = "client_timeout"
-                    ctx.status = 0
-                    del self.in_flight[ctx.id]
-                    self._record(ctx)
-                    return
+        cap = self.cap
+        waiting = cap.acquire()
+        if waiting is not None:
+            yield waiting
+        ctx.started_at = env.now
+        ctx.client_wait_s = env.now - ctx.arrived_at
+        if self.client_timeout is not None:
+            # the client's timer: one FIFO for all (see _client_deadlines), not a process,
+            # a timeout and a condition per request
+            self._deadlines.append((env.now + self.client_timeout, ctx))
+            if not self._deadline_wake.triggered:
+                self._deadline_wake.succeed()
+        yield from self.gateway.handle(ctx)
+        if ctx.id not in self.in_flight:
+            return  # the client gave up meanwhile (recorded then); the gateway went on working
+        ctx.finished_at = env.now
+        cap.release()
         self._finish(ctx)
 
-    def _server_side(self, ctx: RequestContext):
-        yield from self.gateway.handle(ctx)
-        if ctx.outcome != "client_timeout":
-            ctx.finished_at = self.env.now
+    def _client_deadlines(self):
+        """Every client timeout of the run.  All requests share one timeout and are sent in
+        time order, so their deadlines come in order: the earliest is the FIFO's head.  A
+        request that finished is dropped when it reaches the head; one that has not is given up
+        at its deadline: recorded as a client timeout, its cap slot freed."""
+        env = self.env
+        pending = self._deadlines
+        in_flight = self.in_flight
+        while True:
+            while pending and pending[0][1].id not in in_flight:
+                pending.popleft()
+            if not pending:
+                self._deadline_wake = env.event()
+                yield self._deadline_wake
+                continue
+            deadline, ctx = pending[0]
+            if deadline > env.now:
+                yield env.timeout(deadline - env.now)
+                continue
+            pending.popleft()
+            ctx.finished_at = deadline
+            ctx.outcome = "client_timeout"
+            ctx.status = 0
+            del in_flight[ctx.id]
+            self._record(ctx)
+            self.cap.release()
 
     # ---------------------------------------------------------------- traffic
 
@@ -255,6 +281,8 @@ class Replication:
         if self.keep_records:
             env.process(self._monitor())  # gauges grow with simulated time: not kept with records="none"
         horizon = run.duration + run.drain
+        if self.cap is not None and self.client_timeout is not None:
+            env.process(self._client_deadlines())
         env.run(until=horizon)
         for ctx in list(self.in_flight.values()):
             timeout = self.client_timeout
