@@ -89,7 +89,7 @@ def check_scenario(
     duration = float(duration_s if duration_s is not None else base.run.duration)
     warmup = min(base.run.warmup, duration / 2)
     # The same arrival window on both sides: the simulator runs for the measured length.
-    common = [*overrides, f"run.duration={duration!r}", f"run.warmup={warmup!r}"]
+    common = [*overrides, f"run.duration=\"{duration!r}s\"", f"run.warmup=\"{warmup!r}s\""]
     sim_sc = load_scenario(path, common)
     t = time.perf_counter()
     result = measure(str(path), [*common, 'profile="none"'], duration_s=duration, seed=seed)
