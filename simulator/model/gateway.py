@@ -21,6 +21,7 @@ from simulator.distributions import Sampler
 from simulator.model.ai_service import SimAIService
 from simulator.model.context import Failure, RequestContext
 from simulator.model.cpu import GatewayCPU
+from simulator.model.deadlines import Deadlines
 from simulator.model.http_pool import SimHttpPool
 from simulator.model.provider import SimProvider
 from simulator.model.redis import SimRedis
@@ -116,6 +117,7 @@ class SimGateway:
         self.clients_built: set[str] = set()
         self.provider_order = scenario.provider_order()
         self.in_system = 0
+        self.deadlines = Deadlines(env)
 
     # ------------------------------------------------------------------ helpers
 
@@ -251,13 +253,11 @@ class SimGateway:
             if deadline is None:
                 result = yield done
             else:
-                remaining = deadline - env.now
-                if remaining <= 0:
+                if deadline - env.now <= 0:
                     raise Failure("timeout", 504)
-                fired = yield done | env.timeout(remaining)
-                if done not in fired:
-                    raise Failure("timeout", 504)
-                result = done.value
+                # fails `done` with Failure("timeout") at the deadline: no timer left per attempt
+                self.deadlines.watch(deadline, done)
+                result = yield done
             if rtt > 0:
                 if deadline is not None and env.now + rtt > deadline:
                     yield env.timeout(max(deadline - env.now, 0.0))
