@@ -223,13 +223,13 @@ def capacity_search(
             high_bad = min(high_bad, p.load)
 
     # -- bracket
+    if lo is not None and hi is not None and lo >= hi:
+        raise UsageError(f"--lo {lo} --hi {hi}: expected lo below hi")
     for given in (lo, hi):
         if given is not None:
             if given <= 0:
                 raise UsageError(f"capacity bracket {given}: expected a positive load")
             record(evaluate(given))
-    if lo is not None and hi is not None and lo >= hi:
-        raise UsageError(f"--lo {lo} --hi {hi}: expected lo below hi")
     if best is None and high_bad == math.inf:
         record(evaluate(x0))
     for _ in range(16):
