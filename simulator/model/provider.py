@@ -10,6 +10,7 @@ import simpy
 
 from simulator.distributions import Sampler
 from simulator.model.context import Failure
+from simulator.model.slots import Slots
 from simulator.scenario import PlainLatency, Provider, active_fault
 
 
@@ -19,7 +20,8 @@ class SimProvider:
         self.name = name
         self.cfg = cfg
         self.rng = rng
-        self.slots = simpy.Resource(env, capacity=cfg.concurrency) if cfg.concurrency else None
+        # not simpy.Resource: a free slot costs no heap events
+        self.slots = Slots(env, cfg.concurrency) if cfg.concurrency else None
         lat = cfg.latency
         if isinstance(lat, PlainLatency):
             self._plain = Sampler(lat.time, rng)
@@ -72,12 +74,14 @@ class SimProvider:
                     yield env.timeout(rtt)
                 raise Failure("429", 429)
             asked = env.now
-            slot = self.slots.request()
-            try:
-                yield slot
-            except BaseException:
-                slot.cancel()
-                raise
+            waiting = self.slots.acquire()
+            if waiting is not None:
+                try:
+                    yield waiting
+                except BaseException:
+                    self.slots.cancel(waiting)  # also gives back a slot handed over just now
+                    raise
+            slot = True
             ctx.provider_queue_s += env.now - asked
         self.in_flight += 1
         started = env.now
@@ -108,7 +112,7 @@ class SimProvider:
             self.in_flight -= 1
             ctx.provider_s += env.now - started
             if slot is not None:
-                self.slots.release(slot)
+                self.slots.release()
 
     def guarded_call(self, ctx, class_key):
         """``call`` as a process body: returns the Failure instead of raising it, and ends
