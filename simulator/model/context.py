@@ -14,9 +14,14 @@ class Failure(Exception):
     __slots__ = ("kind", "status")
 
     def __init__(self, kind: str, status: int) -> None:
-        super().__init__(kind)
+        # Both in args: SimPy re-creates an event's exception as type(e)(*e.args) before
+        # throwing it into the process waiting on that event (Deadlines fails events).
+        super().__init__(kind, status)
         self.kind = kind
         self.status = status
+
+    def __str__(self) -> str:
+        return self.kind
 
 
 class RequestContext:
