@@ -122,8 +122,9 @@ class SimGateway:
     # ------------------------------------------------------------------ helpers
 
     def _cpu(self, ctx: RequestContext, seconds: float):
-        if seconds > 0:
-            yield from self.cpu.work(ctx, seconds)
+        # the CPU's own generator (or nothing), not one wrapped in another: one frame less
+        # on every resume of a request's chain
+        return self.cpu.work(ctx, seconds) if seconds > 0 else ()
 
     def _ranked(self, ctx: RequestContext) -> tuple[str, list[str]]:
         """The AI service's answer: primary then alternatives, rotated by class (deterministic per class)."""
