@@ -284,9 +284,12 @@ class Empirical(_Dist):
             return self
         base = Path((info.context or {}).get("base_dir", "."))
         path = (base / self.file) if not Path(self.file).is_absolute() else Path(self.file)
-        if not path.is_file():
-            what = "a directory" if path.is_dir() else "not a regular file" if path.exists() else "not found"
-            raise ValueError(f"expected a readable file of samples, got {str(path)!r} ({what})")
+        try:
+            what = "" if path.is_file() else "a directory" if path.is_dir() else "not a regular file" if path.exists() else "not found"
+        except OSError as exc:  # a name the file system refuses (too long, ...)
+            what = (exc.strerror or exc.__class__.__name__).lower()
+        if what:
+            raise ValueError(f"expected a readable file of samples, got {str(path)[:200]!r} ({what})")
         scale = {"s": 1.0, "ms": 1e-3, "us": 1e-6, "1": 1.0}[self.unit]
         values: list[float] = []
         try:

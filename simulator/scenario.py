@@ -1085,8 +1085,8 @@ def _shift_dist(raw: Any, add: float, source: str, where: str) -> Any:
         if kind == "mixture":
             out["components"] = [dict(c, of=_shift_dist(c.get("of"), add, source, where)) for c in raw.get("components", [])]
             return out
-    except (KeyError, UnitError, TypeError):
-        return raw
+    except (KeyError, UnitError, TypeError, ValueError, AttributeError):
+        return raw  # malformed: left for validation to report in one line
     # The other families have no shift parameter; the value is left alone (and said so)
     # rather than reshaped, so the gap stays visible in `gwsim calibrate check`.
     import logging
@@ -1098,11 +1098,15 @@ def _shift_dist(raw: Any, add: float, source: str, where: str) -> Any:
 def read_profile(path: str | Path) -> dict[str, float]:
     """The ``[machine]`` table of a profile TOML, in seconds."""
     path = Path(path)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError:  # e.g. a name too long for the file system
+        found = False
+    if not found:
         raise ScenarioError(f"{path}: expected a machine profile TOML, found nothing at that path")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError, RecursionError) as exc:
         raise ScenarioError(f"{path}: malformed profile TOML: {exc}") from None
     machine = data.get("machine")
     if not isinstance(machine, dict):
@@ -1123,16 +1127,23 @@ def apply_profile(data: dict[str, Any], base_dir: str | Path, source: str) -> di
     import copy
 
     name = data.get("profile")
-    if not name or str(name).lower() == "none":
-        return data
-    ref = Path(str(name))
-    machine = read_profile(ref if ref.is_absolute() else Path(base_dir) / ref)
+    if not isinstance(name, str) or not name or name.lower() == "none":
+        return data  # absent, or a wrong type that validation reports in one line
+    if not name.isprintable():  # a line break or control character cannot be shown on one line
+        raise ScenarioError(f"{source}: profile: expected a file name, got {name[:60]!r}")
+    ref = Path(name)
+    try:
+        machine = read_profile(ref if ref.is_absolute() else Path(base_dir) / ref)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{source}: profile: {exc}") from None
     out = copy.deepcopy(data)
 
     def table(*keys: str) -> dict[str, Any]:
         node = out
         for k in keys:
             node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                return {}  # a wrong type here: nothing to shift, validation reports it in one line
         return node
 
     def shift(node: dict[str, Any], field: str, key: str, where: str) -> None:
@@ -1156,12 +1167,14 @@ def apply_profile(data: dict[str, Any], base_dir: str | Path, source: str) -> di
             shift(node, "tls_handshake_time", "tls_handshake_time", where + ".tls_handshake_time")
 
     pool(table("model_selection", "ai_client", "pool"), "model_selection.ai_client.pool")
-    for pname, prov in (out.get("providers") or {}).items():
+    providers = out.get("providers")
+    for pname, prov in (providers if isinstance(providers, dict) else {}).items():
         if isinstance(prov, dict):
             shift(prov, "network_rtt", "hop_rtt", f"providers.{pname}.network_rtt")
             if "pool" not in prov:  # keep the provider pool's own default (100 idle), not ConnectionPool's
                 prov["pool"] = {"max_idle_per_host": 100}
-            pool(prov["pool"], f"providers.{pname}.pool")
+            if isinstance(prov["pool"], dict):
+                pool(prov["pool"], f"providers.{pname}.pool")
     return out
 
 
