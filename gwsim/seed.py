@@ -384,8 +384,9 @@ FIT_GROUPS: dict[str, dict[str, tuple[float, float]]] = {
         "providers.provider_a.latency.ttft.median": (0.8, 1.8),
         "providers.provider_b.latency.time.median": (9.0, 12.0),
         "providers.provider_b.latency.time.p95": (11.0, 14.0),
-        "providers.provider_c.latency.time.median": (0.4, 1.0),
-        "providers.provider_c.latency.time.p95": (1.0, 2.5),
+        "providers.provider_c.latency.time.components.0.of.median": (0.4, 1.0),
+        "providers.provider_c.latency.time.components.0.weight": (0.7, 0.95),
+        "providers.provider_c.latency.time.components.1.of.median": (0.8, 1.6),
     },
 }
 
