@@ -940,8 +940,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
         if not all(keys):
             raise ScenarioError(f"{where}: expected a dotted key path such as gateway.cpu_workers, got {path!r}")
         value = parse_set_value(raw)
-        if isinstance(value, dict) and "v" not in value:  # pragma: no cover - parse_set_value returns the value
-            value = raw
         _check_sane(value, where, tuple(keys))
         node: Any = out
         for i, key in enumerate(keys):

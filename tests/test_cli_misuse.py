@@ -268,3 +268,35 @@ def test_sigint_during_a_long_run(workers, to_group, tmp_path):
     assert stdout == b""
     assert _wait(lambda: not any(_alive(k) for k in kids), 10.0), f"orphan workers: {[k for k in kids if _alive(k)]}"
     assert list(out.iterdir()) == []  # nothing half-written (and no temporary files)
+
+
+def test_set_accepts_inline_tables_and_arrays():
+    """A TOML inline table or array after '=' is a value, not a string (--set replaces whole tables)."""
+    from simulator.scenario import load_scenario
+
+    sc = load_scenario(MD1, ['workload.arrivals={process="constant",rate="2/s"}', 'fallback.trigger_on=["timeout"]'])
+    assert sc.workload.arrivals.process == "constant" and sc.workload.arrivals.rate == 2.0
+    assert sc.fallback.trigger_on == ("timeout",)
+
+
+@pytest.mark.parametrize(
+    "error, code, expected",
+    [
+        (KeyboardInterrupt(), 130, "interrupted; finished work was kept"),
+        (MemoryError(), 2, "out of memory: a count or duration in the scenario is likely too large (e.g. workload.users, run.replications)"),
+        (OverflowError("math range error"), 2, "OverflowError (math range error): a value in the scenario is likely too large"),
+    ],
+    ids=["ctrl-c", "memory", "overflow"],
+)
+def test_resource_exhaustion_and_interrupt_are_one_line(error, code, expected, capsys, monkeypatch):
+    """What an absurd-but-valid scenario can provoke mid-run is still one line, never a traceback."""
+    import simulator.api
+
+    def explode(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(simulator.api, "run_scenario", explode)
+    status, out, err = _run_in_process(["run", str(MD1)], capsys)
+    assert status == code
+    assert out == ""
+    assert err == f"{PREFIX}{expected}\n"  # one line, no blank line before it
