@@ -226,6 +226,18 @@ def failure_summary(figures: dict[str, Any]) -> str:
             f"outcome {', '.join(f['outcomes'])}, latency {lo:.0f}-{hi:.0f} ms (median {med:.0f})")
 
 
+def report_arithmetic(records: pd.DataFrame) -> str:
+    """The report's throughput figure and Little's law, checked on a records frame."""
+    from simulator import stats
+
+    span = float(records["finished_at"].max())
+    little = stats.little_check(records, 0.0, float(np.floor(records["arrived_at"].max())) + 1.0)
+    return (f"throughput: {len(records)} requests completed by {span:.1f} s = {len(records) / span:.2f} req/s "
+            f"(the report says ~0.97 req/s)\n"
+            f"Little's law: {little['L']:.1f} requests in flight on average; arrival rate x mean time in system = "
+            f"{little['lambda']:.2f}/s x {little['W']:.2f} s = {little['lambda_W']:.1f}")
+
+
 # ----------------------------------------------------------------------------- variants
 
 #: The report's Phase 1 changes, each as --set overrides on the fitted baseline, with why.
@@ -483,6 +495,7 @@ def _cli():
             click.echo(f"{name:<34} {b['count']:>6.0f} {b['throughput_rps']:>6.2f} {b['success_rate'] * 100:>9.2f} {b['mean_ms']:>7.0f} "
                        f"{b['p50_ms']:>7.0f} {b['p95_ms']:>7.0f} {b['p99_ms']:>7.0f} {b['max_ms']:>7.0f}")
         click.echo(failure_summary(figs))
+        click.echo(report_arithmetic(load_published()))
 
     @seed.command(name="compare", help="Run a scenario (default: the fitted baseline) and compare it with the published run.")
     @click.argument("scenario", required=False, type=click.Path(exists=True, dir_okay=False))
