@@ -26,8 +26,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-log = logging.getLogger(__name__)
-
 DATA_FILE = Path(__file__).resolve().parent / "data" / "heavy_load_2025-08-14.csv"
 SCENARIO_DIR = Path(__file__).resolve().parents[1] / "scenarios" / "seed"
 BASELINE = SCENARIO_DIR / "heavy_load.toml"
@@ -42,7 +40,6 @@ PAYLOADS: dict[tuple[str, int], str] = {
     ("chat_completions", 169): "poem",
     ("chat_completions", 200): "weather",
 }
-ENDPOINTS = ("select_model", "chat_completions")
 
 #: What the report promised for Phase 1 (its "Expected Performance Improvements"), in ms.
 REPORT_PROMISE_MS = {"p50": 400.0, "p95": 1500.0, "p99": 3000.0}
@@ -161,9 +158,6 @@ class Check:
     error: float  # relative (latency, throughput) or in percentage points (success)
     unit: str
     ok: bool
-
-    def row(self) -> dict[str, Any]:
-        return {"figure": self.name, "published": self.published, "model": self.model, "error": self.error, "unit": self.unit, "ok": self.ok}
 
 
 def _rel(name: str, pub: float, mod: float, unit: str, tol: float) -> Check:
