@@ -617,6 +617,8 @@ def _quote_key(key: str) -> str:
     for ch in key:
         if ch in '"\\':
             out.append("\\" + ch)
+        elif ch in "\n\t\r":
+            out.append({"\n": "\\n", "\t": "\\t", "\r": "\\r"}[ch])
         elif ch.isprintable():
             out.append(ch)
         else:
@@ -846,8 +848,8 @@ def validation_error_line(source: str, exc: ValidationError) -> str:
             expected = f"one of the keys {', '.join(keys)}"
         else:
             expected = "a key documented in `gwsim schema`"
-        text = f"{expected}, got unknown key {_quote_key(key)!r}"
-        text = "expected " + text
+        shown = repr(key) if _BARE_KEY.match(key) else _quote_key(key)  # quoted and escaped either way
+        text = f"expected {expected}, got unknown key {shown}"
     elif kind == "missing":
         text = "expected a value (the key is required), got nothing"
     elif kind == "union_tag_invalid":
