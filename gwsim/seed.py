@@ -308,6 +308,7 @@ def variants() -> dict[str, tuple[str, list[str]]]:
     for name, (why, sets) in PHASE1.items():
         out[f"report_phase1_{name}"] = (f"Phase 1 change alone: {why}", list(sets))
     for name, (why, sets) in FAULTS.items():
+        why = why[0].lower() + why[1:]
         out[f"heavy_load_{name}"] = (f"The fitted baseline under a fault: {why}", list(sets))
         out[f"report_phase1_{name}"] = (f"All Phase 1 changes under a fault: {why}", phase1_all() + list(sets))
     return out
