@@ -116,6 +116,12 @@ def label(column: str) -> str:
         return PARAMETERS[column]
     if column.startswith("util:"):
         return f"Utilisation: {resource_label(column[5:])}"
+    if column.startswith("stage:"):
+        return f"Time in stage {column[6:].removesuffix('_ms')} (ms)"
+    if ":" in column:  # a per-endpoint metric such as chat_completions:p95_ms
+        endpoint, _, metric = column.partition(":")
+        if metric in METRICS:
+            return f"{endpoint}: {METRICS[metric]}"
     for pattern, text in PARAMETERS.items():
         if "*" in pattern and _pattern_match(pattern, column):
             name = column.split(".")[1]

@@ -23,11 +23,6 @@ WIDTH = 480
 HEIGHT = 300
 
 
-def _field(name: str) -> str:
-    """Vega-Lite reads dots and brackets in field names as nested access; escape them."""
-    return name.replace(".", "\\.").replace("[", "\\[").replace("]", "\\]").replace(":", "\\:")
-
-
 def _axis_type(frame: pd.DataFrame, column: str) -> str:
     return "quantitative" if pd.api.types.is_numeric_dtype(frame[column]) else "nominal"
 
@@ -46,39 +41,43 @@ def sweep_chart(points: pd.DataFrame, metric: str, params: Sequence[str], *, thr
     A dashed red rule marks ``threshold`` (an SLO) when given."""
     if metric not in points.columns:
         raise KeyError(metric)
-    frame = points.copy()
-    has_ci = f"{metric}_lo" in frame.columns and frame[f"{metric}_lo"].notna().any()
+    keep = list(dict.fromkeys(c for c in (*params, metric, f"{metric}_lo", f"{metric}_hi") if c in points.columns))
+    # Plain aliases for the chart's fields: dotted and colon-separated names (gateway.cpu_workers,
+    # chat:p95_ms) are paths and type hints to Vega-Lite, and escaping them is not honoured by
+    # every mark.  Titles come from the real names.  Only drawn columns go in (the spec embeds them).
+    alias = {c: f"f{i}" for i, c in enumerate(keep)}
+    frame = points[keep].rename(columns=alias).reset_index(drop=True)
+    m, lo, hi = alias[metric], alias.get(f"{metric}_lo"), alias.get(f"{metric}_hi")
+    has_ci = lo is not None and hi is not None and frame[lo].notna().any()
     x = params[0]
-    x_enc = alt.X(_field(x), type=_axis_type(frame, x), title=label(x))
-    if _axis_type(frame, x) == "quantitative":
-        x_enc = alt.X(_field(x), type="quantitative", title=label(x), scale=alt.Scale(zero=False))
-    y_enc = alt.Y(_field(metric), type="quantitative", title=label(metric))
+    if _axis_type(frame, alias[x]) == "quantitative":
+        x_enc = alt.X(alias[x], type="quantitative", title=label(x), scale=alt.Scale(zero=False))
+    else:
+        x_enc = alt.X(alias[x], type="nominal", title=label(x), sort=None)
+    y_enc = alt.Y(m, type="quantitative", title=label(metric))
     color = alt.Undefined
     if len(params) > 1:
-        frame[params[1]] = _as_text(frame[params[1]])
-        color = alt.Color(_field(params[1]), type="nominal", title=label(params[1]),
+        frame[alias[params[1]]] = _as_text(frame[alias[params[1]]])
+        color = alt.Color(alias[params[1]], type="nominal", title=label(params[1]),
                           legend=alt.Legend(titleLimit=400, labelLimit=300), sort=None)
-    tooltip = [alt.Tooltip(_field(p), title=label(p)) for p in params]
-    tooltip.append(alt.Tooltip(_field(metric), title=label(metric), format=".4g"))
-    base = alt.Chart(frame)
-    layers = [
-        base.mark_line(point=True).encode(x=x_enc, y=y_enc, color=color, tooltip=tooltip),
-    ]
-    if has_ci:
-        layers.append(base.mark_errorbar(ticks=True).encode(
-            x=x_enc,
-            y=alt.Y(_field(f"{metric}_lo"), type="quantitative", title=label(metric)),
-            y2=alt.Y2(_field(f"{metric}_hi")),
-            color=color,
-        ))
-    if threshold is not None and math.isfinite(threshold):
-        layers.append(alt.Chart(pd.DataFrame({"slo": [threshold]})).mark_rule(color="#d62728", strokeDash=[6, 4]).encode(
-            y=alt.Y("slo:Q")))
-    chart = alt.layer(*layers).properties(width=WIDTH, height=HEIGHT)
     if len(params) > 2:
-        frame[params[2]] = _as_text(frame[params[2]])
+        frame[alias[params[2]]] = _as_text(frame[alias[params[2]]])
+    # further parameters keep their lines apart without a channel of their own
+    detail = [alt.Detail(alias[p], type="nominal") for p in params[3:]] or alt.Undefined
+    tooltip = [alt.Tooltip(alias[p], title=label(p)) for p in params]
+    tooltip.append(alt.Tooltip(m, type="quantitative", title=label(metric), format=".4g"))
+    # Layers carry no data of their own: the data sits on the layer chart, so a facet splits it.
+    layers = [alt.Chart().mark_line(point=True).encode(x=x_enc, y=y_enc, color=color, tooltip=tooltip, detail=detail)]
+    if has_ci:
+        layers.append(alt.Chart().mark_errorbar(ticks=True).encode(
+            x=x_enc, y=alt.Y(lo, type="quantitative", title=label(metric)), y2=alt.Y2(hi), color=color, detail=detail))
+    if threshold is not None and math.isfinite(threshold):
+        layers.append(alt.Chart().mark_rule(color="#d62728", strokeDash=[6, 4]).encode(y=alt.datum(threshold)))
+    if len(params) > 2:
         chart = alt.layer(*layers, data=frame).properties(width=WIDTH // 2, height=HEIGHT).facet(
-            column=alt.Column(_field(params[2]), type="nominal", title=label(params[2])))
+            column=alt.Column(alias[params[2]], type="nominal", title=label(params[2]), sort=None))
+    else:
+        chart = alt.layer(*layers, data=frame).properties(width=WIDTH, height=HEIGHT)
     return chart.properties(title=title or f"{label(metric)} by {label(x).lower()}")
 
 
@@ -120,17 +119,23 @@ def capacity_chart(probes: pd.DataFrame, column: str, threshold: float, x: str, 
                    title: str | None = None) -> alt.TopLevelMixin:
     """The search's probes: the SLO metric (with its interval) against the load, the SLO as a
     dashed rule and the answer as a vertical line."""
-    frame = probes.sort_values(x).copy()
-    frame["verdict"] = frame["feasible"].map({True: "meets SLOs", False: "misses SLOs"})
-    x_enc = alt.X(f"{x}:Q", title=label(x))
+    frame = pd.DataFrame({
+        "load": probes[x].astype(float),
+        "value": probes[column].astype(float),
+        "lo": probes[f"{column}_lo"].astype(float),
+        "hi": probes[f"{column}_hi"].astype(float),
+        "replications": probes["replications"].astype(int),
+        "verdict": probes["feasible"].map({True: "meets SLOs", False: "misses SLOs"}),
+    }).sort_values("load")
+    x_enc = alt.X("load:Q", title=label(x))
     points = alt.Chart(frame).mark_point(filled=True, size=70).encode(
-        x=x_enc, y=alt.Y(f"{_field(column)}:Q", title=label(column)),
+        x=x_enc, y=alt.Y("value:Q", title=label(column)),
         color=alt.Color("verdict:N", title="Probe", scale=alt.Scale(domain=["meets SLOs", "misses SLOs"],
                                                                       range=["#2ca02c", "#d62728"])),
-        tooltip=[alt.Tooltip(f"{x}:Q", format=".4g"), alt.Tooltip(f"{_field(column)}:Q", format=".4g"), "replications:Q"],
+        tooltip=[alt.Tooltip("load:Q", title=label(x), format=".4g"), alt.Tooltip("value:Q", title=label(column), format=".4g"),
+                 alt.Tooltip("replications:Q", title="Replications")],
     )
-    bars = alt.Chart(frame).mark_errorbar(ticks=True).encode(
-        x=x_enc, y=alt.Y(f"{_field(column)}_lo:Q", title=label(column)), y2=f"{_field(column)}_hi:Q")
+    bars = alt.Chart(frame).mark_errorbar(ticks=True).encode(x=x_enc, y=alt.Y("lo:Q", title=label(column)), y2="hi:Q")
     layers = [bars, points,
               alt.Chart(pd.DataFrame({"slo": [threshold]})).mark_rule(color="#d62728", strokeDash=[6, 4]).encode(y="slo:Q")]
     if answer is not None:
