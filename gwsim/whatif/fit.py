@@ -365,7 +365,7 @@ def fit_latency(samples: Samples) -> list[Fit]:
         v = samples.values
         q = {"mean": float(v.mean()), "p50": float(np.percentile(v, 50)), "p95": float(np.percentile(v, 95)),
              "p99": float(np.percentile(v, 99))}
-    fits.append(Fit("empirical", {"n": float(samples.n)}, 0, math.nan, math.nan, 0.0, None, None,
+    fits.append(Fit("empirical", {"n": samples.n}, 0, math.nan, math.nan, 0.0, None, None,
                     _empirical_snippet(samples), q))
     return fits
 
@@ -407,7 +407,7 @@ def format_fits(samples: Samples, fits: Sequence[Fit]) -> str:
     headers = ["rank", "distribution", "parameters", "AIC", "dAIC", "KS", "KS rank", "KS p", "mean ms", "p50 ms", "p95 ms", "p99 ms"]
     rows = []
     for i, f in enumerate(fits, start=1):
-        params = ", ".join(f"{k}={v:.4g}" for k, v in f.params.items())
+        params = ", ".join(f"{k}={v}" if isinstance(v, int) else f"{k}={v:.4g}" for k, v in f.params.items())
         is_emp = f.name == "empirical"
         rows.append([
             "-" if is_emp else str(i), f.name + (" (data)" if is_emp else ""), params,
@@ -428,11 +428,17 @@ def format_fits(samples: Samples, fits: Sequence[Fit]) -> str:
     if top is not None and top.snippet is None:
         lines.append(f"# {top.name} fits best but the scenario schema has no {top.name} distribution;")
         lines.append(f"# the best one it can express is {best.name} (dAIC {best.aic - top.aic:+.1f}).")
+    if top is not None and top.ks > 0.1:
+        # AIC only ranks the candidates; a KS distance this large means none of them is close
+        lines.append(f"# warning: even the best fit is off by up to {top.ks:.0%} of requests (KS distance); the data may be")
+        lines.append("# multimodal (several payload classes?): fit each class (--where) or replay the data (empirical).")
     lines.append(f"# scenario snippet: best fit by AIC, {best.name} (KS distance {best.ks:.3f})")
     lines.append(f"time = {snippet}")
     emp = fits[-1]
     lines.append("# or replay the data itself:")
     lines.append(f"# time = {emp.snippet}" if emp.snippet and "\n" not in emp.snippet else "# time = " + (emp.snippet or "").replace("\n", "\n# "))
+    if not samples.binned and (samples.notes or samples.dropped):
+        lines.append("# (the file holds every row: save the selected values to a file of their own to replay just them)")
     return "\n".join(lines)
 
 

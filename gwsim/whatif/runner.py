@@ -122,7 +122,9 @@ def utilisation(scenario: Scenario, win: pd.DataFrame, gauges: pd.DataFrame) -> 
         return out
     g = gauges[(gauges["at"] >= run.warmup) & (gauges["at"] < run.duration)] if not gauges.empty else gauges
     gw = scenario.gateway
-    out["cpu"] = float(win["cpu_s"].sum()) / (gw.cpu_workers * span)
+    cpu_s = float(win["cpu_s"].sum())
+    if cpu_s > 0:  # a scenario without gateway CPU cost has no CPU to saturate
+        out["cpu"] = cpu_s / (gw.cpu_workers * span)
     order = scenario.provider_order()
     served = win["provider"].astype(str).to_numpy()
     prov_s = win["provider_s"].to_numpy(dtype="float64")
@@ -384,6 +386,8 @@ def aggregate(per_rep: pd.DataFrame, label_keys: Sequence[str]) -> pd.DataFrame:
             finite = vals[np.isfinite(vals)]
             row[col] = float(finite.mean()) if finite.size else math.nan
             ci = t_interval(finite)
+            if ci and col.endswith(("success_rate", "error_rate")):
+                ci = (max(ci[0], 0.0), min(ci[1], 1.0))  # a share cannot leave [0, 1]
             row[f"{col}_lo"] = ci[0] if ci else math.nan
             row[f"{col}_hi"] = ci[1] if ci else math.nan
         rows.append(row)

@@ -258,6 +258,10 @@ def run_sensitivity(
     return SensitivityResult(column, delta_pct, baseline, base_ci, table, per_rep, tuple(skipped))
 
 
+def _signed(x: float) -> str:
+    return f"{x:+.0f}" if abs(x) >= 100 else f"{x:+.3g}"
+
+
 def format_sensitivity(result: SensitivityResult) -> str:
     from gwsim.labels import label
 
@@ -272,7 +276,7 @@ def format_sensitivity(result: SensitivityResult) -> str:
             d, lo, hi = getattr(r, f"{side}_delta"), getattr(r, f"{side}_lo"), getattr(r, f"{side}_hi")
             if not math.isfinite(d):
                 return "-"
-            return f"{d:+.4g}" + (f" [{lo:+.3g}, {hi:+.3g}]" if math.isfinite(lo) else "")
+            return _signed(d) + (f" [{_signed(lo)}, {_signed(hi)}]" if math.isfinite(lo) else "")
 
         rows.append([str(i), r.parameter, str(r.base_value), str(r.low_value or "-"), cell("low"),
                      str(r.high_value or "-"), cell("high"),

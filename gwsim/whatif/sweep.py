@@ -148,9 +148,16 @@ def run_sweep(
     return SweepResult(tuple(p.key for p in params), per_rep, points, n, s)
 
 
+def _header(metric: str) -> str:
+    endpoint, _, name = metric.rpartition(":")
+    text = {"success_rate": "success %", "error_rate": "failed %", "throughput_rps": "req/s", "offered_rps": "offered req/s",
+            "wait_ms": "wait ms"}.get(name, name.replace("_ms", " ms"))
+    return (f"{endpoint} " if endpoint else "") + text + " [95% CI]"
+
+
 def format_points(result: SweepResult, metrics: Sequence[str] = ("p95_ms", "success_rate", "throughput_rps")) -> str:
     """A fixed-width table: one row per point, each metric with its 95 % interval."""
-    headers = [*result.params] + [m for m in metrics]
+    headers = [*result.params] + [_header(m) for m in metrics]
     rows = []
     for _, row in result.points.iterrows():
         cells = [str(row[p]) if not isinstance(row[p], float) else f"{row[p]:g}" for p in result.params]
