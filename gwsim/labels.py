@@ -68,6 +68,13 @@ PARAMETERS: dict[str, str] = {
     "ai_service.max_batch_size": "AI-service max batch size",
     "ai_service.batch_timeout": "AI-service batch timeout (s)",
     "redis.pool_size": "Redis pool size",
+    "redis.op_time": "Redis operation time",
+    "gateway.cpu_per_request": "Gateway CPU per request",
+    "gateway.cpu_per_hop": "Gateway CPU per upstream call",
+    "ai_service.per_item": "AI-service time per item",
+    "ai_service.batch_base": "AI-service time per batch",
+    "model_selection.semantic_cache.embedding_time": "Embedding API time",
+    "model_selection.semantic_cache.initial_entries": "Semantic-cache entries at start",
     "redis.op_timeout": "Redis operation timeout (s)",
 }
 

@@ -95,23 +95,30 @@ def tornado_chart(table: pd.DataFrame, metric: str, *, title: str | None = None)
             rows.append({"parameter": name, "variation": word, "change": str(r[f"{side}_label"]),
                          "delta": float(delta), "swing": r["swing"], "value": str(r[f"{side}_value"])})
     frame = pd.DataFrame(rows, columns=["parameter", "variation", "change", "delta", "swing", "value"])
+    # the bar-end label: just the quantity ("280ms", not "lognormal median 280ms")
+    frame["short"] = frame["value"].map(lambda v: str(v).split()[-1] if str(v).split() else "")
     order = list(dict.fromkeys(frame.sort_values("swing", ascending=False, kind="stable")["parameter"]))
-    y = alt.Y("parameter:N", sort=order, title=None, axis=alt.Axis(labelLimit=360))
+    lo = min(0.0, float(frame["delta"].min())) if not frame.empty else -1.0
+    hi = max(0.0, float(frame["delta"].max())) if not frame.empty else 1.0
+    pad = 0.18 * ((hi - lo) or 1.0)  # room for the labels outside the bars
+    x = alt.X("delta:Q", title=f"Change in {label(metric)} from baseline", scale=alt.Scale(domain=[lo - pad, hi + pad], nice=False))
+    y = alt.Y("parameter:N", sort=order, title=None, axis=alt.Axis(labelLimit=420))
     bars = alt.Chart(frame).mark_bar(opacity=0.85).encode(
-        y=y,
-        x=alt.X("delta:Q", title=f"Change in {label(metric)} from baseline"),
+        y=y, x=x,
         color=alt.Color("variation:N", title=label("variation"),
                         scale=alt.Scale(domain=["parameter lowered", "parameter raised"], range=["#4c78a8", "#f58518"])),
         tooltip=["parameter:N", "change:N", "value:N", alt.Tooltip("delta:Q", format="+.4g")],
     )
-    # the parameter's value at each bar's end, outside the bar
-    right = alt.Chart(frame).transform_filter(alt.datum.delta >= 0).mark_text(align="left", dx=4, fontSize=10).encode(
-        y=y, x="delta:Q", text="value:N", detail="variation:N")
-    left = alt.Chart(frame).transform_filter(alt.datum.delta < 0).mark_text(align="right", dx=-4, fontSize=10).encode(
-        y=y, x="delta:Q", text="value:N", detail="variation:N")
+    # the parameter's value at each bar's end, outside the bar; lowered above, raised below,
+    # so two short bars on one row do not print on top of each other
+    labels = []
+    for side, dy in (("parameter lowered", -6), ("parameter raised", 6)):
+        for cond, align, dx in ((alt.datum.delta >= 0, "left", 4), (alt.datum.delta < 0, "right", -4)):
+            labels.append(alt.Chart(frame).transform_filter(alt.datum.variation == side).transform_filter(cond)
+                          .mark_text(align=align, dx=dx, dy=dy, fontSize=10).encode(y=y, x="delta:Q", text="short:N"))
     zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="black").encode(x="x:Q")
     height = max(120, 34 * len(order))
-    return alt.layer(bars, right, left, zero).properties(width=WIDTH, height=height,
+    return alt.layer(bars, *labels, zero).properties(width=WIDTH, height=height,
                                                   title=title or f"Sensitivity of {label(metric)}")
 
 

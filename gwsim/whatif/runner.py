@@ -271,6 +271,9 @@ class DaskExecutor:
             raise UsageError("--dask: expected dask.distributed to be installed (pip install 'dask[distributed]')") from None
         self.address = address
         self._cluster = None
+        if logging.getLogger().getEffectiveLevel() > logging.INFO:
+            # dask logs its start-up at INFO on its own handlers; show it only with gwsim -v
+            logging.getLogger("distributed").setLevel(logging.WARNING)
         try:
             if address == "local":
                 n = max(1, workers if workers is not None else (os.cpu_count() or 1))

@@ -161,10 +161,10 @@ class SensitivityResult:
 def _fmt_value(v: Any) -> str:
     if isinstance(v, dict):
         if v.get("dist") == "lognormal" and "median" in v:
-            return f"lognormal median {v['median']}"
+            return f"median {v['median']}"
         for key in _SCALED_KEYS:
             if key in v:
-                return f"{v.get('dist')} {key} {v[key]}"
+                return f"{key} {v[key]}"
         return str(v.get("dist"))
     if isinstance(v, float):
         return f"{v:.4g}"
