@@ -227,7 +227,9 @@ def measure(
     ``workdir``: where the processes' ready files, logs and results go (a temporary
     directory, removed afterwards, when not given).
     """
-    overrides = list(overrides)
+    # The machine profile stands for overheads the simulator must add; the real engine pays
+    # them for real, so its processes load the scenario without it.
+    overrides = list(overrides) + ['profile="none"']
     scenario = load_scenario(scenario_path, overrides)
     seed = scenario.run.seed if seed is None else int(seed)
     duration = scenario.run.duration if duration_s is None else float(duration_s)
