@@ -243,7 +243,7 @@ def _register_optional() -> None:
     """Commands that live in their own modules (measure, calibrate, sweep, ...)."""
     import importlib
 
-    for module in ("gwsim.measure_cmd", "gwsim.whatif_cmd", "gwsim.calibrate_cmd"):
+    for module in ("gwsim.measure_cmd", "gwsim.whatif_cmd", "gwsim.calibrate_cmd", "gwsim.seed"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
