@@ -45,10 +45,10 @@ import numpy as np
 
 from real_engine.clock import DEFAULT_NAP_S, DEFAULT_SPIN_S, RunClock, sleep_until_monotonic
 from real_engine.rng import Streams
-from simulator.errors import GwsimError
 from simulator.records import OUTCOMES, STAGES, RequestRecord, records_frame
 from simulator.scenario import BurstArrivals, ConstantArrivals, PoissonArrivals, Scenario, Workload, load_scenario
 from simulator.units import UnitError, parse_duration
+from real_engine.process import run_event_loop, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -691,17 +691,9 @@ async def _main_async(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("GWSIM_LOG", "WARNING"), format="%(asctime)s loadgen %(levelname)s %(message)s")
+    setup_logging("loadgen")
     renice(args.nice)
-    try:
-        try:
-            import uvloop
-        except ImportError:
-            return asyncio.run(_main_async(args))
-        return uvloop.run(_main_async(args))
-    except GwsimError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    return run_event_loop(_main_async(args))
 
 
 if __name__ == "__main__":

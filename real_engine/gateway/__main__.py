@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from simulator.errors import GwsimError, UsageError
+from simulator.errors import UsageError
 from simulator.scenario import load_scenario
+from real_engine.process import run_event_loop, setup_logging
 
 log = logging.getLogger("real_engine.gateway")
 
@@ -111,16 +112,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("GWSIM_LOG", "WARNING"), format="%(asctime)s gateway %(levelname)s %(message)s")
-    try:
-        try:
-            import uvloop
-        except ImportError:
-            return asyncio.run(_serve(args))
-        return uvloop.run(_serve(args))
-    except GwsimError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    setup_logging("gateway")
+    return run_event_loop(_serve(args))
 
 
 if __name__ == "__main__":
