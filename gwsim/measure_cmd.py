@@ -14,7 +14,8 @@ def _duration(ctx, param, value):  # noqa: ANN001 - click callback
     if value is None:
         return None
     try:
-        seconds = parse_duration(value)
+        # a bare number is seconds, as load testers write it (--duration 30)
+        seconds = float(value) if value.replace(".", "", 1).isdigit() else parse_duration(value)
     except UnitError as exc:
         raise click.BadParameter(str(exc)) from None
     if seconds <= 0:
