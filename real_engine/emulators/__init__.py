@@ -21,6 +21,7 @@ from typing import Any
 from real_engine.clock import RunClock
 from real_engine.emulators.ai_service import AIServiceEmulator
 from real_engine.emulators.base import EmulatorServer
+from real_engine.tls import server_context
 from real_engine.emulators.embedding import EmbeddingEmulator
 from real_engine.emulators.providers import ProviderEmulator
 from real_engine.rng import Streams
@@ -91,6 +92,8 @@ async def start_emulators(scenario: Scenario, t0: float, seed: int, host: str = 
     try:
         ai = AIServiceEmulator(scenario, clock, streams["ai_service"], streams["ai_rtt"], streams["ai_faults"], host)
         started.append(ai)
+        if scenario.model_selection.ai_client.pool.tls:
+            ai.ssl_context = server_context()
         await ai.start()
         emb = EmbeddingEmulator(scenario, clock, streams["embedding"], host)
         started.append(emb)
@@ -99,6 +102,8 @@ async def start_emulators(scenario: Scenario, t0: float, seed: int, host: str = 
         for name, cfg in scenario.providers.items():
             p = ProviderEmulator(name, cfg, scenario, clock, provider_rngs[name], host)
             started.append(p)
+            if cfg.pool.tls:
+                p.ssl_context = server_context()
             await p.start()
             providers[name] = p
     except BaseException:

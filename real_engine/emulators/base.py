@@ -105,6 +105,8 @@ class EmulatorServer:
         self._site: web.TCPSite | None = None
         self._listening = False
         self._tasks: set[asyncio.Task] = set()
+        # set before start() when the gateway's pool to this upstream uses TLS
+        self.ssl_context = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -134,7 +136,7 @@ class EmulatorServer:
 
     async def _listen(self, port: int) -> None:
         assert self._runner is not None
-        site = web.TCPSite(self._runner, self.host, port, reuse_address=True, backlog=1024)
+        site = web.TCPSite(self._runner, self.host, port, reuse_address=True, backlog=1024, ssl_context=self.ssl_context)
         await site.start()
         self._site = site
         self._listening = True

@@ -71,3 +71,18 @@ def test_measure_says_so_when_redis_is_down(tmp_path, free_port):
     path.write_text(SCENARIO)
     with pytest.raises(MeasureError, match="not answering"):
         measure(path, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+
+
+def test_measure_with_tls_to_the_upstreams(tmp_path):
+    # pools that ask for TLS get emulators serving TLS with a self-signed certificate
+    path = tmp_path / "s.toml"
+    path.write_text(SCENARIO)
+    result = measure(
+        path,
+        ["providers.p1.pool.tls=true", "providers.p2.pool.tls=true", "model_selection.ai_client.pool.tls=true"],
+        startup_s=3.0,
+        workdir=tmp_path / "run",
+    )
+    acc = result.accounting
+    assert acc["sent"] == 40 and acc["ok"] == 40, acc
+    assert _children() == []
