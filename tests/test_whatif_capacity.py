@@ -14,36 +14,11 @@ from gwsim.whatif.capacity import capacity_search, set_load
 from gwsim.whatif.runner import LocalExecutor, ScenarioSource
 from simulator import queueing
 from simulator.errors import UsageError
+from stage_scenario import single_stage
 
 # scenarios/validation/mm10.toml with a shorter run: ten exponential servers of mean 1 s
-MM10 = """
-[run]
-name = "mm10_capacity"
-duration = "600s"
-warmup = "100s"
-drain = "100s"
-replications = 4
-seed = 5
-
-[workload]
-mode = "open"
-arrivals = { process = "poisson", rate = "5/s" }
-mix = { stage = 1.0 }
-
-[endpoints.stage]
-kind = "chat_completions"
-model_selection = false
-classes = [{ name = "job", provider = "servers" }]
-
-[providers.servers]
-latency = { model = "plain", time = { dist = "exponential", mean = "1s" } }
-concurrency = 10
-over_limit = "queue"
-
-[fallback]
-mode = "none"
-max_attempts = 1
-"""
+MM10 = single_stage("mm10_capacity", duration="600s", warmup="100s", drain="100s", replications=4, seed=5,
+                    rate="5/s", service='{ dist = "exponential", mean = "1s" }', servers=10)
 
 CPU_BOUND = """
 [run]

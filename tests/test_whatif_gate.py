@@ -13,37 +13,13 @@ from gwsim.cli import cli
 from gwsim.whatif.gate import DEFAULT_SUITE, apply_load_factor, load_suite, stress_variant
 from gwsim.whatif.runner import ScenarioSource
 from simulator.errors import UsageError
+from stage_scenario import single_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 GATEWAY = str(ROOT / "notebooks" / "scenarios" / "small_gateway.toml")
 
-MM = """
-[run]
-name = "mm_gate"
-duration = "150s"
-warmup = "15s"
-drain = "50s"
-replications = 3
-seed = 3
-
-[workload]
-mode = "open"
-arrivals = { process = "poisson", rate = "4/s" }
-mix = { stage = 1.0 }
-
-[endpoints.stage]
-kind = "chat_completions"
-model_selection = false
-classes = [{ name = "job", provider = "servers" }]
-
-[providers.servers]
-latency = { model = "plain", time = { dist = "exponential", mean = "500ms" } }
-concurrency = 8
-
-[fallback]
-mode = "none"
-max_attempts = 1
-"""
+MM = single_stage("mm_gate", duration="150s", warmup="15s", replications=3, seed=3, rate="4/s",
+                  service='{ dist = "exponential", mean = "500ms" }', servers=8, queue=False)
 
 
 @pytest.fixture()

@@ -12,35 +12,10 @@ from gwsim.cli import cli
 from gwsim.whatif.runner import LocalExecutor, ScenarioSource
 from gwsim.whatif.sensitivity import discover, metric_column, run_sensitivity, scaled
 from simulator.errors import UsageError
+from stage_scenario import single_stage
 
-MM = """
-[run]
-name = "mm_sens"
-duration = "200s"
-warmup = "20s"
-drain = "50s"
-replications = 3
-seed = 4
-
-[workload]
-mode = "open"
-arrivals = { process = "poisson", rate = "6/s" }
-mix = { stage = 1.0 }
-client_timeout = "600s"
-
-[endpoints.stage]
-kind = "chat_completions"
-model_selection = false
-classes = [{ name = "job", provider = "servers" }]
-
-[providers.servers]
-latency = { model = "plain", time = { dist = "lognormal", median = "800ms", p95 = "2s" } }
-concurrency = 12
-
-[fallback]
-mode = "none"
-max_attempts = 1
-"""
+MM = single_stage("mm_sens", duration="200s", warmup="20s", replications=3, seed=4, rate="6/s", client_timeout="600s",
+                  service='{ dist = "lognormal", median = "800ms", p95 = "2s" }', servers=12, queue=False)
 
 
 @pytest.fixture()

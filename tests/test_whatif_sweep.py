@@ -15,35 +15,10 @@ from gwsim.cli import cli
 from gwsim.whatif.runner import DaskExecutor, LocalExecutor, ScenarioSource
 from gwsim.whatif.sweep import grid, numeric_value, parse_param, run_sweep, split_values
 from simulator.errors import UsageError
+from stage_scenario import single_stage
 
-MM = """
-[run]
-name = "mm_small"
-duration = "200s"
-warmup = "20s"
-drain = "50s"
-replications = 3
-seed = 7
-
-[workload]
-mode = "open"
-arrivals = { process = "poisson", rate = "6/s" }
-mix = { stage = 1.0 }
-
-[endpoints.stage]
-kind = "chat_completions"
-model_selection = false
-classes = [{ name = "job", provider = "servers" }]
-
-[providers.servers]
-latency = { model = "plain", time = { dist = "exponential", mean = "1s" } }
-concurrency = 8
-over_limit = "queue"
-
-[fallback]
-mode = "none"
-max_attempts = 1
-"""
+MM = single_stage("mm_small", duration="200s", warmup="20s", replications=3, seed=7, rate="6/s",
+                  service='{ dist = "exponential", mean = "1s" }', servers=8)
 
 
 @pytest.fixture()
