@@ -9,8 +9,9 @@ reply encoding run per request after the batch, one after another in the worker)
 network round trip is added once the item is done, before the reply (as the simulator
 adds it after the AI service's answer).
 
-The reply ranks the providers (``scenario.provider_order()``) rotated by the request
-class's index within its endpoint, so each class gets a fixed selection.
+The reply ranks the providers as ``simulator.policies.fallback.ranked_selection`` does: the
+class's own provider, else the provider order rotated by the class's index, so each class
+gets a fixed selection.
 
 Faults (as ``simulator.model.ai_service`` applies them): ``outage`` refuses connections
 (and drops requests arriving on connections already open) and ``hang`` never answers,
@@ -37,6 +38,7 @@ from real_engine.emulators.base import EmulatorServer, timing_header
 from real_engine.emulators.faults import error_reply, reset_midway
 from simulator.distributions import ZERO
 from simulator.policies.batching import BatchPolicy
+from simulator.policies.fallback import ranked_selection
 from simulator.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -113,10 +115,9 @@ class AIServiceEmulator(EmulatorServer):
     # ------------------------------------------------------------------ selection
 
     def selection(self, endpoint: str, class_name: str) -> dict[str, Any]:
-        """The ranked choice for a class: provider order rotated by the class index."""
-        idx = self._classes.get((endpoint, class_name), (0, None))[0]
-        k = idx % len(self._order)
-        ranked = self._order[k:] + self._order[:k]
+        """The ranked choice for a class, as the simulator's AI service makes it."""
+        idx, cls = self._classes.get((endpoint, class_name), (0, None))
+        ranked = ranked_selection(self._order, idx, cls.provider if cls is not None else None)
         return {"provider": ranked[0], "model": f"{ranked[0]}-model", "alternatives": ranked[1:]}
 
     # ------------------------------------------------------------------ batching

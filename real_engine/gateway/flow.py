@@ -32,7 +32,7 @@ from real_engine.gateway.cpu import CpuPool
 from real_engine.gateway.http_pool import CallTiming, HttpPool, HttpResponse, UpstreamError
 from real_engine.gateway.metrics import GatewayMetrics
 from simulator.policies.breaker import CircuitBreaker, make_breaker
-from simulator.policies.fallback import FallbackPlan, rank_candidates
+from simulator.policies.fallback import FallbackPlan, rank_candidates, ranked_selection
 from simulator.policies.ratelimit import SlidingWindowLimiter
 from simulator.policies.retry import RetryPolicy
 from simulator.records import STAGES
@@ -101,9 +101,8 @@ def default_selection(scenario: Scenario, class_index: int, cls: RequestClass | 
     """The selection of a class as the simulator ranks it: the class's provider when it names
     one, else the provider order rotated by the class index; the others as alternatives.
     Seeds the canonical cache entries and routes endpoints without model selection."""
-    order = scenario.provider_order()
-    primary = cls.provider if cls is not None and cls.provider else order[class_index % len(order)]
-    return {"provider": primary, "model": f"{primary}-model", "alternatives": rank_candidates(order, primary)[1:]}
+    ranked = ranked_selection(scenario.provider_order(), class_index, cls.provider if cls is not None else None)
+    return {"provider": ranked[0], "model": f"{ranked[0]}-model", "alternatives": ranked[1:]}
 
 
 class FlowError(Exception):

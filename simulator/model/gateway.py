@@ -33,7 +33,7 @@ from simulator.policies.cache import (
     similarity_hit_probability,
     stores_selection,
 )
-from simulator.policies.fallback import FallbackPlan, rank_candidates
+from simulator.policies.fallback import FallbackPlan, ranked_selection
 from simulator.policies.ratelimit import SlidingWindowLimiter
 from simulator.policies.retry import RetryPolicy
 from simulator.scenario import Scenario
@@ -127,13 +127,8 @@ class SimGateway:
         return self.cpu.work(ctx, seconds) if seconds > 0 else ()
 
     def _ranked(self, ctx: RequestContext) -> tuple[str, list[str]]:
-        """The AI service's answer: primary then alternatives, rotated by class (deterministic per class)."""
-        if ctx.klass.provider is not None:
-            primary = ctx.klass.provider
-        else:
-            order = self.provider_order
-            primary = order[ctx.class_index % len(order)]
-        ranked = rank_candidates(self.provider_order, primary)
+        """The AI service's answer: primary then alternatives (deterministic per class)."""
+        ranked = ranked_selection(self.provider_order, ctx.class_index, ctx.klass.provider)
         return ranked[0], ranked[1:]
 
     # ------------------------------------------------------------------ entry

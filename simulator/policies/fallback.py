@@ -44,6 +44,14 @@ def rank_candidates(order: Sequence[str], primary: str) -> list[str]:
     return out
 
 
+def ranked_selection(order: Sequence[str], class_index: int, class_provider: str | None = None) -> list[str]:
+    """The model router's answer for a payload class, best first: the class's own provider
+    when it names one, else ``order`` rotated by the class index (so each class keeps its
+    choice); the other providers follow as alternatives in ``order``."""
+    primary = class_provider if class_provider else order[class_index % len(order)]
+    return rank_candidates(order, primary)
+
+
 class FallbackPlan:
     """One request's provider attempts.
 

@@ -125,3 +125,13 @@ def test_from_config_and_validation() -> None:
     with pytest.raises(RuntimeError):
         plan.start(1)
     assert "mode=hedge" in repr(plan)
+
+
+def test_ranked_selection_class_provider_first_else_rotation():
+    from simulator.policies.fallback import ranked_selection
+
+    order = ["a", "b", "c"]
+    assert ranked_selection(order, 0) == ["a", "b", "c"]
+    assert ranked_selection(order, 1) == ["b", "a", "c"]
+    assert ranked_selection(order, 4) == ["b", "a", "c"]
+    assert ranked_selection(order, 2, "a") == ["a", "b", "c"]
