@@ -254,6 +254,26 @@ class Gateway(_Model):
     body_limit_bytes: int | None = Field(default=None, gt=0, description="Requests above this size get 413.")
     rate_limit: RateLimit | None = Field(default=None, description="Sliding-window rate limiter (429 when exceeded).")
     provider_client: ProviderClient = Field(default_factory=ProviderClient, description="Provider SDK client construction.")
+    max_in_flight: int | None = Field(
+        default=None, gt=0,
+        description="Admission control: requests handled at once; one arriving beyond it is answered at once with 503 "
+        "and outcome 'rejected' (error type 'overloaded'), before any CPU or upstream work (None = unbounded, as the "
+        "seed gateway ran).",
+    )
+    body_read_timeout: float | None = Field(
+        default=30.0, gt=0,
+        description="Real engine: a client that has not sent its whole body within this long gets 408 (outcome "
+        "'bad_request', error type 'request_timeout') and its connection closed, so a slow client cannot hold a "
+        "handler (None = wait forever).  The simulator's bodies arrive whole, so it never fires there.",
+    )
+    cancel_on_disconnect: bool = Field(
+        default=False,
+        description="Real engine: when a client disconnects mid-request, cancel the request's work (upstream calls, "
+        "pool waits) and count it as 'client_gone'.  False finishes the work regardless, as the seed's server did "
+        "and as the simulator models a client that gave up.",
+    )
+
+    _d = _durations("body_read_timeout")
 
 
 # --------------------------------------------------------------------------- breakers

@@ -1,19 +1,27 @@
 """The gateway's HTTP face: an aiohttp server on 127.0.0.1 built from the scenario.
 
 Routes: each endpoint's ``http_path`` (``POST /v1/select-model``,
-``POST /v1/chat/completions`` by default), ``GET /healthz`` and ``GET /metrics``
-(Prometheus text).  A request passes, in the seed's (and the simulator's) order: the
-gateway's per-request CPU, the sliding-window rate limiter (429), the body limit (413),
-JSON parsing (400), then its flow (``flow.GatewayCore``).  Every reply carries ``Server-Timing`` (one entry
-per record stage, milliseconds) and the ``X-Gwsim-*`` headers the load generator turns
-into a ``RequestRecord``.
+``POST /v1/chat/completions`` by default), ``GET /healthz``, ``GET /metrics``
+(Prometheus text) and ``GET /openapi.json`` (the two endpoints and their error replies).
+A request passes admission first (``gateway.max_in_flight``: 503 ``overloaded`` at once
+beyond it, as the simulator does), then its body is read within
+``gateway.body_read_timeout`` (408 and the connection closed when a client trickles it),
+then, in the seed's (and the simulator's) order: the gateway's per-request CPU, the
+sliding-window rate limiter (429), the body limit (413), the content type (415 unless
+JSON or unsaid), the ``X-Gwsim-*`` request headers and the JSON body (400), then its flow
+(``flow.GatewayCore``).  Every reply carries ``Server-Timing`` (one entry per record
+stage, milliseconds) and the ``X-Gwsim-*`` headers the load generator turns into a
+``RequestRecord``; every error reply has a JSON body ``{"error": {"message", "type"}}``.
 
-Like the seed's Fiber server, a client that goes away does not cancel its handler: the
-gateway finishes the work (and spends the upstream calls) regardless.
+Like the seed's Fiber server, by default a client that goes away does not cancel its
+handler: the gateway finishes the work (and spends the upstream calls) regardless.
+``gateway.cancel_on_disconnect`` cancels it instead (upstream calls, pool waits and
+breaker permits given back) and counts the request once as ``client_gone``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -21,7 +29,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, http_exceptions, web
 
 from real_engine.gateway.flow import OUTCOME_STATUS, FlowError, GatewayCore, RequestContext
 from real_engine.gateway.metrics import GatewayMetrics
@@ -32,6 +40,60 @@ log = logging.getLogger(__name__)
 #: aiohttp waits this long for handlers still running at shutdown, then cancels them.
 SHUTDOWN_TIMEOUT_S = 2.0
 _NO_LIMIT_BYTES = 64 * 1024 * 1024
+#: Deeper JSON bodies get 400: a chat body is a few levels deep, and the recursion of
+#: json.dumps when the body is passed on must stay far from Python's recursion limit.
+MAX_JSON_DEPTH = 64
+#: The X-Gwsim-* request headers go on to the upstreams: short printable ASCII only.
+MAX_GWSIM_HEADER_CHARS = 256
+_GWSIM_HEADERS = ("X-Gwsim-Request-Id", "X-Gwsim-Class", "X-Gwsim-Prompt-Nonce")
+
+
+def _json_depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), without recursion."""
+    deepest = 0
+    stack = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth + 1)
+        if deepest > MAX_JSON_DEPTH:
+            return deepest
+        stack.extend((c, depth + 1) for c in children)
+    return deepest
+
+
+def _is_json_type(request: web.Request) -> bool:
+    """JSON, ``application/*+json`` or no Content-Type at all (read as JSON, leniently)."""
+    if not request.headers.get(hdrs.CONTENT_TYPE, "").strip():
+        return True
+    mime = request.content_type.lower()
+    return mime == "application/json" or (mime.startswith("application/") and mime.endswith("+json"))
+
+
+def _check_gwsim_headers(request: web.Request) -> None:
+    for name in _GWSIM_HEADERS:
+        value = request.headers.get(name, "")
+        if len(value) > MAX_GWSIM_HEADER_CHARS or not all(" " <= ch <= "~" for ch in value):
+            raise FlowError("bad_request", f"malformed request: {name} must be printable ASCII of at most "
+                            f"{MAX_GWSIM_HEADER_CHARS} characters")
+
+
+def _parse_body(raw: bytes) -> tuple[Any, str]:
+    """(body, prompt), or FlowError bad_request naming what is wrong."""
+    try:
+        body = json.loads(raw)
+        if _json_depth(body) > MAX_JSON_DEPTH:
+            raise ValueError(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        return body, _prompt_of(body)
+    except RecursionError:
+        raise FlowError("bad_request", f"malformed request: JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except (ValueError, UnicodeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise FlowError("bad_request", f"malformed request: {exc}") from None
 
 
 def _prompt_of(body: Any) -> str:
@@ -49,6 +111,8 @@ def _prompt_of(body: Any) -> str:
         content = " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     if not isinstance(content, str):
         raise ValueError("expected message content to be a string")
+    # Lone surrogates ("\ud800" is valid JSON) cannot reach Redis or a cache key.
+    content.encode("utf-8")
     return content
 
 
@@ -69,7 +133,11 @@ class GatewayApp:
             app.router.add_post(ep.http_path, self._handler_for(ep_name, ep))
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/metrics", self.metrics_view)
+        app.router.add_get("/openapi.json", self.openapi_view)
         return app
+
+    async def openapi_view(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_spec(self.scenario))
 
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
@@ -98,6 +166,28 @@ class GatewayApp:
         except ValueError:
             return "key-0"
 
+    async def _read_body(self, request: web.Request) -> tuple[bytes, bool]:
+        """(body, too large); FlowError when the client is too slow or goes away."""
+        limit = self.scenario.gateway.body_limit_bytes
+        if limit is not None and (request.content_length or 0) > limit:
+            return b"", True
+        try:
+            async with asyncio.timeout(self.scenario.gateway.body_read_timeout):
+                raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return b"", True
+        except TimeoutError:
+            self.metrics.edge_events.labels("body_timeout").inc()
+            raise FlowError(
+                "bad_request", f"request body not received within {self.scenario.gateway.body_read_timeout:g}s",
+                status=408, error_type="request_timeout", close=True,
+            ) from None
+        except ConnectionError:
+            raise FlowError("client_gone", "the client went away while sending its body") from None
+        except http_exceptions.HttpProcessingError as exc:
+            raise FlowError("bad_request", f"malformed request body: {exc.message}", close=True) from None
+        return raw, limit is not None and len(raw) > limit
+
     async def handle(self, request: web.Request, ep_name: str, ep: Endpoint) -> web.StreamResponse:
         started = time.perf_counter()
         core = self.core
@@ -106,31 +196,33 @@ class GatewayApp:
         if not class_name and ep.classes:
             class_name = ep.classes[0].name
         ctx = RequestContext(request_id=request_id, endpoint=ep_name, class_name=class_name)
+        if not core.admission.enter():
+            # Refused before any work, so an overload costs a reply, not a growing queue.
+            ctx.outcome = "rejected"
+            self.metrics.edge_events.labels("overloaded").inc()
+            error = FlowError("rejected", f"gateway overloaded: {core.admission.limit} requests in flight",
+                              error_type="overloaded")
+            return self._reply(ctx, ep_name, started, *_error_body(error), status=503)
         self.metrics.in_flight.inc()
         body_bytes = b""
         content_type = "application/json"
+        status: int | None = None
+        close = False
         try:
             try:
+                raw, too_large = await self._read_body(request)
                 # The seed's order: middleware (CPU, rate limiter) before the body is judged.
-                limit = self.scenario.gateway.body_limit_bytes
-                too_large = limit is not None and (request.content_length or 0) > limit
-                raw = b""
-                if not too_large:
-                    try:
-                        raw = await request.read()
-                    except web.HTTPRequestEntityTooLarge:
-                        too_large = True
-                    too_large = too_large or (limit is not None and len(raw) > limit)
                 await core.cpu_per_request(ctx)
                 if core.rate_limited(self._rate_key(request, request_id)):
                     raise FlowError("rate_limited", "rate limit exceeded")
                 if too_large:
-                    raise FlowError("too_large", f"body over {limit} bytes")
-                try:
-                    body = json.loads(raw)
-                    prompt = _prompt_of(body)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise FlowError("bad_request", f"malformed request: {exc}") from None
+                    raise FlowError("too_large", f"body over {self.scenario.gateway.body_limit_bytes} bytes")
+                if not _is_json_type(request):
+                    self.metrics.edge_events.labels("unsupported_media_type").inc()
+                    raise FlowError("bad_request", f"expected Content-Type application/json, got {request.content_type}",
+                                    status=415, error_type="unsupported_media_type")
+                _check_gwsim_headers(request)
+                body, prompt = _parse_body(raw)
                 if ep.kind == "select_model":
                     reply = await core.select_model(ctx, ep_name, ep, prompt)
                     body_bytes = json.dumps(reply).encode()
@@ -140,8 +232,18 @@ class GatewayApp:
                 ctx.outcome = "ok"
             except FlowError as exc:
                 ctx.outcome = exc.outcome
-                body_bytes = json.dumps({"error": {"message": str(exc), "type": exc.outcome}}).encode()
-                content_type = "application/json"
+                status, close = exc.status, exc.close
+                body_bytes, content_type = _error_body(exc)
+                if exc.outcome == "client_gone":
+                    self.metrics.edge_events.labels("client_gone").inc()
+            except asyncio.CancelledError:
+                # cancel_on_disconnect (the client left) or shutdown: the flow's own finally
+                # blocks gave back pools, permits and attempts; count the request once, then go.
+                gone = request.transport is None or request.transport.is_closing()
+                ctx.outcome = "client_gone" if gone else "cancelled"
+                self.metrics.edge_events.labels(ctx.outcome).inc()
+                self._count(ctx, ep_name, started, OUTCOME_STATUS["client_gone"])
+                raise
             except Exception:  # noqa: BLE001 - a gateway bug still answers with the record headers
                 log.exception("request %s on %s failed unexpectedly", request_id, ep_name)
                 ctx.outcome = "upstream_error"
@@ -149,16 +251,122 @@ class GatewayApp:
                 content_type = "application/json"
         finally:
             self.metrics.in_flight.dec()
-        status = OUTCOME_STATUS.get(ctx.outcome, 502)
-        core.outcomes[ctx.outcome] = core.outcomes.get(ctx.outcome, 0) + 1
+            core.admission.leave()
+        return self._reply(ctx, ep_name, started, body_bytes, content_type, status=status, close=close)
+
+    def _count(self, ctx: RequestContext, ep_name: str, started: float, status: int) -> None:
+        """The request's one entry in the outcome counts and the duration histogram."""
+        self.core.outcomes[ctx.outcome] = self.core.outcomes.get(ctx.outcome, 0) + 1
         self.metrics.request_duration.labels(ep_name, str(status)).observe(time.perf_counter() - started)
+
+    def _reply(
+        self, ctx: RequestContext, ep_name: str, started: float, body_bytes: bytes, content_type: str,
+        *, status: int | None = None, close: bool = False,
+    ) -> web.Response:
+        status = status or OUTCOME_STATUS.get(ctx.outcome, 502)
+        self._count(ctx, ep_name, started, status)
         ctype = content_type.split(";", 1)[0].strip() or "application/json"
         headers = ctx.headers()
         # "total": the whole handler, so a client can tell gateway time from network time
         # (not a record stage; the load generator ignores it).
         total = f"total;dur={(time.perf_counter() - started) * 1e3:.3f}"
         headers["Server-Timing"] = f"{headers['Server-Timing']}, {total}" if "Server-Timing" in headers else total
-        return web.Response(body=body_bytes, status=status, headers=headers, content_type=ctype)
+        resp = web.Response(body=body_bytes, status=status, headers=headers, content_type=ctype)
+        if close:
+            resp.force_close()
+        return resp
+
+
+def _error_body(exc: FlowError) -> tuple[bytes, str]:
+    return json.dumps({"error": {"message": str(exc), "type": exc.error_type}}).encode(), "application/json"
+
+
+def openapi_spec(scenario: Scenario) -> dict[str, Any]:
+    """OpenAPI 3.0 description of the scenario's endpoints and the gateway's error replies."""
+    message = {
+        "type": "object",
+        "required": ["content"],
+        "properties": {
+            "role": {"type": "string"},
+            "content": {
+                "oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "object", "properties": {"text": {"type": "string"}}}},
+                ]
+            },
+        },
+    }
+    request_body = {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["messages"],
+                    "properties": {"model": {"type": "string"}, "messages": {"type": "array", "minItems": 1, "items": message}},
+                }
+            }
+        },
+    }
+    error = {"$ref": "#/components/schemas/Error"}
+    error_reply = {"description": "", "content": {"application/json": {"schema": error}}}
+    errors = {
+        "400": "malformed JSON, wrong shape, malformed X-Gwsim-* header (outcome bad_request)",
+        "408": "the body did not arrive within gateway.body_read_timeout (outcome bad_request)",
+        "413": "body over gateway.body_limit_bytes (outcome too_large)",
+        "415": "Content-Type neither JSON nor absent (outcome bad_request)",
+        "429": "the gateway's rate limiter (outcome rate_limited)",
+        "502": "an upstream failed or answered with an error (outcomes upstream_error, connect_error, reset)",
+        "503": "gateway.max_in_flight reached (type overloaded) or a breaker / upstream capacity refused "
+        "(outcomes rejected, breaker_open)",
+        "504": "an upstream deadline fired (outcome timeout)",
+    }
+    paths: dict[str, Any] = {}
+    for name, ep in scenario.endpoints.items():
+        if ep.kind == "select_model":
+            ok_schema = {
+                "type": "object",
+                "properties": {
+                    "provider": {"type": "string"}, "model": {"type": "string"},
+                    "alternatives": {"type": "array", "items": {"type": "string"}},
+                },
+            }
+        else:
+            ok_schema = {"type": "object", "description": "An OpenAI-style chat completion from the chosen provider."}
+        responses = {"200": {"description": "ok", "content": {"application/json": {"schema": ok_schema}}}}
+        responses.update({code: {**error_reply, "description": text} for code, text in errors.items()})
+        paths[ep.http_path] = {
+            "post": {
+                "operationId": name,
+                "summary": f"{ep.kind} endpoint {name!r}",
+                "parameters": [
+                    {"name": h, "in": "header", "required": False, "schema": {"type": "string", "maxLength": MAX_GWSIM_HEADER_CHARS}}
+                    for h in _GWSIM_HEADERS
+                ],
+                "requestBody": request_body,
+                "responses": responses,
+            }
+        }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": f"gwsim gateway ({scenario.run.name})", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["message", "type"],
+                            "properties": {"message": {"type": "string"}, "type": {"type": "string"}},
+                        }
+                    },
+                }
+            }
+        },
+    }
 
 
 @dataclass
@@ -195,6 +403,10 @@ class GatewayHandle:
             "cache_entries": core.caches.entries,
             "semantic_scan": {"scan_calls": core.caches.scan_calls, "keys_read": core.caches.scanned_keys},
             "cpu": {"workers": core.cpu.workers, "jobs": core.cpu.jobs, "busy_s": round(core.cpu.busy_total_s, 6)},
+            "admission": {
+                "max_in_flight": core.admission.limit, "peak": core.admission.peak,
+                "admitted": core.admission.admitted, "rejections": core.admission.rejections,
+            },
             "rate_limiter": (
                 {"allowed": core.limiter.allowed, "rejections": core.limiter.rejections} if core.limiter else None
             ),
@@ -242,7 +454,15 @@ async def start_gateway(
     try:
         await core.prepare()
         app = GatewayApp(core, metrics).build()
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False)
+        runner = web.AppRunner(
+            app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT_S, handle_signals=False,
+            handler_cancellation=scenario.gateway.cancel_on_disconnect,
+            # A body the handler did not read (408 slow client, 413 by Content-Length,
+            # 503 overloaded) is not waited for: aiohttp would otherwise keep reading and
+            # discarding it for 10 s, which is what a slow client wants.  The connection
+            # closes after the reply instead.
+            lingering_time=0,
+        )
         await runner.setup()
         site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
         await site.start()

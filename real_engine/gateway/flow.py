@@ -31,6 +31,7 @@ from real_engine.gateway.caches import RedisCaches
 from real_engine.gateway.cpu import CpuPool
 from real_engine.gateway.http_pool import CallTiming, HttpPool, HttpResponse, UpstreamError
 from real_engine.gateway.metrics import GatewayMetrics
+from simulator.policies.admission import InFlightLimit
 from simulator.policies.breaker import CircuitBreaker, make_breaker
 from simulator.policies.fallback import FallbackPlan, rank_candidates, ranked_selection
 from simulator.policies.ratelimit import SlidingWindowLimiter
@@ -64,6 +65,8 @@ OUTCOME_STATUS = {
     "breaker_open": 503,
     "too_large": 413,
     "bad_request": 400,
+    # nginx's "client closed request": never sent (nobody is listening), only counted
+    "client_gone": 499,
 }
 
 STAGE_NAMES = tuple(s.removesuffix("_s") for s in STAGES)
@@ -106,11 +109,23 @@ def default_selection(scenario: Scenario, class_index: int, cls: RequestClass | 
 
 
 class FlowError(Exception):
-    """The request ends with this outcome (and its status)."""
+    """The request ends with this outcome (and its status).
 
-    def __init__(self, outcome: str, message: str = "") -> None:
+    ``status`` overrides the outcome's status (408, 415: still the record outcome
+    ``bad_request``, with a more exact answer); ``error_type`` is the error body's ``type``
+    (the outcome when not given); ``close`` ends the connection after the reply (a body
+    left half read cannot be skipped).
+    """
+
+    def __init__(
+        self, outcome: str, message: str = "", *, status: int | None = None, error_type: str | None = None,
+        close: bool = False,
+    ) -> None:
         super().__init__(message or outcome)
         self.outcome = outcome
+        self.status = status
+        self.error_type = error_type or outcome
+        self.close = close
 
 
 @dataclass
@@ -189,6 +204,7 @@ class GatewayCore:
         ms = scenario.model_selection
         self.cpu = CpuPool(gw.cpu_workers)
         self.limiter = SlidingWindowLimiter.from_config(gw.rate_limit) if gw.rate_limit else None
+        self.admission = InFlightLimit(gw.max_in_flight)
         self.retry = RetryPolicy.from_config(ms.ai_client.retries)
         self.ai_breaker: CircuitBreaker | None = make_breaker(ms.ai_client.breaker) if ms.ai_client.breaker else None
         self.provider_breakers: dict[str, CircuitBreaker] = {

@@ -66,6 +66,13 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.dials = Counter("gwsim_pool_dials", "New connections dialled, by upstream.", ["upstream"], registry=self.registry)
+        self.edge_events = Counter(
+            "gwsim_edge_events",
+            "Requests the HTTP edge ended early, by reason: overloaded (503), body_timeout (408), "
+            "unsupported_media_type (415), client_gone (the client left mid-request), cancelled (shutdown).",
+            ["reason"],
+            registry=self.registry,
+        )
         self.in_flight = Gauge("gwsim_requests_in_flight", "Requests being handled.", registry=self.registry)
         self._live = _LiveCollector()
         self.registry.register(self._live)

@@ -1,9 +1,9 @@
 """The gateway's two request flows, as the seed gateway ran them and the scenario generalises:
 
-``select_model``: middleware (CPU, rate limiter, body limit), model selection (semantic
-cache exact GET; on a miss an embedding call and a scan of every entry; then the AI
-service through a pooled HTTP client with a request timeout, retries and a circuit
-breaker; any failure returns a static choice), reply.
+``select_model``: admission (the in-flight cap, 503 beyond it), middleware (CPU, rate
+limiter, body limit), model selection (semantic cache exact GET; on a miss an embedding
+call and a scan of every entry; then the AI service through a pooled HTTP client with a
+request timeout, retries and a circuit breaker; any failure returns a static choice), reply.
 
 ``chat_completions``: the same selection, a provider SDK client built (CPU), the prompt
 cache when the request opts in, the provider call with its fallback (sequential, race or
@@ -25,6 +25,7 @@ from simulator.model.deadlines import Deadlines
 from simulator.model.http_pool import SimHttpPool
 from simulator.model.provider import SimProvider
 from simulator.model.redis import SimRedis
+from simulator.policies.admission import InFlightLimit
 from simulator.policies.breaker import make_breaker
 from simulator.policies.cache import (
     counts_as_hit,
@@ -117,6 +118,7 @@ class SimGateway:
         self.clients_built: set[str] = set()
         self.provider_order = scenario.provider_order()
         self.in_system = 0
+        self.admission = InFlightLimit(gw.max_in_flight)
         self.deadlines = Deadlines(env)
 
     # ------------------------------------------------------------------ helpers
@@ -136,6 +138,10 @@ class SimGateway:
     def handle(self, ctx: RequestContext):
         """Generator: the whole server-side handling; sets ctx.outcome and ctx.status."""
         env = self.env
+        if not self.admission.enter():
+            # refused on arrival, before any CPU or upstream work (the real gateway's order)
+            ctx.outcome, ctx.status = failure_outcome("rejected")
+            return
         self.in_system += 1
         try:
             yield from self._cpu(ctx, self.cpu_request())
@@ -157,6 +163,7 @@ class SimGateway:
             ctx.status = status
         finally:
             self.in_system -= 1
+            self.admission.leave()
 
     # ------------------------------------------------------------------ selection
 

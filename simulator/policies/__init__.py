@@ -2,9 +2,11 @@
 
 Circuit breakers (seed, sony/gobreaker, resilience4j-like), Go net/http connection-pool
 admission and churn, LitServe-style dynamic batching, provider fallback plans, a
-sliding-window rate limiter and a retry policy.  No I/O, no SimPy, no asyncio here.
+sliding-window rate limiter, a retry policy and the gateway's in-flight cap.  No I/O, no
+SimPy, no asyncio here.
 """
 
+from simulator.policies.admission import InFlightLimit
 from simulator.policies.batching import BatchDecision, BatchPolicy
 from simulator.policies.breaker import (
     BreakerState,
@@ -32,6 +34,7 @@ __all__ = [
     "ConsecutiveBreaker",
     "FallbackPlan",
     "GoBreaker",
+    "InFlightLimit",
     "Permit",
     "RateBreaker",
     "Release",
