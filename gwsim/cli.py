@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from simulator.errors import GwsimError, UsageError
+from simulator.errors import GwsimError, Interrupted, PartialResults, UsageError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -54,7 +54,7 @@ class _Group(click.Group):
             _err(exc.format_message())
             sys.exit(EXIT_BAD_INPUT)
         except (click.exceptions.Abort, _Interrupted, KeyboardInterrupt):
-            _err("interrupted; finished work was kept")
+            _err("interrupted; nothing was written")
             sys.exit(EXIT_INTERRUPTED)
         except GwsimError as exc:
             _err(str(exc))
@@ -162,23 +162,36 @@ def run(scenario: str, replications: int | None, seed: int | None, overrides: tu
     Prints a table per endpoint (count, completed req/s, success %, mean/P50/P95/P99/max in ms,
     95 % confidence interval of P95 across replications).
     """
-    from simulator import stats
     from simulator.api import run_scenario
 
     sc = load(scenario, overrides)
     check_out_dir(out)
     n = replications or sc.run.replications
     bar, tick = progress_bar(n, f"simulating {sc.run.name}", enabled=True)
-    if bar is not None:
-        with bar:
-            result = run_scenario(sc, replications=replications, seed=seed, workers=workers, progress=tick, records=records_mode)
-    else:
-        result = run_scenario(sc, replications=replications, seed=seed, workers=workers, records=records_mode)
+    try:
+        if bar is not None:
+            with bar:
+                result = run_scenario(sc, replications=replications, seed=seed, workers=workers, progress=tick, records=records_mode)
+        else:
+            result = run_scenario(sc, replications=replications, seed=seed, workers=workers, records=records_mode)
+    except PartialResults as stop:
+        # Ctrl-C: report and write the replications that finished, then exit 130
+        if stop.finished is None:
+            raise Interrupted(f"interrupted; none of the {stop.total} replications had finished") from None
+        _report_run(stop.finished, records_mode, out, as_json)
+        where = f" in {out}" if out else " (summary above)"
+        raise Interrupted(f"interrupted; kept the {stop.finished.replications} of {stop.total} replications that finished{where}") from None
+    _report_run(result, records_mode, out, as_json)
+
+
+def _report_run(result, records_mode: str, out: str | None, as_json: bool) -> None:  # noqa: ANN001 - a SimRun
+    from simulator import stats
+
     if records_mode == "none":
         write_outputs(out, None, result.summary)
-        emit(result.summary, as_json, stats.format_table(result.summary))
-        return
-    write_outputs(out, result.records, result.summary, {"gauges.parquet": result.gauges, "timeseries.parquet": result.time_series()})
+    else:
+        extra = {"gauges.parquet": result.gauges, "timeseries.parquet": result.time_series()}
+        write_outputs(out, result.records, result.summary, extra)
     emit(result.summary, as_json, stats.format_table(result.summary))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
@@ -98,5 +97,8 @@ def register(cli: click.Group) -> None:
         if as_json:
             click.echo(accounting_line(result.accounting), err=True)
         if result.interrupted:
-            click.echo("gwsim: error: interrupted; what finished was kept", err=True)
-            sys.exit(130)
+            from simulator.errors import Interrupted
+
+            sent = result.accounting.get("sent", 0)
+            where = f" in {out}" if out else " (summary above)"
+            raise Interrupted(f"interrupted; kept the {sent} requests sent so far, each counted once{where}")

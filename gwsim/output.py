@@ -51,6 +51,12 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic(path: str | Path, write: Callable[[str], None]) -> None:
     """Run ``write(tmp)`` on a temporary file next to ``path``, then rename it over ``path``."""
     path = Path(path)
@@ -62,6 +68,9 @@ def _atomic(path: str | Path, write: Callable[[str], None]) -> None:
         raise UsageError(f"{path}: expected a writable location, got {_reason(exc)}") from None
     os.close(fd)
     try:
+        # mkstemp makes the file owner-only (0600); results are meant to be shared like any
+        # file the user's shell would create, so give it the umask's usual permissions
+        os.chmod(tmp, 0o666 & ~_umask())
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from simulator.errors import UsageError
+from simulator.errors import Interrupted, UsageError
 
 _SET_HELP = "Override a scenario field for every run: key.path=value (repeatable)."
 _DASK_HELP = "Run on Dask: 'local' starts a LocalCluster (of --workers processes), or a scheduler address such as tcp://host:8786."
@@ -58,6 +58,25 @@ def _out_dir(out: str) -> Path:
     from gwsim.output import ensure_dir
 
     return ensure_dir(out)
+
+
+def _keep_interrupted_sweep(result, directory: Path) -> None:  # noqa: ANN001 - a SweepResult
+    """Write what an interrupted sweep finished, then stop with exit code 130.
+
+    replications.parquet gets every finished (point, replication); points.parquet only the
+    points whose replications all finished (a mean over fewer would not be comparable).
+    """
+    from gwsim.output import atomic_write_parquet
+
+    kept = []
+    if not result.per_replication.empty:
+        atomic_write_parquet(directory / "replications.parquet", result.per_replication)
+        kept.append(f"{len(result.per_replication)} replications")
+    if not result.points.empty:
+        atomic_write_parquet(directory / "points.parquet", result.points)
+        kept.append(f"{len(result.points)} of {result.points_total} points")
+    what = f"kept {' and '.join(kept)} in {directory}" if kept else "nothing had finished"
+    raise Interrupted(f"interrupted; {what}")
 
 
 def _fmt_choice(fmt: str) -> tuple[str, ...]:
@@ -122,14 +141,19 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             column = slo.column if metric == "p95" and slo.column != column else column
         directory = _out_dir(out or f"sweep-{base.run.name}")
         bar = _Bar(f"sweep {base.run.name}")
+        from gwsim.output import atomic_write_parquet
+        from simulator.errors import PartialResults
+
         try:
             with _executor(workers, dask) as ex:
                 result = run_sweep(source, parsed, ex, replications=replications, seed=seed, progress=bar)
+        except PartialResults as stop:
+            bar.close()
+            _keep_interrupted_sweep(stop.finished, directory)
         finally:
             bar.close()
         if column not in result.points.columns:
             raise UsageError(f"--metric {metric}: expected p50, p95, p99, mean, success, throughput, wait or a result column")
-        from gwsim.output import atomic_write_parquet
 
         atomic_write_parquet(directory / "points.parquet", result.points)
         atomic_write_parquet(directory / "replications.parquet", result.per_replication)

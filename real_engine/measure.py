@@ -283,7 +283,7 @@ def measure(
                 problems.append("load generator overran its time budget; stopped it")
         except KeyboardInterrupt:
             interrupted = True
-            log.warning("interrupted: stopping the load generator, keeping what finished")
+            log.info("interrupted: stopping the load generator, keeping what finished")
     finally:
         # Order matters: the load generator first (it writes what it has on SIGTERM), then
         # the gateway (drains, deletes its Redis keys), then the upstreams it was calling.

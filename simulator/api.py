@@ -9,7 +9,7 @@ import pandas as pd
 
 from simulator import histograms, stats
 from simulator.engine import simulate, simulate_sketches
-from simulator.errors import UsageError
+from simulator.errors import PartialResults, UsageError
 from simulator.records import RECORD_FIELDS
 from simulator.scenario import Scenario
 
@@ -62,27 +62,48 @@ def run_scenario(
     records: str = "all",
 ) -> SimRun:
     """``records="none"`` keeps only mergeable histograms (bounded memory; percentiles within
-    ``simulator.histograms.RELATIVE_ERROR``); ``records`` and ``gauges`` of the result are then empty."""
+    ``simulator.histograms.RELATIVE_ERROR``); ``records`` and ``gauges`` of the result are then empty.
+
+    Ctrl-C raises ``PartialResults`` whose ``finished`` is the SimRun of the replications that
+    had completed (None when none had), and ``total`` the number asked for.
+    """
     n = replications if replications is not None else scenario.run.replications
     s = seed if seed is not None else scenario.run.seed
-    if records == "none":
-        sketches, _ = simulate_sketches(scenario, replications=n, seed=s, workers=workers, progress=progress)
-        summary = histograms.summarize(
-            sketches, scenario=scenario.run.name, engine="sim", replications=n, seed=s,
-            warmup_s=scenario.run.warmup, end_s=scenario.run.duration, endpoints=list(scenario.endpoints),
-        )
-        return SimRun(scenario, pd.DataFrame(columns=list(RECORD_FIELDS)), pd.DataFrame(), summary, n, s, sketches)
-    if records != "all":
+    if records not in ("all", "none"):
         raise UsageError(f"records must be 'all' or 'none', got {records!r}")
-    records, gauges = simulate(scenario, replications=n, seed=s, workers=workers, progress=progress)
+    try:
+        if records == "none":
+            sketches, _ = simulate_sketches(scenario, replications=n, seed=s, workers=workers, progress=progress)
+            return _sketch_run(scenario, sketches, n, s)
+        frames = simulate(scenario, replications=n, seed=s, workers=workers, progress=progress)
+        return _record_run(scenario, frames[0], frames[1], n, s)
+    except PartialResults as stop:
+        if records == "none":
+            sketches, _, done = stop.finished  # type: ignore[misc]
+            partial = _sketch_run(scenario, sketches, len(done), s) if done else None
+        else:
+            recs, gauges, done = stop.finished  # type: ignore[misc]
+            partial = _record_run(scenario, recs, gauges, len(done), s) if done else None
+        raise PartialResults(partial, n) from None
+
+
+def _sketch_run(scenario: Scenario, sketches: dict, n: int, seed: int) -> SimRun:
+    summary = histograms.summarize(
+        sketches, scenario=scenario.run.name, engine="sim", replications=n, seed=seed,
+        warmup_s=scenario.run.warmup, end_s=scenario.run.duration, endpoints=list(scenario.endpoints),
+    )
+    return SimRun(scenario, pd.DataFrame(columns=list(RECORD_FIELDS)), pd.DataFrame(), summary, n, seed, sketches)
+
+
+def _record_run(scenario: Scenario, records: pd.DataFrame, gauges: pd.DataFrame, n: int, seed: int) -> SimRun:
     summary = stats.summarize(
         records,
         scenario=scenario.run.name,
         engine="sim",
         replications=n,
-        seed=s,
+        seed=seed,
         warmup_s=scenario.run.warmup,
         end_s=scenario.run.duration,
         endpoints=list(scenario.endpoints),
     )
-    return SimRun(scenario, records, gauges, summary, n, s)
+    return SimRun(scenario, records, gauges, summary, n, seed)

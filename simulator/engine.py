@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections import deque
 import signal
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Callable
 
@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
+from simulator.errors import PartialResults
 from simulator.histograms import BATCHES, LatencySketch
 from simulator.model.context import RequestContext
 from simulator.model.gateway import SimGateway
@@ -317,7 +318,7 @@ def _run_one(args: tuple) -> ReplicationResult:
     return run_replication(*args)
 
 
-def _ignore_sigint() -> None:
+def ignore_sigint() -> None:
     """Worker initializer: Ctrl-C is the parent's to handle (it stops the workers); a worker
     that took it too would print its own traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -339,38 +340,61 @@ def simulate(
 
     Results do not depend on ``workers``: each replication is computed alone from its own streams.
     """
-    results = _run_all(scenario, replications, seed, workers, progress, True)
+    try:
+        results = _run_all(scenario, replications, seed, workers, progress, True)
+    except PartialResults as stop:
+        # Ctrl-C: ``finished`` becomes (records, gauges, replication numbers) of what finished
+        raise PartialResults(_frames(stop.finished), stop.total) from None
+    return _frames(results)[:2]
+
+
+def _frames(results: list[ReplicationResult]) -> tuple[pd.DataFrame, pd.DataFrame, list[int]]:
+    if not results:
+        return pd.DataFrame(columns=list(RECORD_FIELDS)), pd.DataFrame(), []
     records = pd.concat([r.records for r in results], ignore_index=True)
     gauges = pd.concat([r.gauges for r in results], ignore_index=True)
-    return records, gauges
+    return records, gauges, [r.replication for r in results]
 
 
 def _run_all(scenario: Scenario, replications, seed, workers, progress, keep_records: bool) -> list[ReplicationResult]:
+    """Every replication's result, in replication order.  Ctrl-C raises ``PartialResults``
+    whose ``finished`` is the list of replications that had completed."""
     n = replications if replications is not None else scenario.run.replications
     s = seed if seed is not None else scenario.run.seed
     workers = default_workers(n) if workers is None else max(1, workers)
     results: list[ReplicationResult] = []
-    if workers == 1 or n == 1:
-        for r in range(n):
-            results.append(run_replication(scenario, r, s, keep_records))
-            if progress is not None:
-                progress(r + 1, n)
-    else:
-        with ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint) as pool:
-            try:
-                for i, result in enumerate(pool.map(_run_one, [(scenario, r, s, keep_records) for r in range(n)])):
-                    results.append(result)
-                    if progress is not None:
-                        progress(i + 1, n)
-            except BaseException:
-                # Ctrl-C (or a failed replication): stop the workers now rather than let the
-                # pool's exit wait for every queued replication; no worker outlives the run.
-                for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                    proc.terminate()
-                pool.shutdown(wait=True, cancel_futures=True)
-                raise
+    try:
+        if workers == 1 or n == 1:
+            for r in range(n):
+                results.append(run_replication(scenario, r, s, keep_records))
+                if progress is not None:
+                    progress(r + 1, n)
+        else:
+            _run_in_pool(scenario, n, s, workers, progress, keep_records, results)
+    except KeyboardInterrupt:
+        results.sort(key=lambda r: r.replication)
+        raise PartialResults(results, n) from None
     results.sort(key=lambda r: r.replication)
     return results
+
+
+def _run_in_pool(scenario: Scenario, n: int, seed: int, workers: int, progress, keep_records: bool,
+                 results: list[ReplicationResult]) -> None:
+    """Replications on worker processes, appended to ``results`` as they finish."""
+    with ProcessPoolExecutor(max_workers=workers, initializer=ignore_sigint) as pool:
+        try:
+            futures = [pool.submit(_run_one, (scenario, r, seed, keep_records)) for r in range(n)]
+            for fut in as_completed(futures):
+                results.append(fut.result())
+                if progress is not None:
+                    progress(len(results), n)
+        except BaseException:
+            # Ctrl-C (or a failed replication): stop the workers now rather than let the
+            # pool's exit wait for every queued replication; no worker outlives the run.
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                proc.terminate()
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def simulate_sketches(
@@ -383,10 +407,18 @@ def simulate_sketches(
 ) -> tuple[dict[str, list[LatencySketch]], int]:
     """``simulate`` with records="none": endpoint -> one LatencySketch per replication, and the
     number of simulated requests.  Memory stays bounded whatever the number of requests."""
-    results = _run_all(scenario, replications, seed, workers, progress, False)
+    try:
+        results = _run_all(scenario, replications, seed, workers, progress, False)
+    except PartialResults as stop:
+        # Ctrl-C: ``finished`` becomes (sketches, requests, replication numbers) of what finished
+        raise PartialResults(_sketches(scenario, stop.finished), stop.total) from None
+    return _sketches(scenario, results)[:2]
+
+
+def _sketches(scenario: Scenario, results: list[ReplicationResult]) -> tuple[dict[str, list[LatencySketch]], int, list[int]]:
     names = list(dict.fromkeys(list(scenario.endpoints) + sorted({k for r in results for k in r.sketches})))
     sketches = {name: [r.sketches.get(name) or LatencySketch() for r in results] for name in names}
-    return sketches, sum(r.events for r in results)
+    return sketches, sum(r.events for r in results), [r.replication for r in results]
 
 
 def measurement_end(scenario: Scenario) -> float:

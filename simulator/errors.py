@@ -15,3 +15,23 @@ class ScenarioError(GwsimError):
 
 class UsageError(GwsimError):
     """The command line asks for something that cannot be done."""
+
+
+class Interrupted(GwsimError):
+    """Ctrl-C, after what had finished was written; the message says what was kept."""
+
+    exit_code = 130
+
+
+class PartialResults(KeyboardInterrupt):
+    """Ctrl-C in the middle of a batch of work, carrying what had finished.
+
+    ``finished`` is the part that completed (its form is the raiser's: a list, a frame, a
+    result object), ``total`` how many units were asked for.  It is a KeyboardInterrupt, so
+    a caller that does not keep partial work sees the plain interrupt.
+    """
+
+    def __init__(self, finished: object, total: int) -> None:
+        super().__init__()
+        self.finished = finished
+        self.total = total

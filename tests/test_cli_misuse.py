@@ -3,9 +3,10 @@
 Each misuse (a missing file, a directory where a file belongs, an --out that cannot be written,
 a bad --set path or value, invalid or conflicting options, an unknown command) is answered with
 exactly one line ``gwsim: error: ...`` on stderr, nothing on stdout, exit code 2, and nothing
-written.  A long ``gwsim run`` interrupted by SIGINT (to the process, or to its whole process
-group as a terminal's Ctrl-C does) exits 130 with one line, leaves no worker process behind and
-no file in --out.  CI runs as root, so unwritable places are made with a path under a file
+written.  A long ``gwsim run``, ``sweep`` or ``measure`` interrupted by SIGINT (to the process,
+or to its whole process group as a terminal's Ctrl-C does) exits 130, leaves no child process
+behind, and keeps (writes) exactly what had finished: the finished replications of a run, the
+finished points of a sweep, every request a measurement sent, each counted once.  CI runs as root, so unwritable places are made with a path under a file
 rather than with permissions.
 """
 
@@ -264,10 +265,152 @@ def test_sigint_during_a_long_run(workers, to_group, tmp_path):
     err = stderr.decode()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
-    assert err.splitlines() == ["gwsim: error: interrupted; finished work was kept"]
+    assert err.splitlines() == ["gwsim: error: interrupted; none of the 4 replications had finished"]
     assert stdout == b""
     assert _wait(lambda: not any(_alive(k) for k in kids), 10.0), f"orphan workers: {[k for k in kids if _alive(k)]}"
     assert list(out.iterdir()) == []  # nothing half-written (and no temporary files)
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to see child processes")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigint_during_a_run_keeps_the_finished_replications(workers, tmp_path):
+    import json
+    import re
+
+    import pandas as pd
+
+    out = tmp_path / "out"
+    # 60 replications of about a second each: Ctrl-C after several seconds finds some done
+    proc = subprocess.Popen(
+        [*GWSIM, "run", str(MM10), "-n", "60", "--workers", str(workers), "--set", "run.duration=4000s",
+         "--set", "run.warmup=100s", "--out", str(out), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    started = time.monotonic()
+    kids, stdout, stderr = _interrupt(proc, lambda: time.monotonic() - started > 8.0, to_group=True)
+    err = stderr.decode()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    match = re.fullmatch(rf"gwsim: error: interrupted; kept the (\d+) of 60 replications that finished in {re.escape(str(out))}",
+                         err.splitlines()[-1])
+    assert match, err
+    kept = int(match.group(1))
+    assert 1 <= kept < 60
+    assert _wait(lambda: not any(_alive(k) for k in kids), 10.0), f"orphans: {[k for k in kids if _alive(k)]}"
+    summary = json.loads(stdout)  # the summary of what finished is still printed (one JSON object)
+    assert summary["replications"] == kept
+    assert json.loads((out / "summary.json").read_text()) == summary
+    records = pd.read_parquet(out / "records.parquet")
+    assert records["replication"].nunique() == kept
+    assert sorted(p.name for p in out.iterdir()) == ["gauges.parquet", "records.parquet", "summary.json", "timeseries.parquet"]
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, grandchildren, ...)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for kid in _children(todo.pop()):
+            if kid not in found:
+                found.add(kid)
+                todo.append(kid)
+    return found
+
+
+def _interrupt(proc: subprocess.Popen, ready, to_group: bool) -> tuple[set[int], bytes, bytes]:
+    """Wait until ``ready()``, send Ctrl-C (to the group or the process), and collect."""
+    try:
+        assert _wait(lambda: ready() or proc.poll() is not None, 60.0), "never got going"
+        assert proc.poll() is None, proc.stderr.read().decode()
+        kids = _descendants(proc.pid)
+        if to_group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return kids, stdout, stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to see child processes")
+@pytest.mark.parametrize("to_group", [True, False], ids=["ctrl-c-to-group", "sigint-to-parent"])
+def test_sigint_during_a_sweep_keeps_the_finished_points(to_group, tmp_path):
+    import pandas as pd
+
+    out = tmp_path / "out"
+    # 4 points x 2 replications; the first point's replications take a moment, the last ones
+    # minutes, so Ctrl-C lands with some finished and some running
+    proc = subprocess.Popen(
+        [*GWSIM, "sweep", str(MM10), "--param", "run.duration=300s,400s,100000s,100001s", "--set", "run.warmup=10s", "-n", "2", "--workers", "2",
+         "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    started = time.monotonic()
+
+    def some_finished_and_workers_busy() -> bool:
+        # the short points take ~1 s each; give them time, then interrupt the long ones
+        return time.monotonic() - started > 12.0 and len(_children(proc.pid)) >= 2
+
+    kids, stdout, stderr = _interrupt(proc, some_finished_and_workers_busy, to_group)
+    err = stderr.decode()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == f"gwsim: error: interrupted; kept 4 replications and 2 of 4 points in {out}", err
+    assert len(kids) >= 2
+    assert _wait(lambda: not any(_alive(k) for k in kids), 10.0), f"orphans: {[k for k in kids if _alive(k)]}"
+    reps = pd.read_parquet(out / "replications.parquet")
+    points = pd.read_parquet(out / "points.parquet")
+    assert sorted(reps["run.duration"].unique()) == [300.0, 400.0]
+    assert len(reps) == 4 and sorted(reps["replication"]) == [0, 0, 1, 1]
+    assert list(points["run.duration"]) == [300.0, 400.0]
+    assert sorted(p.name for p in out.iterdir()) == ["points.parquet", "replications.parquet"]  # no chart, no temporaries
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs /proc to see child processes")
+def test_sigint_during_measure_stops_every_process_and_keeps_the_requests(tmp_path):
+    import json
+
+    import pandas as pd
+
+    out = tmp_path / "out"
+    brownout = ROOT / "scenarios" / "examples" / "brownout.toml"
+    proc = subprocess.Popen(
+        [*GWSIM, "measure", str(brownout), "--duration", "120", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    started = time.monotonic()
+
+    def load_running() -> bool:
+        # emulators, gateway and load generator all up, and a few seconds of traffic sent
+        return len(_children(proc.pid)) >= 3 and time.monotonic() - started > 10.0
+
+    kids, stdout, stderr = _interrupt(proc, load_running, to_group=True)
+    err = stderr.decode()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    last = err.splitlines()[-1]
+    assert last.startswith("gwsim: error: interrupted; kept the ") and last.endswith(f"each counted once in {out}"), err
+    assert len(kids) >= 3
+    assert _wait(lambda: not any(_alive(k) for k in kids), 10.0), f"orphans: {[k for k in kids if _alive(k)]}"
+    summary = json.loads((out / "summary.json").read_text())
+    records = pd.read_parquet(out / "records.parquet")
+    acc = summary["accounting"]
+    assert acc["sent"] > 20  # it ran a while at brownout's rate before the interrupt
+    assert acc["sent"] == acc["ok"] + sum(acc["failures"].values())
+    assert len(records) == acc["sent"]  # each request sent is one record, none lost
+    assert int(records["id"].nunique()) == len(records)
+    assert f"kept the {acc['sent']} requests" in last
+    assert b"accounting: sent" in stdout
 
 
 def test_set_accepts_inline_tables_and_arrays():
@@ -282,7 +425,7 @@ def test_set_accepts_inline_tables_and_arrays():
 @pytest.mark.parametrize(
     "error, code, expected",
     [
-        (KeyboardInterrupt(), 130, "interrupted; finished work was kept"),
+        (KeyboardInterrupt(), 130, "interrupted; nothing was written"),
         (MemoryError(), 2, "out of memory: a count or duration in the scenario is likely too large (e.g. workload.users, run.replications)"),
         (OverflowError("math range error"), 2, "OverflowError (math range error): a value in the scenario is likely too large"),
     ],

@@ -150,3 +150,15 @@ def test_a_concurrent_reader_never_sees_half_a_file(tmp_path):
     assert broken == []
     assert seen and json.loads(target.read_text())["n"] == 39
     assert _names(tmp_path) == ["summary.json"]
+
+
+def test_written_files_get_the_umask_permissions_not_the_temporary_files(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "shared.txt", "x")
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "private.txt", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "private.txt").stat().st_mode & 0o777 == 0o600

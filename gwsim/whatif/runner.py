@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simulator.engine import run_replication
-from simulator.errors import UsageError
+from simulator.engine import ignore_sigint, run_replication
+from simulator.errors import PartialResults, UsageError
 from simulator.records import STAGES
 from simulator.scenario import Scenario, apply_overrides, read_scenario_data, scenario_from_data
 from simulator.stats import t_interval
@@ -207,6 +207,7 @@ def _task(args: tuple[Scenario, int, int]) -> dict[str, float]:
 Progress = Callable[[int, int], None]
 
 
+
 class LocalExecutor:
     """Tasks in local worker processes (one per core by default); in-process with one worker."""
 
@@ -226,17 +227,21 @@ class LocalExecutor:
             self._pool = None
 
     def run(self, tasks: Sequence[tuple[Scenario, int, int]], progress: Progress | None = None) -> list[dict]:
-        """Results in the order of ``tasks``."""
+        """Results in the order of ``tasks``.  Ctrl-C raises ``PartialResults`` whose
+        ``finished[i]`` is task i's result or None."""
         total = len(tasks)
         if self.workers == 1 or total <= 1:
-            results = []
-            for i, task in enumerate(tasks):
-                results.append(_task(task))
-                if progress is not None:
-                    progress(i + 1, total)
-            return results
+            results: list[dict | None] = [None] * total
+            try:
+                for i, task in enumerate(tasks):
+                    results[i] = _task(task)
+                    if progress is not None:
+                        progress(i + 1, total)
+            except KeyboardInterrupt:
+                raise PartialResults(results, total) from None
+            return results  # type: ignore[return-value]
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(max_workers=self.workers)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, initializer=ignore_sigint)
         futures: dict[Future, int] = {self._pool.submit(_task, t): i for i, t in enumerate(tasks)}
         out: list[dict | None] = [None] * total
         done_count = 0
@@ -249,11 +254,24 @@ class LocalExecutor:
                     done_count += 1
                     if progress is not None:
                         progress(done_count, total)
-        except BaseException:
+        except BaseException as exc:
+            # Ctrl-C (or a failed task): stop the workers now rather than let the pool's exit
+            # wait for every queued task; no worker outlives the run.
             for fut in pending:
                 fut.cancel()
+            self._terminate()
+            if isinstance(exc, KeyboardInterrupt):
+                raise PartialResults(out, total) from None
             raise
         return out  # type: ignore[return-value]
+
+    def _terminate(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
 
     def __repr__(self) -> str:
         return f"<LocalExecutor workers={self.workers} pool={'up' if self._pool else 'down'}>"
@@ -313,8 +331,10 @@ class DaskExecutor:
                 out[index[fut.key]] = fut.result()
                 if progress is not None:
                     progress(n, total)
-        except BaseException:
+        except BaseException as exc:
             self.client.cancel(futures)
+            if isinstance(exc, KeyboardInterrupt):
+                raise PartialResults(out, total) from None
             raise
         return out  # type: ignore[return-value]
 
@@ -354,17 +374,28 @@ def run_variants(
 
     Columns: ``variant`` (index in ``variants``), the variants' label keys, ``replication``,
     then the metrics.  Every variant uses replications first_replication.. with the same
-    seed, so replication i of each variant saw the same arrivals.
+    seed, so replication i of each variant saw the same arrivals.  Ctrl-C raises
+    ``PartialResults`` whose ``finished`` is the frame of the rows that finished.
     """
     tasks = [(v.scenario, r, seed) for v in variants for r in range(first_replication, first_replication + replications)]
-    results = executor.run(tasks, progress)
+    try:
+        results: list[dict | None] = executor.run(tasks, progress)
+    except PartialResults as stop:
+        # what finished, as rows; ``finished`` of the re-raised interrupt is that frame
+        raise PartialResults(_rows(variants, replications, first_replication, stop.finished), len(tasks)) from None
+    return _rows(variants, replications, first_replication, results)
+
+
+def _rows(variants: Sequence[Variant], replications: int, first_replication: int, results: list[dict | None]) -> pd.DataFrame:
+    """One row per finished (variant, replication); unfinished tasks (None) are left out."""
     rows = []
     k = 0
     for i, v in enumerate(variants):
         for r in range(first_replication, first_replication + replications):
-            row: dict[str, Any] = {"variant": i, **v.labels, "replication": r}
-            row.update(results[k])
-            rows.append(row)
+            if results[k] is not None:
+                row: dict[str, Any] = {"variant": i, **v.labels, "replication": r}
+                row.update(results[k])  # type: ignore[arg-type]
+                rows.append(row)
             k += 1
     return pd.DataFrame(rows)
 

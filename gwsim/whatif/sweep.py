@@ -13,8 +13,16 @@ from typing import Any
 
 import pandas as pd
 
-from gwsim.whatif.runner import DaskExecutor, LocalExecutor, Progress, ScenarioSource, Variant, aggregate, run_variants
-from simulator.errors import ScenarioError, UsageError
+from gwsim.whatif.runner import (
+    DaskExecutor,
+    LocalExecutor,
+    Progress,
+    ScenarioSource,
+    Variant,
+    aggregate,
+    run_variants,
+)
+from simulator.errors import PartialResults, ScenarioError, UsageError
 from simulator.scenario import parse_set_value
 from simulator.units import UnitError, parse_duration, parse_rate
 
@@ -109,6 +117,7 @@ class SweepResult:
     points: pd.DataFrame  # one row per point: metric, metric_lo, metric_hi
     replications: int
     seed: int
+    points_total: int = 0  # the grid's size; more than len(points) when interrupted
 
 
 def build_variants(source: ScenarioSource, params: Sequence[Param]) -> list[Variant]:
@@ -143,9 +152,20 @@ def run_sweep(
     n = replications if replications is not None else base.run.replications
     s = seed if seed is not None else base.run.seed
     keys = [p.key for p in params] + ["point"]
-    per_rep = run_variants(variants, executor, replications=n, seed=s, progress=progress)
+    names = tuple(p.key for p in params)
+    try:
+        per_rep = run_variants(variants, executor, replications=n, seed=s, progress=progress)
+    except PartialResults as stop:
+        # keep the finished replications, and as points only those whose replications all
+        # finished (a mean over fewer would not be comparable with the others)
+        done: pd.DataFrame = stop.finished  # type: ignore[assignment]
+        points = pd.DataFrame()
+        if not done.empty:
+            complete = done.groupby("variant")["replication"].transform("count") == n
+            points = aggregate(done[complete], keys) if complete.any() else points
+        raise PartialResults(SweepResult(names, done, points, n, s, len(variants)), len(variants)) from None
     points = aggregate(per_rep, keys)
-    return SweepResult(tuple(p.key for p in params), per_rep, points, n, s)
+    return SweepResult(names, per_rep, points, n, s, len(variants))
 
 
 def _header(metric: str) -> str:
