@@ -24,7 +24,7 @@ LOADGEN_SOURCES = ("arrivals", "mix", "classes", "cache", "think", "users")
 
 #: The emulator process's sources, in spawn order (never reorder; append only).
 #: ``providers`` is a parent: each provider gets a child of it (see ``Streams.child``).
-EMULATOR_SOURCES = ("ai_service", "ai_rtt", "ai_faults", "providers", "embedding")
+EMULATOR_SOURCES = ("ai_service", "ai_rtt", "ai_faults", "providers", "embedding", "embedding_faults")
 
 
 class Streams:

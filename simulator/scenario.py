@@ -359,7 +359,19 @@ class SemanticCache(_Model):
     scan_batch: int = Field(default=10, gt=0, description="Keys returned per SCAN call.")
     similarity_hit: float = Field(default=0.0, ge=0, le=1, description="Probability that the scan finds a similar entry (a hit).")
     embedding_time: Distribution = Field(default=ZERO, description="Latency of the external embedding API call.")
+    embedding_timeout: float | None = Field(
+        default=None, gt=0,
+        description="Timeout of one embedding call (None = none, as in the seed).  A call that fails or times out "
+        "skips the scan (the lookup is a miss) and a selection is stored without its vector.",
+    )
+    embedding_faults: tuple[Fault, ...] = Field(
+        default=(),
+        description="Fault schedule of the embedding API: outage (refused at once), hang (no answer: bounded only by "
+        "embedding_timeout), errors and reset (fail after the call's time, reset after half of it), slow.",
+    )
     write_on_select: bool = Field(default=False, description="Whether select-model stores its selection (the seed never did).")
+
+    _d = _durations("embedding_timeout")
 
 
 class FallbackChoice(_Model):
@@ -472,7 +484,11 @@ class Redis(_Model):
     pool_size: int = Field(default=10, gt=0, description="Client connection-pool size.")
     pool_timeout: float | None = Field(default=None, gt=0, description="How long to wait for a pooled connection (None = forever).")
     op_timeout: float | None = Field(default=None, gt=0, description="Operation timeout; a timeout counts as a cache miss (None = none, as the seed's semantic cache).")
-    faults: tuple[Fault, ...] = Field(default=(), description="Stall or outage schedule.")
+    faults: tuple[Fault, ...] = Field(
+        default=(),
+        description="Fault schedule: outage, reset and errors fail operations at once (refused or reset connections); "
+        "stall and hang hold them until the window ends or they time out; slow multiplies op_time (simulator only).",
+    )
     _d = _durations("pool_timeout", "op_timeout")
 
 

@@ -95,7 +95,7 @@ async def start_emulators(scenario: Scenario, t0: float, seed: int, host: str = 
         if scenario.model_selection.ai_client.pool.tls:
             ai.ssl_context = server_context()
         await ai.start()
-        emb = EmbeddingEmulator(scenario, clock, streams["embedding"], host)
+        emb = EmbeddingEmulator(scenario, clock, streams["embedding"], host, fault_rng=streams["embedding_faults"])
         started.append(emb)
         await emb.start()
         providers: dict[str, ProviderEmulator] = {}

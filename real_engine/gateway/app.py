@@ -402,6 +402,7 @@ class GatewayHandle:
             "caches": {k: dict(v) for k, v in core.caches.counts.items()},
             "cache_entries": core.caches.entries,
             "semantic_scan": {"scan_calls": core.caches.scan_calls, "keys_read": core.caches.scanned_keys},
+            "embedding_calls": dict(core.embedding_calls),
             "cpu": {"workers": core.cpu.workers, "jobs": core.cpu.jobs, "busy_s": round(core.cpu.busy_total_s, 6)},
             "admission": {
                 "max_in_flight": core.admission.limit, "peak": core.admission.peak,

@@ -12,10 +12,11 @@ operation timeout; a timeout (or a pool-wait timeout, or a connection error) cou
 a miss, never as an error the caller sees (``simulator.policies.cache.counts_as_hit``).
 Keys live under a per-run prefix and are deleted at shutdown.
 
-Redis faults from the scenario: ``stall`` really stalls the server with ``CLIENT PAUSE``
-(issued on its own connection at the fault's start, for its length); ``outage`` cannot
-be made real on a shared Redis, so while one is in force every operation fails at once
-as a refused connection would.
+Redis faults from the scenario are made real on the network path, not on the server
+(which others may share): with any scheduled, the pool connects through a
+``redis_link.RedisFaultLink`` that refuses and resets connections during an ``outage``
+and holds commands during a ``stall`` (see there).  The key clean-up at shutdown goes
+straight to Redis, so it works whatever the link is doing.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -32,8 +32,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
+from real_engine.gateway.redis_link import LINK_FAULTS, RedisFaultLink
 from simulator.policies.cache import counts_as_hit
-from simulator.scenario import Scenario, active_fault
+from simulator.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,11 @@ class RedisCaches:
             timeout=rcfg.pool_timeout,
             driver_info=None,  # no CLIENT SETINFO round trip on every new connection
         )
+        self.link: RedisFaultLink | None = None
+        if any(f.kind in LINK_FAULTS for f in rcfg.faults):
+            kw = self.pool.connection_kwargs
+            self.link = RedisFaultLink(kw.get("host", "127.0.0.1"), int(kw.get("port", 6379)), rcfg.faults)
+            kw.update(host=self.link.host, port=self.link.port)
         self.client = aioredis.Redis(connection_pool=self.pool)
         self.entries = 0
         self.counts: dict[str, dict[str, int]] = {
@@ -102,7 +108,6 @@ class RedisCaches:
         }
         self.scan_calls = 0  # SCAN round trips made by semantic scans
         self.scanned_keys = 0  # GETs made by semantic scans
-        self._fault_task: asyncio.Task | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -115,9 +120,6 @@ class RedisCaches:
     # ------------------------------------------------------------------ one operation
 
     async def _op(self, timeout: float | None, fn, *args, **kwargs):
-        fault = active_fault(self.scenario.redis.faults, self._run_clock())
-        if fault is not None and fault.kind == "outage":
-            raise _OpFailed("error")
         try:
             async with asyncio.timeout(timeout):
                 return await fn(*args, **kwargs)
@@ -240,6 +242,8 @@ class RedisCaches:
     ) -> None:
         """Write the start-up entries: the classes' canonical selections, ``initial_entries``
         filler entries (random unit vectors: similar to nothing) and prompt-cache entries."""
+        if self.link is not None:
+            await self.link.start()
         sc = self.scenario.model_selection.semantic_cache
         items: dict[str, str] = {}
         for prompt, selection in canonical.items():
@@ -269,24 +273,9 @@ class RedisCaches:
         log.info("seeded %d semantic entries and %d prompt entries under %s", len(items), len(prompt_entries), self.prefix)
 
     def start_faults(self, t0: float) -> None:
-        stalls = [f for f in self.scenario.redis.faults if f.kind == "stall"]
-        if stalls:
-            self._fault_task = asyncio.get_running_loop().create_task(self._run_stalls(t0, stalls), name="redis-stalls")
-
-    async def _run_stalls(self, t0: float, stalls) -> None:
-        # A dedicated connection: CLIENT PAUSE must not wait behind the pool it stalls.
-        conn = aioredis.Redis.from_url(self.redis_url, driver_info=None)
-        try:
-            for fault in sorted(stalls, key=lambda f: f.start):
-                delay = t0 + fault.start - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                remaining = t0 + fault.end - time.monotonic()
-                if remaining > 0:
-                    log.info("redis stall: CLIENT PAUSE %d ms", int(remaining * 1000))
-                    await conn.execute_command("CLIENT", "PAUSE", int(remaining * 1000), "ALL")
-        finally:
-            await conn.aclose()
+        """Play the Redis fault windows (relative to ``t0`` on ``time.monotonic()``)."""
+        if self.link is not None:
+            self.link.start_schedule(t0)
 
     async def delete_all(self, timeout: float = 5.0) -> int:
         """Delete every key under the prefix (SCAN + UNLINK); bounded in time."""
@@ -312,23 +301,8 @@ class RedisCaches:
         if self._closed:
             return
         self._closed = True
-        if self._fault_task is not None:
-            self._fault_task.cancel()
-            try:
-                await self._fault_task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
-                pass
-        # A stall may still be in force: unpause so the key clean-up (and other clients) can run.
-        if self.scenario.redis.faults:
-            try:
-                unpause = aioredis.Redis.from_url(self.redis_url, driver_info=None)
-                try:
-                    async with asyncio.timeout(2):
-                        await unpause.execute_command("CLIENT", "UNPAUSE")
-                finally:
-                    await unpause.aclose()
-            except (TimeoutError, RedisError, OSError):
-                pass
         await self.delete_all()
         await self.client.aclose()
         await self.pool.disconnect()
+        if self.link is not None:
+            await self.link.close()

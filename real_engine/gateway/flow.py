@@ -244,6 +244,7 @@ class GatewayCore:
             (ep_name, c.name): (i, c) for ep_name, ep in scenario.endpoints.items() for i, c in enumerate(ep.classes)
         }
         self.outcomes: dict[str, int] = {}
+        self.embedding_calls = {"ok": 0, "failed": 0}
         self.background_losers = 0
         self.cancelled_losers = 0
 
@@ -305,18 +306,24 @@ class GatewayCore:
         return self.limiter is not None and not self.limiter.allow(key, self.clock.now())
 
     async def _embed_raw(self, text: str) -> tuple[np.ndarray | None, float]:
+        """One embedding call, bounded by ``embedding_timeout``: (vector or None on any
+        failure, seconds spent).  A failure is counted, never raised: the caller skips the
+        scan (a miss) or stores without a vector."""
         started = time.perf_counter()
         try:
-            resp = await self.embedding_pool.request(
-                "POST", "/v1/embeddings", json.dumps({"input": text, "model": "emb"}).encode(),
-                {"Content-Type": "application/json"},
-            )
+            async with asyncio.timeout(self.scenario.model_selection.semantic_cache.embedding_timeout):
+                resp = await self.embedding_pool.request(
+                    "POST", "/v1/embeddings", json.dumps({"input": text, "model": "emb"}).encode(),
+                    {"Content-Type": "application/json"},
+                )
             if resp.status != 200:
-                return None, time.perf_counter() - started
+                raise ValueError(f"status {resp.status}")
             vec = np.asarray(json.loads(resp.body)["data"][0]["embedding"], dtype=float)
-        except (UpstreamError, ValueError, KeyError, IndexError) as exc:
-            log.debug("embedding call failed: %s", exc)
+        except (UpstreamError, TimeoutError, ValueError, KeyError, IndexError, TypeError) as exc:
+            log.debug("embedding call failed: %r", exc)
+            self.embedding_calls["failed"] += 1
             return None, time.perf_counter() - started
+        self.embedding_calls["ok"] += 1
         return vec, time.perf_counter() - started
 
     async def _embed(self, ctx: RequestContext, text: str, stage: str) -> np.ndarray | None:

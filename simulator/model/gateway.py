@@ -15,6 +15,8 @@ Every decision (breaker, pool, batching, fallback, retry, rate limit, cache) is 
 
 from __future__ import annotations
 
+import math
+
 import simpy
 
 from simulator.distributions import Sampler
@@ -37,7 +39,7 @@ from simulator.policies.cache import (
 from simulator.policies.fallback import FallbackPlan, ranked_selection
 from simulator.policies.ratelimit import SlidingWindowLimiter
 from simulator.policies.retry import RetryPolicy
-from simulator.scenario import Scenario
+from simulator.scenario import Scenario, active_fault
 
 #: error kind -> (record outcome, HTTP status the gateway answers with)
 _FAILURE_OUTCOME = {
@@ -183,16 +185,15 @@ class SimGateway:
             ctx.new_prompt = not hit and coin >= ctx.klass.semantic_cache_hit
             embedded = 0.0
             if not hit and sc.scan_on_miss:
-                embedded = self.embedding()
-                yield from self._cpu(ctx, self.cpu_hop())
-                if embedded > 0:
-                    yield env.timeout(embedded)
+                embedded, embedded_ok = yield from self._embed(ctx)
                 ctx.embedding_s += embedded
-                similar = similar_coin < similarity_hit_probability(ctx.klass.similarity_hit, sc.similarity_hit)
-                found_at = ctx.klass.similar_entry_at if similar else 1.0
-                trips = scan_round_trips(self.semantic_entries, sc.scan_batch, found_at)
-                scan = yield from self.redis.operation(trips)
-                hit = counts_as_hit(scan.ok, similar)
+                if embedded_ok:
+                    similar = similar_coin < similarity_hit_probability(ctx.klass.similarity_hit, sc.similarity_hit)
+                    found_at = ctx.klass.similar_entry_at if similar else 1.0
+                    trips = scan_round_trips(self.semantic_entries, sc.scan_batch, found_at)
+                    scan = yield from self.redis.operation(trips)
+                    hit = counts_as_hit(scan.ok, similar)
+                # a failed embedding call skips the scan: the lookup is a miss
             ctx.cache_s += env.now - begun - embedded
             if hit:
                 ctx.cache_hit = True
@@ -273,14 +274,42 @@ class SimGateway:
         finally:
             self.ai_pool.release(lease, reusable)
 
+    def _embed(self, ctx: RequestContext):
+        """Generator: one embedding API call (CPU hop, then the call); returns (seconds in
+        the call, ok).  Faults are judged when the call is made, as the emulator judges them
+        on arrival; ``embedding_timeout`` bounds the call (a hang without one never ends)."""
+        env = self.env
+        sc = self.scenario.model_selection.semantic_cache
+        embedded = self.embedding()
+        yield from self._cpu(ctx, self.cpu_hop())
+        ok = True
+        if sc.embedding_faults:
+            fault = active_fault(sc.embedding_faults, env.now)
+            if fault is not None:
+                if fault.kind == "outage":
+                    embedded, ok = 0.0, False
+                elif fault.kind == "hang":
+                    embedded, ok = math.inf, False
+                elif fault.kind == "slow":
+                    embedded *= fault.latency_factor
+                elif fault.kind == "errors":
+                    ok = self.cache_coin() >= fault.error_rate
+                elif fault.kind == "reset":
+                    embedded, ok = embedded / 2, False
+        timeout = sc.embedding_timeout
+        if timeout is not None and embedded > timeout:
+            embedded, ok = timeout, False
+        if embedded == math.inf:
+            yield env.event()  # never answered, never given up on: the request stays here
+        if embedded > 0:
+            yield env.timeout(embedded)
+        return embedded, ok
+
     def _store_selection(self, ctx: RequestContext):
         env = self.env
         sc = self.scenario.model_selection.semantic_cache
         begun = env.now
-        embedded = self.embedding()
-        yield from self._cpu(ctx, self.cpu_hop())
-        if embedded > 0:
-            yield env.timeout(embedded)
+        yield from self._embed(ctx)  # without a vector the selection is stored all the same
         result = yield from self.redis.operation(1)
         if result.ok:
             key = (ctx.endpoint, ctx.klass.name) if not ctx.new_prompt else ctx.id

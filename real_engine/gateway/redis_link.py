@@ -1,0 +1,266 @@
+"""A TCP link between the gateway and Redis that fails on the scenario's schedule.
+
+Redis faults made real without touching the Redis server, which other programs (and
+other runs) may share.  When ``redis.faults`` schedules trouble, the gateway's Redis
+pool connects through this link, a byte forwarder on 127.0.0.1, instead of straight to
+Redis; the link does to the connections what the fault does on a real network:
+
+``outage``
+    the link stops listening, so new connections are refused (``ECONNREFUSED``, as from
+    a host whose Redis is down), and aborts every open connection (RST), so operations
+    in flight fail at once; it listens again on the same port when the outage ends.
+``stall`` and ``hang``
+    bytes from the gateway are held (commands reach Redis only when the window ends, in
+    order): every operation waits for the end of the window or its own timeout, as with
+    a server that stops answering (``CLIENT PAUSE``, without pausing everyone else).
+``reset`` and ``errors``
+    a connection that sends a command is aborted: the operation fails at once.
+
+These are the simulator's semantics (``simulator.model.redis``: outage, reset and errors
+fail the operation at once; stall and hang hold it until the window ends).  ``slow`` is
+not made real.  Outside the windows the link costs one loopback hop per round trip, so
+it is only put in when the scenario has Redis faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from simulator.scenario import Fault
+
+log = logging.getLogger(__name__)
+
+#: Fault kinds the link makes real.
+LINK_FAULTS = frozenset({"outage", "stall", "hang", "reset", "errors"})
+_HOLD = frozenset({"stall", "hang"})
+_ABORT_ON_USE = frozenset({"reset", "errors"})
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _Upstream(asyncio.Protocol):
+    """The link's connection to Redis: replies go back to the gateway's side as they come."""
+
+    def __init__(self, side: "_GatewaySide") -> None:
+        self.side = side
+
+    def data_received(self, data: bytes) -> None:
+        self.side.reply(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.side.upstream_lost()
+
+
+class _GatewaySide(asyncio.Protocol):
+    """One connection from the gateway's pool, paired with one connection to Redis."""
+
+    def __init__(self, link: "RedisFaultLink") -> None:
+        self.link = link
+        self.transport: asyncio.Transport | None = None
+        self.upstream: asyncio.Transport | None = None
+        self.held: list[bytes] = []
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.link.conns.add(self)
+        self.link.spawn(self._dial(), "redis-link-dial")
+
+    async def _dial(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            upstream, _ = await loop.create_connection(lambda: _Upstream(self), self.link.target_host, self.link.target_port)
+        except OSError as exc:
+            log.debug("redis link: cannot reach redis: %s", exc)
+            self.abort()
+            return
+        if self.closed:
+            upstream.abort()
+            return
+        self.upstream = upstream  # type: ignore[assignment]
+        self.forward()
+
+    def data_received(self, data: bytes) -> None:
+        if self.link.abort_on_use:
+            self.abort()
+            return
+        self.held.append(data)
+        self.forward()
+
+    def forward(self) -> None:
+        """Send the held bytes to Redis unless a stall holds them."""
+        if self.upstream is None or self.closed or self.link.holding or not self.held:
+            return
+        data = b"".join(self.held)
+        self.held.clear()
+        self.upstream.write(data)
+
+    def reply(self, data: bytes) -> None:
+        if not self.closed and self.transport is not None:
+            self.transport.write(data)
+
+    def upstream_lost(self) -> None:
+        # Redis closed its end: so does the link (the gateway sees what it would see).
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.link.conns.discard(self)
+        self.held.clear()
+        if self.upstream is not None:
+            self.upstream.close()
+
+    def abort(self) -> None:
+        self.closed = True
+        self.held.clear()
+        if self.transport is not None:
+            self.transport.abort()
+        if self.upstream is not None:
+            self.upstream.abort()
+
+
+class RedisFaultLink:
+    """Forwarder from ``127.0.0.1:port`` to Redis at ``target``; faults applied on schedule.
+
+    ``port`` is bound at construction (so the pool can be pointed at it at once);
+    ``await start()`` serves, ``start_schedule(t0)`` plays the fault windows relative to
+    ``t0`` (``time.monotonic()``), ``await close()`` ends everything (idempotent).
+    """
+
+    def __init__(self, target_host: str, target_port: int, faults: tuple[Fault, ...], host: str = "127.0.0.1") -> None:
+        self.target_host = target_host
+        self.target_port = target_port
+        self.faults = tuple(f for f in faults if f.kind in LINK_FAULTS)
+        self.host = host
+        self._sock: socket.socket | None = _listening_socket(host, 0)
+        self.port: int = self._sock.getsockname()[1]
+        self._server: asyncio.Server | None = None
+        self.conns: set[_GatewaySide] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._active: dict[str, int] = {}  # fault kind -> windows in force
+        self.outages = 0
+        self.aborted = 0
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<RedisFaultLink 127.0.0.1:{self.port} -> {self.target_host}:{self.target_port} "
+            f"conns={len(self.conns)} active={ {k: v for k, v in self._active.items() if v} }>"
+        )
+
+    @property
+    def holding(self) -> bool:
+        return any(self._active.get(k, 0) for k in _HOLD)
+
+    @property
+    def abort_on_use(self) -> bool:
+        return any(self._active.get(k, 0) for k in _ABORT_ON_USE)
+
+    @property
+    def down(self) -> bool:
+        return self._active.get("outage", 0) > 0
+
+    def spawn(self, coro, name: str) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def start(self) -> None:
+        if self._server is not None or self._closed:
+            return
+        await self._listen()
+
+    async def _listen(self) -> None:
+        sock = self._sock
+        self._sock = None
+        if sock is None:
+            sock = _listening_socket(self.host, self.port)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _GatewaySide(self), sock=sock)
+
+    async def _stop_listening(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+
+    def start_schedule(self, t0: float) -> None:
+        if self.faults:
+            self.spawn(self._schedule(t0), "redis-link-faults")
+
+    async def _schedule(self, t0: float) -> None:
+        events = sorted(
+            [(f.start, 1, f.kind) for f in self.faults] + [(f.end, 0, f.kind) for f in self.faults],
+            key=lambda e: (e[0], e[1]),  # at a shared instant, ends before starts
+        )
+        for at, starts, kind in events:
+            delay = t0 + at - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if starts:
+                await self._begin(kind, at)
+            else:
+                await self._end(kind, at)
+
+    async def _begin(self, kind: str, at: float) -> None:
+        was_down = self.down
+        self._active[kind] = self._active.get(kind, 0) + 1
+        log.info("redis link: %s from %.3fs", kind, at)
+        if kind == "outage" and not was_down:
+            self.outages += 1
+            await self._stop_listening()
+            self._abort_all()
+        elif kind in _ABORT_ON_USE:
+            pass  # judged on each command
+
+    async def _end(self, kind: str, at: float) -> None:
+        self._active[kind] = max(0, self._active.get(kind, 0) - 1)
+        log.info("redis link: %s over at %.3fs", kind, at)
+        if kind == "outage" and not self.down and not self._closed:
+            for _ in range(50):
+                try:
+                    await self._listen()
+                    break
+                except OSError as exc:  # the port may linger for a moment; retry briefly
+                    log.warning("redis link: listening again on %d failed (%s), retrying", self.port, exc)
+                    await asyncio.sleep(0.02)
+        if not self.holding:
+            for conn in list(self.conns):
+                conn.forward()
+
+    def _abort_all(self) -> None:
+        for conn in list(self.conns):
+            self.aborted += 1
+            conn.abort()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._stop_listening()
+        for conn in list(self.conns):
+            conn.abort()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        await asyncio.sleep(0)  # let the aborted transports close their sockets
