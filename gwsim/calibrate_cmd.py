@@ -15,25 +15,32 @@ def register(cli: click.Group) -> None:
         """Check the simulator against real measurements and fit it to them."""
 
     @calibrate.command()
-    @click.option("--out", type=click.Path(), default="scenarios/calibration/profiles/this_machine.toml", show_default=True, help="Profile TOML to write.")
-    @click.option("-n", "--samples", type=click.IntRange(min=10), default=200, show_default=True, help="Samples per micro-benchmark.")
-    @click.option("--duration", callback=_duration, default="8s", show_default=True, help="Length of each real-engine benchmark run.")
+    @click.option("--out", type=click.Path(), default="scenarios/calibration/profiles/this_machine.toml", show_default=True, help="Profile TOML to write (two sample CSVs go next to it).")
+    @click.option("-n", "--samples", type=click.IntRange(min=10), default=200, show_default=True, help="Samples per micro-benchmark (connect, TLS, Redis).")
+    @click.option("--duration", callback=_duration, default="12s", show_default=True, help="Length of each of the two real-engine runs.")
+    @click.option("--rate", type=click.FloatRange(min=1.0, max=200.0), default=20.0, show_default=True, help="Requests per second in those runs.")
     @click.option("--redis-url", default="redis://127.0.0.1:6379/0", show_default=True)
-    @click.option("--json", "as_json", is_flag=True, help="Print the measured values (seconds) as one JSON object.")
-    def profile(out: str, samples: int, duration: float, redis_url: str, as_json: bool) -> None:
-        """Measure this machine's overheads (gateway CPU per request and per hop, loopback round trip,
-        TCP connect, TLS handshake, Redis operation) and write a profile TOML scenarios can refer to."""
-        from gwsim.calibration.profile import measure_profile, profile_toml
-        from gwsim.output import atomic_write_text
+    @click.option("--json", "as_json", is_flag=True, help="Print the measured values (seconds; cores and background as counts) as one JSON object.")
+    def profile(out: str, samples: int, duration: float, rate: float, redis_url: str, as_json: bool) -> None:
+        """Measure this machine: CPU per request and per upstream call of the load generator, the
+        gateway's event loop and the emulators, other work on the cores, the wall time per request
+        and per call beyond that (sample files), TCP connect, TLS handshake and Redis operation;
+        write a profile TOML scenarios can refer to."""
+        from gwsim.calibration.profile import measure_profile, write_profile
 
-        values = measure_profile(n=samples, duration_s=duration, redis_url=redis_url)
-        atomic_write_text(out, profile_toml(values))
+        prof = measure_profile(n=samples, duration_s=duration, rate=rate, redis_url=redis_url)
+        paths = write_profile(prof, out)
+        values = prof.values
         if as_json:
             click.echo(json.dumps(values))
         else:
             for k, v in values.items():
-                click.echo(f"{k.strip('_'):26s} {v * 1000:8.3f} ms")
-            click.echo(f"wrote {out}")
+                if k in ("cores", "background"):
+                    click.echo(f"{k:26s} {v:8.3f}")
+                else:
+                    click.echo(f"{k.strip('_'):26s} {v * 1000:8.3f} ms")
+            for p in paths:
+                click.echo(f"wrote {p}")
 
     @calibrate.command()
     @click.argument("suite_dir", type=click.Path())
@@ -43,7 +50,9 @@ def register(cli: click.Group) -> None:
     @click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed [default: each scenario's run.seed].")
     @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout.")
     @click.option("--out", type=click.Path(), default=None, help="Directory for check.json and per-scenario measured/predicted records.")
-    def check(suite_dir, duration, replications, overrides, seed, as_json, out) -> int:
+    @click.option("--background", type=click.Choice(["measured", "profile"]), default="measured", show_default=True,
+                  help="Other work on the machine given to the simulator: as sampled during each measurement, or the profile's.")
+    def check(suite_dir, duration, replications, overrides, seed, as_json, out, background) -> int:
         """Measure and predict every scenario of SUITE_DIR; per endpoint: P50/P95/P99 errors, throughput
         and success errors, KS statistic, TOST equivalence at +-10 % (P50, P95). Exit 1 on a miss."""
         from gwsim.calibration.check import check_scenario, format_checks, suite_files
@@ -54,7 +63,7 @@ def register(cli: click.Group) -> None:
         checks = []
         for path in files:
             click.echo(f"checking {path.stem} ...", err=True)
-            c = check_scenario(path, duration_s=duration, replications=replications, overrides=overrides, seed=seed, keep_frames=directory is not None)
+            c = check_scenario(path, duration_s=duration, replications=replications, overrides=overrides, seed=seed, keep_frames=directory is not None, background=background)
             checks.append(c)
             if directory is not None:
                 atomic_write_parquet(directory / f"{path.stem}.measured.parquet", c.measured)

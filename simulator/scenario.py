@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from simulator.distributions import ZERO, Distribution
 from simulator.errors import ScenarioError
+from simulator.machine_config import Machine
 from simulator.units import UnitError, parse_duration, parse_rate
 
 ERROR_KINDS = ("timeout", "connect", "reset", "429", "500", "503", "rejected", "breaker_open")
@@ -557,6 +558,11 @@ class Scenario(_Model):
         "values when it is loaded for the simulator; 'none' disables it (the real engine pays them for real).",
     )
     calibration: Calibration | None = Field(default=None, description="Parameters `gwsim calibrate fit` may adjust.")
+    machine: Machine = Field(
+        default_factory=Machine,
+        description="The machine a measured run shares with the load generator and emulators (usually filled from the "
+        "profile): its cores, and those processes' CPU and wake-up costs.",
+    )
 
     @model_validator(mode="after")
     def _references(self) -> "Scenario":
@@ -1096,6 +1102,9 @@ PROFILE_KEYS = (
     "dial_time",  # loopback TCP connect
     "tls_handshake_time",  # TLS handshake on loopback (self-signed, real crypto)
 )
+#: Profile keys that are not added to a scenario value but become its ``[machine]`` table
+#: (cores, background load, per-process CPU costs, wall-time overhead distributions).
+MACHINE_KEYS = tuple(Machine.model_fields)
 
 
 def _shift_dist(raw: Any, add: float, source: str, where: str) -> Any:
@@ -1147,15 +1156,30 @@ def read_profile(path: str | Path) -> dict[str, float]:
     machine = data.get("machine")
     if not isinstance(machine, dict):
         raise ScenarioError(f"{path}: expected a [machine] table, found none")
-    out: dict[str, float] = {}
+    out: dict[str, Any] = {}
     for key, value in machine.items():
+        if key in MACHINE_KEYS:
+            out[key] = _profile_files(value, path.parent)
+            continue
         if key not in PROFILE_KEYS:
-            raise ScenarioError(f"{path}: machine.{key}: unknown key (expected one of {list(PROFILE_KEYS)})")
+            raise ScenarioError(f"{path}: machine.{key}: unknown key (expected one of {list(PROFILE_KEYS + MACHINE_KEYS)})")
         try:
             out[key] = _dur(value)
         except ValueError as exc:
             raise ScenarioError(f"{path}: machine.{key}: {exc}") from None
     return out
+
+
+def _profile_files(value: Any, base: Path) -> Any:
+    """A machine value with its empirical sample files made relative to the profile, not the scenario."""
+    if isinstance(value, dict):
+        out = {k: _profile_files(v, base) for k, v in value.items()}
+        if value.get("dist") == "empirical" and isinstance(value.get("file"), str) and not Path(value["file"]).is_absolute():
+            out["file"] = str((base / value["file"]).resolve())
+        return out
+    if isinstance(value, list):
+        return [_profile_files(v, base) for v in value]
+    return value
 
 
 def apply_profile(data: dict[str, Any], base_dir: str | Path, source: str) -> dict[str, Any]:
@@ -1181,6 +1205,12 @@ def apply_profile(data: dict[str, Any], base_dir: str | Path, source: str) -> di
             if not isinstance(node, dict):
                 return {}  # a wrong type here: nothing to shift, validation reports it in one line
         return node
+
+    own = out.get("machine")
+    given = {k: v for k, v in machine.items() if k in MACHINE_KEYS}
+    if given:
+        # the scenario's own [machine] values (and --set machine.x=...) win over the profile's
+        out["machine"] = {**given, **own} if isinstance(own, dict) else given if own is None else own
 
     def shift(node: dict[str, Any], field: str, key: str, where: str) -> None:
         node[field] = _shift_dist(node.get(field), machine.get(key, 0.0), source, where)

@@ -136,3 +136,137 @@ def test_end_to_end_check_on_a_5s_real_scenario():
     # Loose: the tiny run must land in the right range (the strict thresholds are the suite's job).
     assert abs(ep["all"].errors["p50"]) < 50
     assert ep["all"].errors["success_pp"] == pytest.approx(0.0, abs=2.0)
+
+
+# --------------------------------------------------------------------------- machine model
+
+
+def _run_jobs(cores: int, background: float, jobs: list[tuple[str, str | None, float, float]], gil: bool = False) -> dict[str, float]:
+    """Jobs (thread, group, start, cpu seconds) on a MachineCPU; returns thread -> finish time.
+    A thread named 'worker' is stalled by the thread named 'loop' when ``gil``."""
+    import simpy
+
+    from simulator.model.machine import MachineCPU, Thread
+
+    env = simpy.Environment()
+    cpu = MachineCPU(env, cores, background)
+    threads: dict[str, Thread] = {}
+    for name, group, _, _ in jobs:
+        if name not in threads:
+            threads[name] = Thread(name, group=group)
+    if gil:
+        threads["worker"].stalled_by = threads["loop"]
+    done: dict[str, float] = {}
+
+    def job(name: str, start: float, seconds: float):
+        yield env.timeout(start)
+        yield from cpu.run(threads[name], seconds)
+        done[name] = env.now
+
+    for name, _, start, seconds in jobs:
+        env.process(job(name, start, seconds))
+    env.run()
+    return done
+
+
+def test_machine_shares_cores_between_sessions_and_background():
+    # one core, two sessions busy for 1 s each: both finish at 2 s (processor sharing)
+    done = _run_jobs(1, 0.0, [("a", None, 0.0, 1.0), ("b", None, 0.0, 1.0)])
+    assert done == {"a": pytest.approx(2.0), "b": pytest.approx(2.0)}
+    # two cores, no contention: 1 s each
+    assert _run_jobs(2, 0.0, [("a", None, 0.0, 1.0), ("b", None, 0.0, 1.0)])["a"] == pytest.approx(1.0)
+    # two cores and three background sessions: a lone job gets 2/4 of a core
+    assert _run_jobs(2, 3.0, [("a", None, 0.0, 1.0)])["a"] == pytest.approx(2.0)
+    # two threads of one session against one other session on two cores: each session gets a
+    # core, so the session's two threads run at half speed each (fair by session, not thread)
+    done = _run_jobs(2, 0.0, [("t1", "g", 0.0, 1.0), ("t2", "g", 0.0, 1.0), ("x", None, 0.0, 1.0)])
+    assert done["x"] == pytest.approx(1.0)
+    assert done["t1"] == pytest.approx(1.5)  # half speed for 1 s, then a whole core once x is done
+
+
+def test_machine_thread_runs_its_jobs_in_order_and_gil_stalls_workers():
+    # one thread, two jobs at once: the second waits for the first
+    from simulator.model.machine import fair_level
+
+    done = _run_jobs(2, 0.0, [("loop", None, 0.0, 1.0), ("worker", "gw", 0.5, 1.0)], gil=True)
+    # the worker starts at 0.5 but the loop holds the GIL until 1.0: it ends at 2.0, not 1.5
+    assert done["loop"] == pytest.approx(1.0)
+    assert done["worker"] == pytest.approx(2.0)
+    assert fair_level([1], 0.0, 2) == pytest.approx(1.0)
+    assert fair_level([1, 1, 1], 3.0, 2) == pytest.approx(1 / 3, rel=1e-6)
+
+
+def test_profile_machine_section_becomes_the_scenarios(tmp_path):
+    from simulator.scenario import load_scenario
+
+    prof = tmp_path / "profiles"
+    prof.mkdir()
+    (prof / "m.hop.csv").write_text("seconds\n0.001\n0.003\n")
+    (prof / "m.toml").write_text(
+        '[machine]\ncores = 2\nbackground = 0.5\nclient_cpu = { dist = "deterministic", value = "1ms" }\n'
+        'hop_latency = { dist = "empirical", file = "m.hop.csv", column = "seconds" }\ndial_time = "0.2ms"\n'
+    )
+    sc = load_scenario(_write(tmp_path, "100ms", profile="profiles/m.toml"))
+    assert sc.machine.cores == 2 and sc.machine.background == 0.5
+    assert sc.machine.client_cpu.mean == pytest.approx(0.001)
+    assert sc.machine.hop_latency.mean == pytest.approx(0.002)  # the file is found next to the profile
+    assert sc.providers["p"].pool.dial_time.mean == pytest.approx(0.0002)
+    # the scenario's own (or --set) machine values win over the profile's
+    own = load_scenario(_write(tmp_path, "100ms", profile="profiles/m.toml"), ["machine.background=3"])
+    assert own.machine.background == 3.0 and own.machine.cores == 2
+    assert not load_scenario(_write(tmp_path, "100ms")).machine.active
+
+
+def test_less_mean_keeps_the_shape_and_removes_the_mean():
+    from gwsim.calibration.profile import less_mean
+
+    rng = np.random.default_rng(3)
+    x = rng.gamma(2.0, 0.002, 5000)
+    y = less_mean(x, 0.003)
+    assert y.min() >= 0.0
+    assert y.mean() == pytest.approx(x.mean() - 0.003, rel=1e-3)
+    assert np.all(less_mean(x, 1.0) == 0.0)  # more than the mean: nothing left
+
+
+def test_machine_model_slows_a_cpu_bound_gateway_as_other_work_grows(tmp_path):
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "knee.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "30s"
+        warmup = "5s"
+        replications = 1
+        seed = 2
+        [workload]
+        mode = "open"
+        arrivals = { process = "poisson", rate = "30/s" }
+        mix = { ep = 1.0 }
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{ name = "c", provider = "p" }]
+        [gateway]
+        cpu_workers = 1
+        cpu_per_request = { dist = "deterministic", value = "12ms" }
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
+        [machine]
+        cores = 2
+        gateway_cpu = { dist = "deterministic", value = "2ms" }
+        client_cpu = { dist = "deterministic", value = "1ms" }
+    """))
+    p50 = {}
+    for bg in (0.0, 1.0, 2.0):
+        df = run_scenario(load_scenario(path, [f"machine.background={bg}"]), replications=1).records
+        ok = df.loc[(df["outcome"] == "ok") & (df["arrived_at"] >= 5)]
+        p50[bg] = float(ok["latency_s"].median())
+        if bg == 0.0:
+            # no other work: the worker still loses time to the event loop's GIL (12 ms of CPU
+            # takes longer than 12 ms), and the request pays client and loop CPU on top
+            assert ok["cpu_s"].mean() > 0.012
+            assert p50[bg] > 0.012 + 0.020 + 0.003
+    assert p50[0.0] < p50[1.0] < p50[2.0]
+    off = run_scenario(load_scenario(path, ["machine.cores=0"]), replications=1).records
+    assert off.loc[off["outcome"] == "ok", "cpu_s"].max() == pytest.approx(0.012)  # no machine: plain delays

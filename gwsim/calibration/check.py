@@ -4,6 +4,12 @@ by the simulator, compared per endpoint (see ``metrics``).
 The real engine runs the scenario without its machine profile (``profile=none``): it pays
 those overheads for real.  The simulator runs it with the profile, over the same length of
 time as the measurement, with replications.
+
+The machine is shared: other work on it takes its share of the cores, and that changes
+from minute to minute.  So the check samples the machine during the measurement and, when
+the scenario has a machine model, gives the simulator the other work seen then
+(``machine.background``, reported as ``background``) instead of the profile's figure from
+whenever the profile was measured (``background="profile"`` keeps that one).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ class ScenarioCheck:
     problems: list[str] = field(default_factory=list)
     measured: pd.DataFrame | None = None
     predicted: pd.DataFrame | None = None
+    background: float | None = None  # other runnable threads on the machine during the measurement
 
     @property
     def passed(self) -> bool:
@@ -55,6 +62,7 @@ class ScenarioCheck:
             "measure_s": round(self.measure_s, 2),
             "simulate_s": round(self.simulate_s, 2),
             "problems": self.problems,
+            "background": None if self.background is None else round(self.background, 3),
         }
 
 
@@ -80,9 +88,14 @@ def check_scenario(
     workers: int | None = None,
     keep_frames: bool = False,
     thresholds: dict | None = None,
+    background: str = "measured",
 ) -> ScenarioCheck:
+    from gwsim.calibration.profile import CpuSampler
     from real_engine.measure import measure
     from simulator.api import run_scenario
+
+    if background not in ("measured", "profile"):
+        raise UsageError(f"background: expected 'measured' or 'profile', got {background!r}")
 
     path = Path(path)
     base = load_scenario(path, list(overrides))
@@ -91,10 +104,21 @@ def check_scenario(
     # The same arrival window on both sides: the simulator runs for the measured length.
     common = [*overrides, f"run.duration=\"{duration!r}s\"", f"run.warmup=\"{warmup!r}s\""]
     sim_sc = load_scenario(path, common)
+    sampler = CpuSampler(every=0.5).start()
     t = time.perf_counter()
-    result = measure(str(path), [*common, 'profile="none"'], duration_s=duration, seed=seed)
+    try:
+        result = measure(str(path), [*common, 'profile="none"'], duration_s=duration, seed=seed)
+    finally:
+        sampler.stop()
     measure_s = time.perf_counter() - t
     measured = result.frame()
+    seen = None
+    try:
+        seen = sampler.background(result.t0 + warmup, result.t0 + duration)
+    except RuntimeError:
+        pass  # too short a run to sample: the profile's figure stays
+    if seen is not None and background == "measured" and sim_sc.machine.cores > 0:
+        sim_sc = load_scenario(path, [*common, f"machine.background={seen:.4f}"])
     t = time.perf_counter()
     sim = run_scenario(sim_sc, replications=replications, seed=seed, workers=workers)
     simulate_s = time.perf_counter() - t
@@ -109,7 +133,7 @@ def check_scenario(
     return ScenarioCheck(
         scenario=base.run.name, path=str(path), duration_s=duration, window=window, replications=sim.replications,
         endpoints=comps, accounting=result.accounting, measure_s=measure_s, simulate_s=simulate_s, problems=problems,
-        measured=measured if keep_frames else None, predicted=sim.records if keep_frames else None,
+        measured=measured if keep_frames else None, predicted=sim.records if keep_frames else None, background=seen,
     )
 
 
@@ -130,7 +154,7 @@ def _f(x, spec: str = ".1f") -> str:
 
 def format_checks(checks: list[ScenarioCheck]) -> str:
     head = ["scenario", "endpoint", "n meas", "P50 meas/pred ms", "err%", "P95 meas/pred ms", "err%", "P99 meas/pred ms", "err%",
-            "thr err%", "succ pp", "KS", "TOST50", "TOST95", "verdict"]
+            "thr err%", "succ pp", "KS", "TOST50", "TOST95", "verdict", "bg"]
     rows = []
     for c in checks:
         for e in c.endpoints:
@@ -144,6 +168,7 @@ def format_checks(checks: list[ScenarioCheck]) -> str:
                 "eq" if e.tost.get("p50", {}).get("equivalent") else "ne",
                 "eq" if e.tost.get("p95", {}).get("equivalent") else "ne",
                 "ok" if e.passed else "MISS " + ",".join(e.misses),
+                _f(c.background, ".2f"),
             ])
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]

@@ -1,20 +1,37 @@
 """``gwsim calibrate profile``: what this machine adds to every request, measured.
 
-The real engine pays overheads the scenario does not state: the gateway's own Python CPU per
-request and per upstream call, the loopback round trip through an aiohttp client and server
-(emulator overhead included), a TCP connect, a TLS handshake, a Redis round trip.  Small
-benchmarks measure each one (medians, so a busy neighbour process moves them little) and
-the result is written as a profile TOML that scenarios name with ``profile = "..."``.
+The real engine pays costs the scenario does not state.  Its three processes (load
+generator, gateway, emulators) spend Python CPU on every request and every upstream call,
+on a machine whose cores they share with each other and with whatever else runs there;
+each call also waits on loopback and on event-loop timers that fire late.  This module
+measures them on this machine:
+
+* two real-engine runs on near-empty scenarios (one upstream call per request, then two),
+  reading each process's CPU time from ``/proc`` over the arrival window: CPU per request
+  of the load generator and the gateway's event loop, per upstream call of the gateway and
+  the emulators; and the other work on the machine meanwhile (``background``);
+* from the same runs' per-request records, the wall time per request and per upstream call
+  beyond that CPU and the emulated service times, kept as samples (empirical
+  distributions: their spread is what sets light-load P95/P99);
+* small benchmarks for a TCP connect, a TLS handshake and a Redis round trip (medians).
+
+The result is a profile TOML (plus two sample files next to it) that scenarios name with
+``profile = "..."``; its ``[machine]`` table becomes the scenario's machine section.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import statistics
 import tempfile
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -122,12 +139,20 @@ kind = "chat_completions"
 model_selection = {selection}
 classes = [{{ name = "c", provider = "p" }}]
 
+[gateway]
+cpu_workers = 1
+
+[ai_service]
+workers = 4
+max_batch_size = 1
+batch_base = {{ dist = "deterministic", value = "{ai_s}s" }}
+
 [model_selection]
 candidates = ["p"]
 semantic_cache = {{ enabled = false }}
 
 [providers.p]
-latency = {{ model = "plain", time = {{ dist = "deterministic", value = 0 }} }}
+latency = {{ model = "plain", time = {{ dist = "deterministic", value = "{provider_s}s" }} }}
 
 [prompt_cache]
 enabled = false
@@ -137,50 +162,319 @@ mode = "none"
 max_attempts = 1
 """
 
+#: Emulated service times of the null runs: not zero, so the emulators' timers run (and are
+#: late) as in any scenario; what is measured is the time beyond them.
+NULL_AI_S = 0.010
+NULL_PROVIDER_S = 0.020
 
-def _median_latency(kind: str, selection: bool, duration_s: float, rate: float, redis_url: str) -> float:
-    from real_engine.measure import measure
-
-    with tempfile.TemporaryDirectory(prefix="gwsim-profile-") as d:
-        path = Path(d) / f"null_{kind}.toml"
-        path.write_text(_NULL_SCENARIO.format(kind=kind, duration=duration_s, rate=rate, selection=str(selection).lower()))
-        result = measure(str(path), [], duration_s=duration_s, redis_url=redis_url)
-        df = result.frame()
-        ok = df.loc[(df["outcome"] == "ok") & (df["arrived_at"] >= 1.0)]
-        if ok.empty:
-            raise RuntimeError(f"profile benchmark {kind}: no successful requests")
-        return float(ok["latency_s"].median())
+#: Per-request record fields that are stages of the gateway's own work or its upstream calls;
+#: the latency beyond their sum is the client side (load generator, loopback, gateway handler).
+_STAGES = (
+    "cpu_wait_s", "cpu_s", "cache_s", "embedding_s", "ai_pool_wait_s", "ai_connect_s", "ai_queue_s", "ai_service_s",
+    "provider_pool_wait_s", "provider_connect_s", "provider_queue_s", "provider_s", "prompt_cache_s", "store_s",
+)
+_PROCESS_NAMES = {"real_engine.loadgen": "loadgen", "real_engine.gateway": "gateway", "real_engine.emulators": "emulators"}
 
 
-def measure_profile(*, n: int = 200, duration_s: float = 8.0, rate: float = 20.0, redis_url: str = "redis://127.0.0.1:6379/0") -> dict[str, float]:
-    """All machine parameters, in seconds."""
-    out = asyncio.run(_loopback_benchmarks(n, redis_url))
-    # Two real-engine runs on zero-time upstreams: one hop (provider only) and two hops (AI
-    # service + provider).  Their difference is one hop; the rest is per-request overhead
-    # (gateway parse/reply, load generator client, the response's trip back).
-    one = _median_latency("one_hop", False, duration_s, rate, redis_url)
-    two = _median_latency("two_hops", True, duration_s, rate, redis_url)
-    out["gateway_cpu_per_hop"] = max(two - one - out["hop_rtt"], 0.0)
-    out["gateway_cpu_per_request"] = max(one - out["gateway_cpu_per_hop"] - out["hop_rtt"], 0.0)
-    out["_one_hop_latency"] = one
-    out["_two_hop_latency"] = two
+def _ticks() -> float:
+    return float(os.sysconf("SC_CLK_TCK"))
+
+
+def _proc_cpu(pid: int | str) -> float | None:
+    """User + system CPU seconds of a process from /proc (None when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _ticks()
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _machine_state() -> tuple[float | None, int | None]:
+    """(CPU seconds all cores have spent busy since boot, threads runnable now) from /proc/stat."""
+    busy = running = None
+    try:
+        with open("/proc/stat", "rb") as f:
+            lines = f.read().splitlines()
+        user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in lines[0].split()[1:9])
+        busy = (user + nice + system + irq + softirq + steal) / _ticks()
+        for line in lines:
+            if line.startswith(b"procs_running"):
+                running = int(line.split()[1])
+    except (OSError, IndexError, ValueError):
+        pass
+    return busy, running
+
+
+def _runnable_sessions(exclude: set[int]) -> int:
+    """Sessions other than ``exclude`` with a thread runnable now: Linux (autogroup) shares the
+    cores fairly among sessions, so this, not the thread count, is what competes with ours."""
+    sessions: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            tasks = os.listdir(f"/proc/{entry}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{entry}/task/{tid}/stat", "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if fields and fields[0] == b"R":
+                sid = int(fields[3])
+                if sid not in exclude and sid != 0:
+                    sessions.add(sid)
+                break  # one runnable thread is enough for the session to take its share
+    return len(sessions)
+
+
+def _children() -> dict[str, int]:
+    """The real engine's processes started by this process: name -> pid."""
+    me = str(os.getpid())
+    out: dict[str, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                ppid = f.read().rsplit(b")", 1)[1].split()[1].decode()
+            if ppid != me:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+        except (OSError, IndexError):
+            continue
+        for arg in argv[:4]:
+            name = _PROCESS_NAMES.get(arg.decode(errors="replace"))
+            if name:
+                out[name] = int(entry)
     return out
 
 
-def profile_toml(values: dict[str, float], note: str = "") -> str:
+@dataclass
+class CpuSampler:
+    """Samples, every ``every`` seconds, the CPU time of the real engine's processes, of this
+    process and of the whole machine, so any window of a run can be read afterwards."""
+
+    every: float = 0.2
+    samples: list[tuple[float, dict[str, float], float | None, float, int | None]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> "CpuSampler":
+        self._thread = threading.Thread(target=self._loop, name="gwsim-cpu-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2.0)
+
+    def _loop(self) -> None:
+        pids: dict[str, int] = {}
+        own_session = os.getsid(0)
+        while not self._stop.is_set():
+            if len(pids) < len(_PROCESS_NAMES):
+                pids.update(_children())
+            cpu = {name: c for name, pid in pids.items() if (c := _proc_cpu(pid)) is not None}
+            busy, _running = _machine_state()
+            sessions = _runnable_sessions({*pids.values(), own_session})
+            self.samples.append((time.monotonic(), cpu, busy, time.process_time(), sessions))
+            self._stop.wait(self.every)
+
+    def window(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds per process over [start, end] (monotonic), plus 'machine', 'self' and 'wall'."""
+        inside = [s for s in self.samples if start <= s[0] <= end]
+        if len(inside) < 2:
+            raise RuntimeError("profile: too few CPU samples in the measurement window")
+        a, b = inside[0], inside[-1]
+        out = {name: b[1][name] - a[1][name] for name in b[1] if name in a[1]}
+        out["wall"] = b[0] - a[0]
+        out["self"] = b[3] - a[3]
+        if a[2] is not None and b[2] is not None:
+            out["machine"] = b[2] - a[2]
+        sessions = [s[4] for s in inside if s[4] is not None]
+        if sessions:
+            out["sessions"] = float(np.mean(sessions))
+        return out
+
+    def background(self, start: float, end: float) -> float:
+        """Other work on the machine over [start, end]: sessions with a runnable thread that are
+        not the real engine's or this process's, on average."""
+        w = self.window(start, end)
+        if "sessions" in w:
+            return w["sessions"]
+        ours = sum(w.get(k, 0.0) for k in ("loadgen", "gateway", "emulators", "self")) / w["wall"] if w["wall"] > 0 else 0.0
+        if "machine" in w and w["wall"] > 0:
+            return max(w["machine"] / w["wall"] - ours, 0.0)
+        return 0.0
+
+
+@dataclass
+class NullRun:
+    hops: int
+    requests: int  # arrivals inside the CPU window
+    cpu: dict[str, float]  # process -> CPU seconds in the window (+ machine, self, wall)
+    background: float  # other runnable threads on the machine meanwhile
+    request_wall: np.ndarray  # latency beyond the stages, per request (s)
+    hop_wall: np.ndarray  # upstream call time beyond the emulated time, per call (s)
+    latency: np.ndarray
+
+
+def _null_run(hops: int, duration_s: float, rate: float, redis_url: str) -> NullRun:
+    from real_engine.measure import measure
+
+    with tempfile.TemporaryDirectory(prefix="gwsim-profile-") as d:
+        path = Path(d) / f"null_{hops}.toml"
+        path.write_text(_NULL_SCENARIO.format(
+            kind=f"{hops}hop", duration=duration_s, rate=rate, selection=str(hops > 1).lower(),
+            ai_s=NULL_AI_S, provider_s=NULL_PROVIDER_S,
+        ))
+        sampler = CpuSampler().start()
+        try:
+            result = measure(str(path), [], duration_s=duration_s, redis_url=redis_url)
+        finally:
+            sampler.stop()
+    df = result.frame()
+    # Past the start: the processes' imports and first connections are not per-request costs,
+    # and a load generator that started late sends its first requests late.
+    settle = min(3.0, duration_s / 3)
+    ok = df.loc[(df["outcome"] == "ok") & (df["arrived_at"] >= settle)]
+    if len(ok) < 10:
+        raise RuntimeError(f"profile benchmark with {hops} upstream call(s): only {len(ok)} successful requests")
+    lo, hi = result.t0 + settle, result.t0 + duration_s - 0.2
+    cpu = sampler.window(lo, hi)
+    arrived = df["arrived_at"].to_numpy()
+    requests = int(((arrived >= lo - result.t0) & (arrived < hi - result.t0)).sum())
+    stages = ok[[c for c in _STAGES if c in ok.columns]].sum(axis=1).to_numpy()
+    latency = ok["latency_s"].to_numpy()
+    hop_wall = [ok["provider_s"].to_numpy() - NULL_PROVIDER_S]
+    if hops > 1:
+        hop_wall.append(ok["ai_service_s"].to_numpy() - NULL_AI_S)
+    return NullRun(hops, max(requests, 1), cpu, sampler.background(lo, hi), latency - stages, np.concatenate(hop_wall), latency)
+
+
+@dataclass
+class Profile:
+    """What ``measure_profile`` found: scalars in seconds (cores and background as counts) and
+    the wall-time samples behind the two empirical distributions."""
+
+    values: dict[str, float]
+    request_latency: np.ndarray
+    hop_latency: np.ndarray
+    notes: list[str] = field(default_factory=list)
+
+
+def measure_profile(
+    *, n: int = 200, duration_s: float = 12.0, rate: float = 20.0, redis_url: str = "redis://127.0.0.1:6379/0"
+) -> Profile:
+    """All machine parameters of this machine (see the module docstring)."""
+    values = asyncio.run(_loopback_benchmarks(n, redis_url))
+    values.pop("hop_rtt", None)  # the null runs measure a whole upstream call instead
+    one = _null_run(1, duration_s, rate, redis_url)
+    two = _null_run(2, duration_s, rate, redis_url)
+    cores = os.cpu_count() or 1
+
+    def per_request(run: NullRun, name: str) -> float:
+        return run.cpu.get(name, 0.0) / run.requests
+
+    client = (per_request(one, "loadgen") + per_request(two, "loadgen")) / 2
+    # The gateway's event loop: a + h per request with one call, a + 2h with two.
+    g1, g2 = per_request(one, "gateway"), per_request(two, "gateway")
+    hop = max(g2 - g1, 0.0)
+    if hop == 0.0 or hop > g1:
+        hop = g2 / 3  # the difference drowned in noise: split evenly per request and per call
+    gateway = max(g1 - hop, 0.0)
+    upstream = (one.cpu.get("emulators", 0.0) + two.cpu.get("emulators", 0.0)) / (one.requests + 2 * two.requests)
+    background = (one.background + two.background) / 2
+    # The measured wall time beyond the stages includes that CPU, slowed by whatever shared
+    # the cores meanwhile; the simulator adds the CPU itself on its machine model (one of our
+    # threads among `background` others), so the wall-time samples keep only the rest.
+    slow = max(1.0, (1.0 + background) / cores)
+    request_latency = less_mean(np.concatenate([one.request_wall, two.request_wall]), (client + gateway) * slow)
+    hop_latency = less_mean(np.concatenate([one.hop_wall, two.hop_wall]), (hop + upstream) * slow)
+    values.update(
+        cores=float(cores), background=background, client_cpu=client, gateway_cpu=gateway, gateway_hop_cpu=hop,
+        upstream_cpu=upstream,
+        _one_hop_latency=float(np.median(one.latency)), _two_hop_latency=float(np.median(two.latency)),
+        _request_latency_p50=float(np.median(request_latency)), _request_latency_p99=float(np.percentile(request_latency, 99)),
+        _hop_latency_p50=float(np.median(hop_latency)), _hop_latency_p99=float(np.percentile(hop_latency, 99)),
+    )
+    notes = []
+    try:
+        notes.append("load average at the end: " + " ".join(open("/proc/loadavg").read().split()[:3]))
+    except OSError:
+        pass
+    return Profile(values, request_latency, hop_latency, notes)
+
+
+def less_mean(samples: np.ndarray, amount: float) -> np.ndarray:
+    """``samples`` less ``amount`` on average, none below zero: the largest shift ``c`` with
+    ``mean(max(samples - c, 0)) == mean(samples) - amount`` (all zeros when that is not possible).
+
+    A plain ``clip(samples - amount, 0)`` would raise the mean by every sample it clips.
+    """
+    samples = np.asarray(samples, dtype=float)
+    target = float(samples.mean()) - amount
+    if samples.size == 0 or target <= 0:
+        return np.zeros_like(samples)
+    lo, hi = 0.0, float(samples.max())  # mean(max(x - c, 0)) falls from mean(x) to 0 as c rises
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if np.maximum(samples - mid, 0.0).mean() > target:
+            lo = mid
+        else:
+            hi = mid
+    return np.maximum(samples - (lo + hi) / 2, 0.0)
+
+
+def sample_paths(out: str | Path) -> dict[str, Path]:
+    """The sample files written next to profile ``out``."""
+    out = Path(out)
+    return {key: out.with_name(f"{out.stem}.{key}.csv") for key in ("request_latency", "hop_latency")}
+
+
+def write_profile(profile: Profile, out: str | Path) -> list[Path]:
+    """Write the profile TOML and its two sample files; return their paths."""
+    from gwsim.output import atomic_write_text
+
+    paths = sample_paths(out)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    for key, path in paths.items():
+        samples = getattr(profile, key)
+        atomic_write_text(path, "seconds\n" + "".join(f"{x:.7f}\n" for x in samples))
+    atomic_write_text(out, profile_toml(profile.values, "; ".join(profile.notes), {k: p.name for k, p in paths.items()}))
+    return [Path(out), *paths.values()]
+
+
+def profile_toml(values: dict[str, float], note: str = "", sample_files: dict[str, str] | None = None) -> str:
     from simulator.scenario import PROFILE_KEYS
 
     lines = [
         "# Machine profile written by `gwsim calibrate profile` " + time.strftime("%Y-%m-%d %H:%M:%S"),
-        "# Medians of small benchmarks on this machine; scenarios refer to it with profile = \"...\".",
+        "# Scenarios refer to it with profile = \"...\"; [machine] becomes their machine section.",
     ]
     if note:
         lines.append(f"# {note}")
-    for key in ("_one_hop_latency", "_two_hop_latency"):
+    for key in ("_one_hop_latency", "_two_hop_latency", "_request_latency_p50", "_request_latency_p99",
+                "_hop_latency_p50", "_hop_latency_p99"):
         if key in values:
-            lines.append(f"# {key.strip('_')}: {values[key] * 1000:.3f} ms (real engine, zero-time upstreams)")
+            lines.append(f"# {key.strip('_')}: {values[key] * 1000:.3f} ms")
     lines.append("")
     lines.append("[machine]")
+    if "cores" in values:
+        lines.append(f"cores = {int(values['cores'])}")
+    if "background" in values:
+        lines.append(f"background = {values['background']:.3f}")
+    for key in ("client_cpu", "gateway_cpu", "gateway_hop_cpu", "upstream_cpu"):
+        if key in values:
+            lines.append(f'{key} = {{ dist = "deterministic", value = "{values[key] * 1e6:.0f}us" }}')
+    for key, name in (sample_files or {}).items():
+        lines.append(f'{key} = {{ dist = "empirical", file = "{name}", column = "seconds" }}')
     for key in PROFILE_KEYS:
         if key in values:
             lines.append(f'{key} = "{values[key] * 1e6:.0f}us"')

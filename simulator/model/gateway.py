@@ -25,6 +25,7 @@ from simulator.model.context import Failure, RequestContext
 from simulator.model.cpu import GatewayCPU
 from simulator.model.deadlines import Deadlines
 from simulator.model.http_pool import SimHttpPool
+from simulator.model.machine import MachineModel
 from simulator.model.provider import SimProvider
 from simulator.model.redis import SimRedis
 from simulator.policies.admission import InFlightLimit
@@ -86,7 +87,9 @@ class SimGateway:
         self.scenario = scenario
         gw = scenario.gateway
         ms = scenario.model_selection
-        self.cpu = GatewayCPU(env, gw.cpu_workers)
+        # the measured run's processes on their shared machine (calibration profile), or nothing
+        self.machine = MachineModel(env, scenario.machine, streams["machine"]) if scenario.machine.active else None
+        self.cpu = GatewayCPU(env, gw.cpu_workers, self.machine)
         self.cpu_request = Sampler(gw.cpu_per_request, streams["cpu"])
         self.cpu_hop = Sampler(gw.cpu_per_hop, streams["cpu"])
         self.client_build = Sampler(gw.provider_client.construction_cpu, streams["cpu"])
@@ -144,6 +147,8 @@ class SimGateway:
             # refused on arrival, before any CPU or upstream work (the real gateway's order)
             ctx.outcome, ctx.status = failure_outcome("rejected")
             return
+        machine = self.machine
+        costs = (yield from machine.request_start()) if machine is not None else None
         self.in_system += 1
         try:
             yield from self._cpu(ctx, self.cpu_request())
@@ -166,6 +171,8 @@ class SimGateway:
         finally:
             self.in_system -= 1
             self.admission.leave()
+        if machine is not None:
+            yield from machine.request_end(costs)
 
     # ------------------------------------------------------------------ selection
 
@@ -252,6 +259,9 @@ class SimGateway:
         reusable = False
         try:
             yield from self._cpu(ctx, self.cpu_hop())
+            machine = self.machine
+            if machine is not None:
+                yield from machine.hop_start()
             done = self.ai.submit(ctx, (ctx.endpoint, ctx.klass.name))
             rtt = self.ai_rtt()
             if deadline is None:
@@ -262,6 +272,8 @@ class SimGateway:
                 # fails `done` with Failure("timeout") at the deadline: no timer left per attempt
                 self.deadlines.watch(deadline, done)
                 result = yield done
+            if machine is not None:
+                yield from machine.hop_end()
             if rtt > 0:
                 if deadline is not None and env.now + rtt > deadline:
                     yield env.timeout(max(deadline - env.now, 0.0))
@@ -454,8 +466,15 @@ class SimGateway:
             ctx.provider_connect_s += lease.connect_s
             yield from self._cpu(ctx, self.cpu_hop())
             station = self.providers[provider]
+            machine = self.machine
+            if machine is not None:
+                yield from machine.hop_start()
+            replied: Failure | None = None  # an error reply travels back like a success
             if deadline is None:
-                yield from station.call(ctx, (ctx.endpoint, ctx.klass.name))
+                try:
+                    yield from station.call(ctx, (ctx.endpoint, ctx.klass.name))
+                except Failure as failure:
+                    replied = failure
             else:
                 call = env.process(station.guarded_call(ctx, (ctx.endpoint, ctx.klass.name)))
                 remaining = deadline - env.now
@@ -463,8 +482,11 @@ class SimGateway:
                 if call not in fired:
                     call.interrupt("deadline")
                     raise Failure("timeout", 504)
-                if call.value is not None:
-                    raise call.value
+                replied = call.value
+            if machine is not None:
+                yield from machine.hop_end()
+            if replied is not None:
+                raise replied
             reusable = True
         except Failure as failure:
             reusable = failure.kind not in ("reset", "timeout", "connect")

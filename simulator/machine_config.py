@@ -1,0 +1,57 @@
+"""The ``[machine]`` section of a scenario: the machine the real engine runs on.
+
+A measured run puts the load generator, the gateway and the emulated upstreams on one
+machine, as three processes that share its cores with whatever else runs there.  Their
+own costs (Python CPU per request and per upstream call, loopback and timer wake-up
+delays) are not in the scenario: ``gwsim calibrate profile`` measures them and writes a
+profile whose ``[machine]`` table ends up here.  With ``cores > 0`` the simulator runs
+every piece of that CPU work on a processor-sharing model of the machine's cores, so work
+slows down when more threads are runnable than there are cores; without it (the default)
+none of this is modelled and a scenario describes the gateway alone.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from simulator.distributions import ZERO, Distribution
+
+
+class Machine(BaseModel):
+    """Costs of the machine that runs the real engine (filled from a calibration profile)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    cores: int = Field(
+        default=0, ge=0,
+        description="Cores shared by the load generator, the gateway and the emulators (0 = no machine model: "
+        "the gateway's own cpu_workers only, and the costs below are plain delays).",
+    )
+    background: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False,
+        description="Runnable threads of other work on the machine, on average (they take their share of the cores).",
+    )
+    gil: bool = Field(
+        default=True,
+        description="The gateway's CPU workers are threads of one Python process: they stall while its event loop "
+        "runs Python (holds the GIL).",
+    )
+    client_cpu: Distribution = Field(default=ZERO, description="Load generator CPU per request (send and receive; one thread).")
+    gateway_cpu: Distribution = Field(default=ZERO, description="Gateway event-loop CPU per request (parse, route, reply; one thread).")
+    gateway_hop_cpu: Distribution = Field(default=ZERO, description="Gateway event-loop CPU per upstream call (encode, decode).")
+    upstream_cpu: Distribution = Field(default=ZERO, description="Emulator CPU per upstream call (one thread for all emulators).")
+    request_latency: Distribution = Field(
+        default=ZERO, description="Wall time per request beyond that CPU: loopback between client and gateway, wake-ups."
+    )
+    hop_latency: Distribution = Field(
+        default=ZERO,
+        description="Wall time per upstream call beyond that CPU and the emulated service time: loopback, timer lateness.",
+    )
+
+    @property
+    def active(self) -> bool:
+        """Whether anything here costs time (a default section is skipped entirely)."""
+        return self.cores > 0 or any(
+            d != ZERO
+            for d in (self.client_cpu, self.gateway_cpu, self.gateway_hop_cpu, self.upstream_cpu, self.request_latency, self.hop_latency)
+        )

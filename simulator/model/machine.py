@@ -1,0 +1,219 @@
+"""The machine under a measured run: its cores shared by every thread that does CPU work.
+
+The real engine's load generator, gateway (event loop plus ``cpu_workers`` threads) and
+emulators are processes on one machine.  Each thread runs its CPU work in order (an event
+loop does one callback at a time).  Linux shares the cores fairly among sessions first
+(autogroup: each of the three processes is its own session, as is each other program
+started from a shell), then among a session's runnable threads.  So when more sessions
+want CPU than there are cores (counting other work on the machine, ``background``
+sessions with one busy thread each), each runs slower.  That is processor sharing,
+simulated here as a fluid: the cores are water-filled over the runnable sessions (a
+session gets at most one core per runnable thread), every running job progresses at its
+thread's share, and the shares are recomputed whenever a job starts or ends.
+
+The gateway's CPU workers are threads of a Python process: they need the GIL between
+their chunks of hashing, so while the gateway's event loop runs Python they make no
+progress (``stalled_by``).  That is why a CPU-bound gateway slows down as its request rate
+(and so its event loop's load) grows, beyond what the cores alone explain.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import simpy
+
+_EPS = 1e-9  # a nanosecond of CPU left is float noise, not work
+
+
+class _Job:
+    __slots__ = ("remaining", "event", "thread")
+
+    def __init__(self, remaining: float, event: simpy.Event, thread: "Thread") -> None:
+        self.remaining = remaining
+        self.event = event
+        self.thread = thread
+
+
+class Thread:
+    """One OS thread: its CPU work runs one job at a time, first come first served.
+    Threads of one process share its ``group`` (the scheduler's fairness unit)."""
+
+    __slots__ = ("name", "queue", "stalled_by", "busy_s", "group")
+
+    def __init__(self, name: str, stalled_by: "Thread | None" = None, group: str | None = None) -> None:
+        self.name = name
+        self.queue: deque[_Job] = deque()
+        self.stalled_by = stalled_by
+        self.busy_s = 0.0
+        self.group = group if group is not None else name
+
+    def __repr__(self) -> str:
+        return f"<Thread {self.name} queued={len(self.queue)}>"
+
+
+def fair_level(demands: list[int], background: float, cores: float) -> float:
+    """The water level ``s`` of max-min fair sharing: each session gets ``min(demand, s)`` cores,
+    ``background`` sessions ``min(1, s)`` each, and together no more than ``cores``."""
+    if sum(demands) + background <= cores:
+        return float(max(demands, default=1))
+    lo, hi = 0.0, float(max(max(demands, default=1), 1))
+    for _ in range(40):
+        mid = (lo + hi) / 2
+        if sum(min(d, mid) for d in demands) + background * min(1.0, mid) > cores:
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+class MachineCPU:
+    """Processor sharing of ``cores`` among the running jobs (the head job of each busy thread)."""
+
+    def __init__(self, env: simpy.Environment, cores: int, background: float = 0.0) -> None:
+        self.env = env
+        self.cores = cores
+        self.background = background
+        self.running: list[_Job] = []
+        self._stamp = env.now
+        self._generation = 0
+
+    def run(self, thread: Thread, seconds: float):
+        """Generator: do ``seconds`` of CPU on ``thread``; returns when that work is done.
+
+        A waiter that is interrupted leaves the job running: CPU work once started is spent.
+        """
+        if seconds <= 0:
+            return
+        job = _Job(seconds, self.env.event(), thread)
+        thread.queue.append(job)
+        if len(thread.queue) == 1:
+            self._advance()
+            self.running.append(job)
+            self._schedule()
+        yield job.event
+
+    # ------------------------------------------------------------------ fluid scheduling
+
+    def _rates(self) -> list[float]:
+        running = self.running
+        stalled = [j.thread.stalled_by is not None and bool(j.thread.stalled_by.queue) for j in running]
+        demand: dict[str, int] = {}
+        for job, s in zip(running, stalled):
+            if not s:
+                demand[job.thread.group] = demand.get(job.thread.group, 0) + 1
+        if not demand:
+            return [0.0] * len(running)
+        level = fair_level(list(demand.values()), self.background, self.cores)
+        return [0.0 if s else min(demand[j.thread.group], level) / demand[j.thread.group] for j, s in zip(running, stalled)]
+
+    def _advance(self) -> None:
+        """Bring every running job's remaining work up to now, at the shares since the last change."""
+        now = self.env.now
+        dt = now - self._stamp
+        self._stamp = now
+        if dt <= 0 or not self.running:
+            return
+        for job, rate in zip(self.running, self._rates()):
+            if rate > 0:
+                job.remaining -= dt * rate
+                job.thread.busy_s += dt
+
+    def _schedule(self) -> None:
+        self._generation += 1
+        if not self.running:
+            return
+        soonest = None
+        for job, rate in zip(self.running, self._rates()):
+            if rate > 0:
+                t = max(job.remaining, 0.0) / rate
+                if soonest is None or t < soonest:
+                    soonest = t
+        if soonest is None:
+            return  # everything stalled: a job starting or ending will reschedule
+        generation = self._generation
+        self.env.timeout(soonest).callbacks.append(lambda _event: self._wake(generation))
+
+    def _wake(self, generation: int) -> None:
+        if generation != self._generation:
+            return  # the shares changed since this was scheduled
+        self._advance()
+        done = [j for j in self.running if j.remaining <= _EPS]
+        if not done:
+            self._schedule()
+            return
+        for job in done:
+            self.running.remove(job)
+            thread = job.thread
+            thread.queue.popleft()
+            if thread.queue:
+                self.running.append(thread.queue[0])
+            job.event.succeed()
+        self._schedule()
+
+    def __repr__(self) -> str:
+        return f"<MachineCPU cores={self.cores} background={self.background:g} running={len(self.running)}>"
+
+
+class MachineModel:
+    """The measured run's processes on the machine: client, gateway event loop, emulators.
+
+    ``cores == 0``: no contention, each cost is a plain delay.
+    """
+
+    def __init__(self, env: simpy.Environment, cfg, rng) -> None:
+        from simulator.distributions import Sampler
+
+        self.env = env
+        self.cfg = cfg
+        self.cpu = MachineCPU(env, cfg.cores, cfg.background) if cfg.cores > 0 else None
+        self.client = Thread("client")
+        self.loop = Thread("gateway")
+        self.upstreams = Thread("emulators")
+        self.client_cpu = Sampler(cfg.client_cpu, rng)
+        self.gateway_cpu = Sampler(cfg.gateway_cpu, rng)
+        self.hop_cpu = Sampler(cfg.gateway_hop_cpu, rng)
+        self.upstream_cpu = Sampler(cfg.upstream_cpu, rng)
+        self.request_latency = Sampler(cfg.request_latency, rng)
+        self.hop_latency = Sampler(cfg.hop_latency, rng)
+
+    def worker(self, index: int) -> Thread:
+        """A gateway CPU worker thread (stalls while the event loop holds the GIL)."""
+        return Thread(f"gw-cpu-{index}", self.loop if self.cfg.gil else None, group=self.loop.group)
+
+    def work(self, thread: Thread, seconds: float):
+        if seconds <= 0:
+            return
+        if self.cpu is None:
+            yield self.env.timeout(seconds)
+        else:
+            yield from self.cpu.run(thread, seconds)
+
+    def request_start(self):
+        """Client sends (half its CPU), the gateway parses (half its per-request CPU)."""
+        client = self.client_cpu()
+        gateway = self.gateway_cpu()
+        yield from self.work(self.client, client / 2)
+        yield from self.work(self.loop, gateway / 2)
+        return client, gateway
+
+    def request_end(self, costs):
+        """The gateway replies, the client reads the reply; then the wall time beyond CPU."""
+        client, gateway = costs
+        yield from self.work(self.loop, gateway / 2)
+        yield from self.work(self.client, client / 2)
+        wall = self.request_latency()
+        if wall > 0:
+            yield self.env.timeout(wall)
+
+    def hop_start(self):
+        """The gateway encodes an upstream call, the emulator parses it."""
+        yield from self.work(self.loop, self.hop_cpu() / 2)
+        yield from self.work(self.upstreams, self.upstream_cpu())
+
+    def hop_end(self):
+        """Loopback and timer lateness, then the gateway decodes the reply."""
+        wall = self.hop_latency()
+        if wall > 0:
+            yield self.env.timeout(wall)
+        yield from self.work(self.loop, self.hop_cpu() / 2)
