@@ -29,22 +29,78 @@ from simulator.units import UnitError, parse_duration, parse_rate
 ERROR_KINDS = ("timeout", "connect", "reset", "429", "500", "503", "rejected", "breaker_open")
 
 
+# Upper bounds on what a scenario may ask for.  Far above any real capacity question, they
+# exist so that a typo ('1e300s', a burst of 2**62) gets one line instead of a run that never
+# ends or exhausts memory.
+MAX_DURATION_S = 1e8  # about 3 years of simulated time
+MAX_RATE_PER_S = 1e6
+MAX_REQUESTS_PER_REPLICATION = 1e9
+MAX_REPLICATIONS = 100_000
+MAX_WINDOWS = 1_000_000  # time-series windows in a run
+MAX_COUNT = 10_000_000  # users, burst size
+
+
 def _dur(v: Any) -> float:
     try:
-        return parse_duration(v)
+        seconds = parse_duration(v)
     except UnitError as exc:
         raise ValueError(str(exc)) from None
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"expected a duration of at most {MAX_DURATION_S:g}s (about 3 years), got {v!r}")
+    return seconds
 
 
 def _rate(v: Any) -> float:
     try:
-        return parse_rate(v)
+        rate = parse_rate(v)
     except UnitError as exc:
         raise ValueError(str(exc)) from None
+    if rate > MAX_RATE_PER_S:
+        raise ValueError(f"expected a rate of at most {MAX_RATE_PER_S:g}/s, got {v!r}")
+    return rate
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, data: Any) -> Any:
+        # pydantic's lax mode reads true as 1; in a scenario that is always a mistake.  The
+        # bool is swapped for a value no number validator accepts, so the error names the key.
+        if isinstance(data, dict) and any(isinstance(v, bool) for v in data.values()):
+            numeric = _numeric_fields(cls)
+            data = {k: (NotANumber(v) if isinstance(v, bool) and k in numeric else v) for k, v in data.items()}
+        return data
+
+
+class NotANumber:
+    """A true/false found where a number belongs (shown as the user wrote it)."""
+
+    def __init__(self, value: bool) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "true" if self.value else "false"
+
+
+_NUMERIC_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def _numeric_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Names of ``model``'s fields that hold an int or a float (possibly optional)."""
+    found = _NUMERIC_FIELDS.get(model)
+    if found is None:
+        names = set()
+        for name, field in model.model_fields.items():
+            tp = field.annotation
+            members = get_args(tp) if get_origin(tp) in (Union, types.UnionType) else (tp,)
+            if bool not in members and any(m in (int, float) for m in members):
+                names.add(name)
+                if field.alias:
+                    names.add(field.alias)
+        found = _NUMERIC_FIELDS[model] = frozenset(names)
+    return found
 
 
 Duration = Annotated[float, Field(ge=0)]
@@ -120,7 +176,7 @@ class BurstArrivals(_Model):
     """``size`` requests at once every ``every``: what the seed's web-perf tool did."""
 
     process: Literal["burst"] = Field(default="burst", description="Bursts of size requests every interval.")
-    size: int = Field(gt=0, description="Requests launched together at each tick.")
+    size: int = Field(gt=0, le=MAX_COUNT, description="Requests launched together at each tick.")
     every: float = Field(gt=0, description="Time between bursts, e.g. '1s'.")
     _d = _durations("every")
 
@@ -143,7 +199,7 @@ class Workload(_Model):
 
     mode: Literal["open", "closed"] = Field(default="open", description="open: an arrival process; closed: N users with think time.")
     arrivals: Arrivals | None = Field(default=None, description="Arrival process (open loop).")
-    users: int | None = Field(default=None, gt=0, description="Number of users (closed loop).")
+    users: int | None = Field(default=None, gt=0, le=MAX_COUNT, description="Number of users (closed loop).")
     think_time: Distribution = Field(default=ZERO, description="Think time between a user's answer and its next request (closed loop).")
     rate_profile: tuple[RatePoint, ...] = Field(default=(), description="Rate multipliers over time (steps or a ramp).")
     profile_shape: Literal["steps", "ramp"] = Field(default="steps", description="steps: hold each factor; ramp: interpolate linearly.")
@@ -508,7 +564,7 @@ class Run(_Model):
     duration: float = Field(gt=0, description="Simulated (or measured) time of arrivals.")
     warmup: float = Field(default=0.0, ge=0, description="Requests arriving before this are left out of statistics.")
     drain: float = Field(default=120.0, ge=0, description="Time after the last arrival for requests in flight to finish.")
-    replications: int = Field(default=5, gt=0, description="Independent replications (simulator).")
+    replications: int = Field(default=5, gt=0, le=MAX_REPLICATIONS, description="Independent replications (simulator).")
     seed: int = Field(default=1, ge=0, description="Root of the SeedSequence all random streams spawn from.")
     window: float = Field(default=10.0, gt=0, description="Width of time-series windows.")
     _d = _durations("duration", "warmup", "drain", "window")
@@ -517,6 +573,12 @@ class Run(_Model):
     def _warmup(self) -> "Run":
         if self.warmup >= self.duration:
             raise ValueError(f"expected warmup shorter than duration, got warmup={self.warmup}s duration={self.duration}s")
+        windows = (self.duration + self.drain) / self.window
+        if windows > MAX_WINDOWS:
+            raise ValueError(
+                f"at run.window: expected at most {MAX_WINDOWS:,} time-series windows in run.duration + run.drain, "
+                f"got {windows:.3g} (window={self.window:g}s)"
+            )
         return self
 
 
@@ -563,6 +625,19 @@ class Scenario(_Model):
         description="The machine a measured run shares with the load generator and emulators (usually filled from the "
         "profile): its cores, and those processes' CPU and wake-up costs.",
     )
+
+    @model_validator(mode="after")
+    def _size(self) -> "Scenario":
+        wl = self.workload
+        if wl.mode == "open" and wl.arrivals is not None:
+            peak = max([1.0, *(p.factor for p in wl.rate_profile)])
+            requests = wl.arrivals.mean_rate * peak * self.run.duration
+            if requests > MAX_REQUESTS_PER_REPLICATION:
+                raise ValueError(
+                    f"at workload.arrivals: expected at most {MAX_REQUESTS_PER_REPLICATION:g} requests per replication "
+                    f"(rate x peak rate_profile factor x run.duration), got {requests:.3g}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _references(self) -> "Scenario":
@@ -648,6 +723,7 @@ _CLASS_PROVIDER_RE = re.compile(
     r"(?P<name>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"), expected one of (?P<options>\[.*\])$"
 )
 _NO_PROVIDER_RE = re.compile(r"^endpoints\.(?P<ep>.+?): without model selection a class provider or model_selection\.candidates is needed$")
+_AT_PATH_RE = re.compile(r"^at (?P<path>[\w.\[\]]+): (?P<msg>expected .*)$")
 _TOML_WHERE_RE = re.compile(r"^(?P<msg>.*?) \(at (?P<where>line \d+, column \d+|end of document)\)$", re.S)
 
 
@@ -682,6 +758,8 @@ def _show(value: Any) -> str:
     """What was found, short and on one line (never the repr of a whole nested structure)."""
     if value is None:
         return "nothing"
+    if isinstance(value, NotANumber):
+        return repr(value)
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
@@ -845,6 +923,9 @@ def _explain_value_error(msg: str, parts: list[Any], found: Any) -> tuple[str, s
             f"endpoints.{m['ep']}.classes",
             "expected a provider on each class or model_selection.candidates when model_selection = false, got neither",
         )
+    m = _AT_PATH_RE.match(msg)
+    if m:  # a model-level check that names the key it is about
+        return m["path"], m["msg"]
     for prefix, key in _MODEL_MESSAGE_KEYS:
         if msg.startswith(prefix):
             path = _join_loc([*parts, key])
