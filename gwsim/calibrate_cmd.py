@@ -52,7 +52,9 @@ def register(cli: click.Group) -> None:
     @click.option("--out", type=click.Path(), default=None, help="Directory for check.json and per-scenario measured/predicted records.")
     @click.option("--background", type=click.Choice(["measured", "profile"]), default="measured", show_default=True,
                   help="Other work on the machine given to the simulator: as sampled during each measurement, or the profile's.")
-    def check(suite_dir, duration, replications, overrides, seed, as_json, out, background) -> int:
+    @click.option("--traffic", type=click.Choice(["measured", "own"]), default="measured", show_default=True,
+                  help="Open-loop traffic of the simulator: the measurement's requests replayed, or its own draws.")
+    def check(suite_dir, duration, replications, overrides, seed, as_json, out, background, traffic) -> int:
         """Measure and predict every scenario of SUITE_DIR; per endpoint: P50/P95/P99 errors, throughput
         and success errors, KS statistic, TOST equivalence at +-10 % (P50, P95). Exit 1 on a miss."""
         from gwsim.calibration.check import check_scenario, format_checks, suite_files
@@ -63,7 +65,7 @@ def register(cli: click.Group) -> None:
         checks = []
         for path in files:
             click.echo(f"checking {path.stem} ...", err=True)
-            c = check_scenario(path, duration_s=duration, replications=replications, overrides=overrides, seed=seed, keep_frames=directory is not None, background=background)
+            c = check_scenario(path, duration_s=duration, replications=replications, overrides=overrides, seed=seed, keep_frames=directory is not None, background=background, traffic=traffic)
             checks.append(c)
             if directory is not None:
                 atomic_write_parquet(directory / f"{path.stem}.measured.parquet", c.measured)

@@ -102,10 +102,13 @@ class Replication:
 
     # ---------------------------------------------------------------- requests
 
-    def _new_context(self) -> RequestContext:
-        ep_name = self.endpoint_names[self.endpoint_choice()]
+    def _new_context(self, replayed: tuple[str, int] | None = None) -> RequestContext:
+        if replayed is None:
+            ep_name = self.endpoint_names[self.endpoint_choice()]
+            k = self.class_choice[ep_name]()
+        else:
+            ep_name, k = replayed
         endpoint = self.scenario.endpoints[ep_name]
-        k = self.class_choice[ep_name]()
         rid = self.next_id
         self.next_id += 1
         ctx = RequestContext(rid, ep_name, endpoint, endpoint.classes[k], k, self.env.now)
@@ -198,6 +201,9 @@ class Replication:
         rng = self.streams["arrivals"]
         end = self.scenario.run.duration
         factor_at = wl.factor_at
+        if wl.replay:
+            yield from self._replay(wl.replay, end)
+            return
         if isinstance(arrivals, BurstArrivals):
             t = 0.0
             while t < end:
@@ -234,6 +240,22 @@ class Replication:
                 return
             yield env.timeout(gap)
             env.process(self._request(self._new_context()))
+
+    def _replay(self, requests, end: float):
+        """Given traffic (a measurement's): each request at its time, to its endpoint and class."""
+        env = self.env
+        classes = {
+            (name, c.name): (name, k) for name, ep in self.scenario.endpoints.items() for k, c in enumerate(ep.classes)
+        }
+        for at, endpoint, class_name in sorted(requests):
+            if at >= end:
+                return
+            replayed = classes.get((endpoint, class_name))
+            if replayed is None:
+                continue  # not this scenario's endpoint or class: nothing to send it to
+            if at > env.now:
+                yield env.timeout(at - env.now)
+            env.process(self._request(self._new_context(replayed)))
 
     def _user(self, think):
         env = self.env

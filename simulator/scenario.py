@@ -211,6 +211,11 @@ class Workload(_Model):
         "request got past the concurrency cap (what the seed tool did).",
     )
     mix: dict[str, float] = Field(description="Endpoint name -> share of requests; shares sum to 1.")
+    replay: tuple[tuple[float, str, str], ...] = Field(
+        default=(),
+        description="Open loop: these requests (arrival time in seconds, endpoint, class) instead of drawing arrivals, "
+        "endpoints and classes; `gwsim calibrate check` replays a measurement's traffic this way.",
+    )
 
     _d = _durations("client_timeout")
 

@@ -270,3 +270,23 @@ def test_machine_model_slows_a_cpu_bound_gateway_as_other_work_grows(tmp_path):
     assert p50[0.0] < p50[1.0] < p50[2.0]
     off = run_scenario(load_scenario(path, ["machine.cores=0"]), replications=1).records
     assert off.loc[off["outcome"] == "ok", "cpu_s"].max() == pytest.approx(0.012)  # no machine: plain delays
+
+
+def test_replayed_traffic_is_the_measurements(tmp_path):
+    from gwsim.calibration.check import replayed
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    sc = load_scenario(_write(tmp_path, "100ms"), ['run.duration="10s"', 'run.warmup="0s"'])
+    measured = pd.DataFrame({
+        "arrived_at": [0.5, 0.1, 3.25, 12.0],  # out of order; the last is past the run
+        "endpoint": ["ep", "ep", "ep", "ep"],
+        "request_class": ["c", "c", "c", "c"],
+    })
+    df = run_scenario(replayed(sc, measured), replications=2).records
+    for _, rep in df.groupby("replication"):
+        assert sorted(rep["arrived_at"].round(9)) == [0.1, 0.5, 3.25]
+    assert set(df["endpoint"]) == {"ep"} and set(df["request_class"]) == {"c"}
+    # service times are still each replication's own draws
+    lat = df.pivot(index="arrived_at", columns="replication", values="latency_s")
+    assert not np.allclose(lat[0], lat[1])

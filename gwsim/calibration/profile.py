@@ -336,7 +336,7 @@ def _null_run(hops: int, duration_s: float, rate: float, redis_url: str) -> Null
         ))
         sampler = CpuSampler().start()
         try:
-            result = measure(str(path), [], duration_s=duration_s, redis_url=redis_url)
+            result = measure(str(path), [], duration_s=duration_s, redis_url=redis_url, startup_s=8.0)
         finally:
             sampler.stop()
     df = result.frame()

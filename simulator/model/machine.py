@@ -86,11 +86,13 @@ class MachineCPU:
         if seconds <= 0:
             return
         job = _Job(seconds, self.env.event(), thread)
-        thread.queue.append(job)
-        if len(thread.queue) == 1:
-            self._advance()
+        if not thread.queue:
+            self._advance()  # at the shares before this job: it may stall others (the GIL)
+            thread.queue.append(job)
             self.running.append(job)
             self._schedule()
+        else:
+            thread.queue.append(job)
         yield job.event
 
     # ------------------------------------------------------------------ fluid scheduling
