@@ -247,7 +247,7 @@ class Replication:
         classes = {
             (name, c.name): (name, k) for name, ep in self.scenario.endpoints.items() for k, c in enumerate(ep.classes)
         }
-        for at, endpoint, class_name in sorted(requests):
+        for at, endpoint, class_name in sorted(requests, key=lambda r: r[0]):  # stable: a burst keeps its order
             if at >= end:
                 return
             replayed = classes.get((endpoint, class_name))

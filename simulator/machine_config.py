@@ -31,6 +31,11 @@ class Machine(BaseModel):
         default=0.0, ge=0, allow_inf_nan=False,
         description="Runnable threads of other work on the machine, on average (they take their share of the cores).",
     )
+    background_trace: tuple[tuple[float, float], ...] = Field(
+        default=(),
+        description="Other work as it varied during a measurement: (run time in seconds, runnable sessions) steps, "
+        "each holding until the next; before the first, `background` (set by `gwsim calibrate check`).",
+    )
     gil: bool = Field(
         default=True,
         description="The gateway's CPU workers are threads of one Python process: they stall while its event loop "

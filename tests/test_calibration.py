@@ -290,3 +290,30 @@ def test_replayed_traffic_is_the_measurements(tmp_path):
     # service times are still each replication's own draws
     lat = df.pivot(index="arrived_at", columns="replication", values="latency_s")
     assert not np.allclose(lat[0], lat[1])
+
+
+def test_background_trace_steps_change_the_shares():
+    import simpy
+
+    from simulator.model.machine import MachineCPU, Thread
+
+    env = simpy.Environment()
+    cpu = MachineCPU(env, 1, 0.0)
+    t = Thread("a")
+    finished = []
+
+    def job():
+        yield from cpu.run(t, 1.0)
+        finished.append(env.now)
+
+    def busy_spell():
+        yield env.timeout(0.5)
+        cpu.set_background(1.0)  # another session takes half the core from 0.5 s
+        yield env.timeout(0.5)
+        cpu.set_background(0.0)
+
+    env.process(job())
+    env.process(busy_spell())
+    env.run()
+    # 0.5 s alone, 0.5 s at half speed (0.25 done), the last 0.25 alone
+    assert finished == [pytest.approx(1.25)]

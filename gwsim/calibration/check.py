@@ -132,7 +132,11 @@ def check_scenario(
     except RuntimeError:
         pass  # too short a run to sample: the profile's figure stays
     if seen is not None and background == "measured" and sim_sc.machine.cores > 0:
+        # the mean over the window, and the steps as sampled: a minute on a shared machine
+        # has quiet and busy spells, and a queue near saturation follows them
+        trace = tuple((round(at - result.t0, 3), float(n)) for at, n in sampler.sessions() if at >= result.t0 - 1.0)
         sim_sc = load_scenario(path, [*common, f"machine.background={seen:.4f}"])
+        sim_sc = sim_sc.model_copy(update={"machine": sim_sc.machine.model_copy(update={"background_trace": trace})})
     if traffic == "measured" and sim_sc.workload.mode == "open" and not measured.empty:
         sim_sc = replayed(sim_sc, measured)
     t = time.perf_counter()
@@ -155,7 +159,7 @@ def check_scenario(
 
 def replayed(scenario, measured: pd.DataFrame):
     """``scenario`` with the measured requests as its open-loop traffic (``workload.replay``)."""
-    sent = measured.sort_values("arrived_at", kind="stable")
+    sent = measured.sort_values(["arrived_at", "id"] if "id" in measured.columns else ["arrived_at"], kind="stable")
     requests = tuple(
         (float(at), str(ep), str(cls))
         for at, ep, cls in zip(sent["arrived_at"], sent["endpoint"], sent["request_class"])

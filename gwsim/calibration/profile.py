@@ -302,6 +302,10 @@ class CpuSampler:
             out["sessions"] = float(np.mean(sessions))
         return out
 
+    def sessions(self) -> list[tuple[float, int]]:
+        """(monotonic time, other runnable sessions) of every sample."""
+        return [(s[0], s[4]) for s in self.samples if s[4] is not None]
+
     def background(self, start: float, end: float) -> float:
         """Other work on the machine over [start, end]: sessions with a runnable thread that are
         not the real engine's or this process's, on average."""

@@ -153,6 +153,12 @@ class MachineCPU:
             job.event.succeed()
         self._schedule()
 
+    def set_background(self, background: float) -> None:
+        """Other work changes now: the running jobs keep what they did at the old shares."""
+        self._advance()
+        self.background = background
+        self._schedule()
+
     def __repr__(self) -> str:
         return f"<MachineCPU cores={self.cores} background={self.background:g} running={len(self.running)}>"
 
@@ -178,6 +184,14 @@ class MachineModel:
         self.upstream_cpu = Sampler(cfg.upstream_cpu, rng)
         self.request_latency = Sampler(cfg.request_latency, rng)
         self.hop_latency = Sampler(cfg.hop_latency, rng)
+        if self.cpu is not None and cfg.background_trace:
+            env.process(self._follow_background(cfg.background_trace))
+
+    def _follow_background(self, trace):
+        for at, background in sorted(trace):
+            if at > self.env.now:
+                yield self.env.timeout(at - self.env.now)
+            self.cpu.set_background(background)
 
     def worker(self, index: int) -> Thread:
         """A gateway CPU worker thread (stalls while the event loop holds the GIL)."""
