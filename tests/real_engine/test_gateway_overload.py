@@ -139,8 +139,10 @@ def test_twice_capacity_for_60s_then_recovery(tmp_path):
     capacity = _capacity(tmp_path)
     # the upstream sets it, not the machine (a loaded box serves a little less)
     assert 0.5 * THEORETICAL_CAPACITY <= capacity <= 1.1 * THEORETICAL_CAPACITY, capacity
-    offered = 2 * capacity
-    path = _write(tmp_path, "overload", capacity)
+    # twice what the upstream allows: a capacity measured while other work shares the cores
+    # can come out low, and twice that would not be an overload once the cores are free again
+    offered = 2 * THEORETICAL_CAPACITY
+    path = _write(tmp_path, "overload", THEORETICAL_CAPACITY)
     workdir = tmp_path / "overload-run"
     watch = GatewayWatch(workdir / "gateway.json")
     watch.start()
@@ -177,7 +179,7 @@ def test_twice_capacity_for_60s_then_recovery(tmp_path):
 
     print(
         f"\noverload: capacity {capacity:.1f} req/s (theory {THEORETICAL_CAPACITY:.0f}, max_in_flight {MAX_IN_FLIGHT}); "
-        f"offered {offered:.1f} req/s for {OVERLOAD_S:.0f} s, {0.5 * capacity:.1f} req/s before and after\n"
+        f"offered {offered:.1f} req/s for {OVERLOAD_S:.0f} s, {0.5 * THEORETICAL_CAPACITY:.1f} req/s before and after\n"
         f"  served during overload {served:.1f} req/s, refused {refused_share:.1%} (simulator {sim_refused:.1%})\n"
         f"  gateway RSS start {start_rss:.1f} MB, peak {peak_rss:.1f} MB (bound {RSS_BOUND_MB:.0f} MB, "
         f"growth bound {RSS_GROWTH_MB:.0f} MB); alive in {sum(a for *_, a in during)}/{len(during)} samples, "
@@ -208,7 +210,7 @@ def test_twice_capacity_for_60s_then_recovery(tmp_path):
     assert gw["outcomes"] == {k: v for k, v in {"ok": acc["ok"], "rejected": len(rejected)}.items() if v}
     assert gw["admission"]["rejections"] == len(rejected) and gw["admission"]["peak"] <= MAX_IN_FLIGHT
     # the overload was one: about half refused, the rest served at about capacity
-    assert 0.25 <= refused_share <= 0.75, refused_share
+    assert 0.25 <= refused_share <= 0.8, refused_share
     assert served >= 0.7 * capacity, (served, capacity)
     # before and after it, nothing refused
     assert not any(r.outcome == "rejected" for r in recs if r.arrived_at < o_start or r.arrived_at >= o_end + 2)
