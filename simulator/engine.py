@@ -9,6 +9,7 @@ see the same traffic (common random numbers).
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import signal
@@ -42,9 +43,10 @@ class ReplicationResult:
 
 
 class _Choice:
-    """Weighted choice by block-drawn uniforms (endpoint mix, payload class)."""
+    """Weighted choice by block-drawn uniforms (endpoint mix, payload class); a choice of
+    one draws nothing."""
 
-    __slots__ = ("_cum", "_rng", "_buf", "_i")
+    __slots__ = ("_cum", "_rng", "_buf", "_i", "single")
 
     def __init__(self, weights: list[float], rng: np.random.Generator) -> None:
         w = np.asarray(weights, dtype=float)
@@ -53,8 +55,11 @@ class _Choice:
         self._rng = rng
         self._buf: list[float] = []
         self._i = 0
+        self.single = len(self._cum) == 1
 
     def __call__(self) -> int:
+        if self.single:
+            return 0
         i = self._i
         if i >= len(self._buf):
             self._buf = self._rng.random(4096).tolist()
@@ -139,30 +144,36 @@ class Replication:
             start = ctx.started_at if self.latency_from_sent else arrived
             sketch.add(batch, ctx.outcome, ctx.finished_at - start)
 
-    def _request(self, ctx: RequestContext):
-        env = self.env
-        if self.cap is None:
-            yield from self.gateway.handle(ctx)
-            ctx.finished_at = env.now
-            self._finish(ctx)
-            return
+    def _send(self, ctx: RequestContext, done=None) -> None:
+        """The client sends ``ctx`` now, or when the concurrency cap frees a slot; ``done(ctx)``
+        (default ``_answered``) when the gateway's reply is out."""
         cap = self.cap
-        waiting = cap.acquire()
-        if waiting is not None:
-            yield waiting
-        ctx.started_at = env.now
-        ctx.client_wait_s = env.now - ctx.arrived_at
-        if self.client_timeout is not None:
-            # the client's timer: one FIFO for all (see _client_deadlines), not a process,
-            # a timeout and a condition per request
-            self._deadlines.append((env.now + self.client_timeout, ctx))
-            if not self._deadline_wake.triggered:
-                self._deadline_wake.succeed()
-        yield from self.gateway.handle(ctx)
+        if cap is not None:
+            waiting = cap.acquire()
+            if waiting is not None:
+                waiting.callbacks.append(lambda _: self._sent(ctx, done))
+                return
+        self._sent(ctx, done)
+
+    def _sent(self, ctx: RequestContext, done) -> None:
+        if self.cap is not None:
+            now = self.env.now
+            ctx.started_at = now
+            ctx.client_wait_s = now - ctx.arrived_at
+            if self.client_timeout is not None:
+                # the client's timer: one FIFO for all (see _client_deadlines), not a process,
+                # a timeout and a condition per request
+                self._deadlines.append((now + self.client_timeout, ctx))
+                if not self._deadline_wake.triggered:
+                    self._deadline_wake.succeed()
+        self.gateway.start(ctx, done or self._answered)
+
+    def _answered(self, ctx: RequestContext) -> None:
         if ctx.id not in self.in_flight:
             return  # the client gave up meanwhile (recorded then); the gateway went on working
-        ctx.finished_at = env.now
-        cap.release()
+        ctx.finished_at = self.env.now
+        if self.cap is not None:
+            self.cap.release()
         self._finish(ctx)
 
     def _client_deadlines(self):
@@ -209,7 +220,7 @@ class Replication:
             while t < end:
                 size = int(round(arrivals.size * factor_at(t)))
                 for _ in range(size):
-                    env.process(self._request(self._new_context()))
+                    self._send(self._new_context())
                 t += arrivals.every
                 yield env.timeout(arrivals.every)
             return
@@ -218,9 +229,9 @@ class Replication:
         base = arrivals.rate
         gaps = rng.exponential(1.0, 8192).tolist() if poisson else None
         gi = 0
+        profiled = bool(wl.rate_profile)
         while True:
-            factor = factor_at(env.now)
-            rate = base * factor
+            rate = base * factor_at(env.now) if profiled else base
             if rate <= 0:
                 # idle until the next profile point
                 later = [p.at for p in wl.rate_profile if p.at > env.now]
@@ -239,7 +250,7 @@ class Replication:
             if env.now + gap >= end:
                 return
             yield env.timeout(gap)
-            env.process(self._request(self._new_context()))
+            self._send(self._new_context())
 
     def _replay(self, requests, end: float):
         """Given traffic (a measurement's): each request at its time, to its endpoint and class."""
@@ -265,7 +276,9 @@ class Replication:
                 yield env.timeout(think())
                 if env.now >= end:
                     return
-            yield from self._request(self._new_context())
+            reply = env.event()
+            self._send(self._new_context(), lambda ctx, reply=reply: (self._answered(ctx), reply.succeed()))
+            yield reply
 
     def _closed_loop(self):
         from simulator.distributions import Sampler
@@ -286,7 +299,7 @@ class Replication:
             self.gauges.append(
                 (
                     self.replication, env.now, len(self.in_flight), gw.in_system, breaker, gw.ai_pool.in_use,
-                    len(gw.ai.queue), gw.cpu.queued, sum(p.in_flight for p in gw.providers.values()),
+                    len(gw.ai.queue), gw.cpu.queued(env.now), sum(p.in_flight for p in gw.providers.values()),
                     gw.semantic_entries,
                 )
             )
@@ -306,7 +319,17 @@ class Replication:
         horizon = run.duration + run.drain
         if self.cap is not None and self.client_timeout is not None:
             env.process(self._client_deadlines())
-        env.run(until=horizon)
+        # The run allocates millions of short-lived objects, so the collector runs often; a full
+        # collection would walk every object the process holds (pandas, pydantic, a notebook's
+        # data) rather than the run's own.  Those are set aside for the run's duration.
+        freeze = gc.get_freeze_count() == 0
+        if freeze:
+            gc.freeze()
+        try:
+            env.run(until=horizon)
+        finally:
+            if freeze:
+                gc.unfreeze()
         for ctx in list(self.in_flight.values()):
             timeout = self.client_timeout
             if timeout is not None and ctx.started_at + timeout <= horizon:

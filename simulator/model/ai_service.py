@@ -15,6 +15,7 @@ import simpy
 
 from simulator.distributions import Sampler
 from simulator.model.context import Failure
+from simulator.model.slots import Slots
 from simulator.policies.batching import BatchPolicy
 from simulator.scenario import AIService, active_fault
 
@@ -37,7 +38,7 @@ class SimAIService:
         self.rng = rng
         self.policy = BatchPolicy(cfg.max_batch_size, cfg.batch_timeout)
         self.queue: deque[_Item] = deque()
-        self.collector = simpy.Resource(env, capacity=1)
+        self.collector = Slots(env, 1)  # one worker collects a batch at a time
         self.base = Sampler(cfg.batch_base, rng)
         self.per_item = Sampler(cfg.per_item, rng)
         self._extra = {key: Sampler(dist, rng) for key, dist in classes_extra.items()}
@@ -74,26 +75,35 @@ class SimAIService:
             self._arrival = self.env.event()
         return self._arrival
 
+    def _poke(self, _timer: simpy.Event) -> None:
+        """The collecting worker's batch timeout: wake it as an arrival would.  A timer that
+        outlived its batch wakes the next wait early; the worker just decides again."""
+        if not self._arrival.triggered:
+            self._arrival.succeed()
+
     def _worker(self):
         env = self.env
         policy = self.policy
         queue = self.queue
+        collector = self.collector
         while True:
-            with self.collector.request() as turn:
+            turn = collector.acquire()
+            if turn is not None:
                 yield turn
-                while not queue:
-                    yield self._next_arrival()
-                collecting_since = env.now
-                while True:
-                    decision = policy.decide(len(queue), collecting_since, env.now)
-                    if decision.take:
-                        break
-                    arrival = self._next_arrival()
-                    if decision.wake_at is None:
-                        yield arrival
-                    else:
-                        yield arrival | env.timeout(decision.wake_at - env.now)
-                batch = [queue.popleft() for _ in range(decision.take)]
+            while not queue:
+                yield self._next_arrival()
+            collecting_since = env.now
+            while True:
+                decision = policy.decide(len(queue), collecting_since, env.now)
+                if decision.take:
+                    break
+                arrival = self._next_arrival()
+                if decision.wake_at is not None:
+                    # not `arrival | timeout`: no condition event per wait
+                    env.timeout(decision.wake_at - env.now).callbacks.append(self._poke)
+                yield arrival
+            batch = [queue.popleft() for _ in range(decision.take)]
+            collector.release()
             self.busy_workers += 1
             self.batches += 1
             self.batch_sizes.append(len(batch))

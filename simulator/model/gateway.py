@@ -24,6 +24,7 @@ from simulator.model.ai_service import SimAIService
 from simulator.model.context import Failure, RequestContext
 from simulator.model.cpu import GatewayCPU
 from simulator.model.deadlines import Deadlines
+from simulator.model.flow import Flow
 from simulator.model.http_pool import SimHttpPool
 from simulator.model.machine import MachineModel
 from simulator.model.provider import SimProvider
@@ -106,8 +107,12 @@ class SimGateway:
         self.ai = SimAIService(env, scenario.ai_service, streams["ai_service"], extra)
         self.ai_rtt = Sampler(scenario.ai_service.network_rtt, streams["network"])
         self.ai_pool = SimHttpPool(env, ms.ai_client.pool, streams["pool"])
+        fb = scenario.fallback
+        # a call can be walked away from part way: a concurrency limit must then hand its slot back
+        abandonable = fb.attempt_timeout is not None or (fb.mode in ("race", "hedge") and fb.cancel_losers)
         self.providers = {
-            name: SimProvider(env, name, cfg, streams[f"provider:{name}"], tokens) for name, cfg in scenario.providers.items()
+            name: SimProvider(env, name, cfg, streams[f"provider:{name}"], tokens, abandonable)
+            for name, cfg in scenario.providers.items()
         }
         self.provider_pools = {name: SimHttpPool(env, cfg.pool, streams["pool"]) for name, cfg in scenario.providers.items()}
         self.breaker = make_breaker(ms.ai_client.breaker) if ms.ai_client.breaker is not None else None
@@ -125,18 +130,70 @@ class SimGateway:
         self.in_system = 0
         self.admission = InFlightLimit(gw.max_in_flight)
         self.deadlines = Deadlines(env)
+        self.body_limit = gw.body_limit_bytes
+        self._selections: dict[tuple[str, int], tuple[str, tuple[str, ...]]] = {}
+        #: (endpoint, class index) -> handled by the direct flow (see ``_direct``)
+        self._direct_classes = {
+            (ep_name, i)
+            for ep_name, ep in scenario.endpoints.items()
+            for i, klass in enumerate(ep.classes)
+            if self._is_direct(ep, klass, i)
+        }
 
     # ------------------------------------------------------------------ helpers
 
-    def _cpu(self, ctx: RequestContext, seconds: float):
-        # the CPU's own generator (or nothing), not one wrapped in another: one frame less
-        # on every resume of a request's chain
-        return self.cpu.work(ctx, seconds) if seconds > 0 else ()
+    def _cpu_delay(self, ctx: RequestContext, seconds: float, then: float = 0.0) -> float:
+        """On dedicated cores (``cpu.booked``): seconds from now until a CPU slice of ``seconds``
+        (after any queue for a core) and ``then`` seconds of pure delay after it are over.  One
+        timeout covers both, since nothing can observe the instant between them."""
+        if seconds > 0:
+            now = self.env.now
+            return self.cpu.run(ctx, now, seconds) - now + then
+        return then
 
-    def _ranked(self, ctx: RequestContext) -> tuple[str, list[str]]:
+    def _cpu(self, ctx: RequestContext, seconds: float, then: float = 0.0):
+        """Generator: a CPU slice of ``seconds``, then ``then`` seconds of pure delay."""
+        if self.cpu.booked is not None:
+            wait = self._cpu_delay(ctx, seconds, then)
+            if wait > 0:
+                yield self.env.timeout(wait)
+            return
+        yield from self.cpu.work(ctx, seconds)
+        if then > 0:
+            yield self.env.timeout(then)
+
+    def _ranked(self, ctx: RequestContext) -> tuple[str, tuple[str, ...]]:
         """The AI service's answer: primary then alternatives (deterministic per class)."""
-        ranked = ranked_selection(self.provider_order, ctx.class_index, ctx.klass.provider)
-        return ranked[0], ranked[1:]
+        key = (ctx.endpoint, ctx.class_index)
+        selection = self._selections.get(key)
+        if selection is None:
+            ranked = ranked_selection(self.provider_order, ctx.class_index, ctx.klass.provider)
+            selection = self._selections[key] = (ranked[0], tuple(ranked[1:]))
+        return selection
+
+    def _middleware(self, ctx: RequestContext) -> Failure | None:
+        """The rate limiter and the body limit, after the request's parse."""
+        if self.limiter is not None:
+            key = self.limiter_keys[ctx.id % len(self.limiter_keys)]
+            if not self.limiter.allow(key, self.env.now):
+                return Failure("rate_limited", 429)
+        limit = self.body_limit
+        if limit is not None and ctx.klass.request_bytes > limit:
+            return Failure("too_large", 413)
+        return None
+
+    # ------------------------------------------------------------------ entry
+
+    def start(self, ctx: RequestContext, done) -> None:
+        """Handle ``ctx`` from now on; ``done(ctx)`` once the reply is out (outcome and status set)."""
+        if (ctx.endpoint, ctx.class_index) in self._direct_classes:
+            self._direct(ctx, done)
+        else:
+            Flow(self._handle_then(ctx, done))
+
+    def _handle_then(self, ctx: RequestContext, done):
+        yield from self.handle(ctx)
+        done(ctx)
 
     # ------------------------------------------------------------------ entry
 
@@ -152,13 +209,9 @@ class SimGateway:
         self.in_system += 1
         try:
             yield from self._cpu(ctx, self.cpu_request())
-            if self.limiter is not None:
-                key = self.limiter_keys[ctx.id % len(self.limiter_keys)]
-                if not self.limiter.allow(key, env.now):
-                    raise Failure("rate_limited", 429)
-            limit = self.scenario.gateway.body_limit_bytes
-            if limit is not None and ctx.klass.request_bytes > limit:
-                raise Failure("too_large", 413)
+            refused = self._middleware(ctx)
+            if refused is not None:
+                raise refused
             if ctx.endpoint_cfg.kind == "select_model":
                 yield from self.select(ctx)
             else:
@@ -187,8 +240,10 @@ class SimGateway:
             begun = env.now
             coin = self.cache_coin()
             similar_coin = self.cache_coin()
-            result = yield from self.redis.operation(1)
-            hit = counts_as_hit(result.ok, coin < ctx.klass.semantic_cache_hit)
+            wait, ok = self.redis.operation(1)
+            if wait > 0:
+                yield env.timeout(wait)
+            hit = counts_as_hit(ok, coin < ctx.klass.semantic_cache_hit)
             ctx.new_prompt = not hit and coin >= ctx.klass.semantic_cache_hit
             embedded = 0.0
             if not hit and sc.scan_on_miss:
@@ -198,8 +253,10 @@ class SimGateway:
                     similar = similar_coin < similarity_hit_probability(ctx.klass.similarity_hit, sc.similarity_hit)
                     found_at = ctx.klass.similar_entry_at if similar else 1.0
                     trips = scan_round_trips(self.semantic_entries, sc.scan_batch, found_at)
-                    scan = yield from self.redis.operation(trips)
-                    hit = counts_as_hit(scan.ok, similar)
+                    wait, ok = self.redis.operation(trips)
+                    if wait > 0:
+                        yield env.timeout(wait)
+                    hit = counts_as_hit(ok, similar)
                 # a failed embedding call skips the scan: the lookup is a miss
             ctx.cache_s += env.now - begun - embedded
             if hit:
@@ -215,7 +272,7 @@ class SimGateway:
         if choice is None:
             raise failure
         ctx.selection_fallback = True
-        return choice.provider, list(choice.alternatives)
+        return choice.provider, tuple(choice.alternatives)
 
     def _ask_ai_service(self, ctx: RequestContext):
         env = self.env
@@ -258,12 +315,21 @@ class SimGateway:
         ctx.ai_connect_s += lease.connect_s
         reusable = False
         try:
-            yield from self._cpu(ctx, self.cpu_hop())
-            machine = self.machine
-            if machine is not None:
-                yield from machine.hop_start()
-            done = self.ai.submit(ctx, (ctx.endpoint, ctx.klass.name))
+            # encode the call, then the network round trip (counted on the way in)
             rtt = self.ai_rtt()
+            machine = self.machine
+            if machine is None:
+                wait = self._cpu_delay(ctx, self.cpu_hop(), rtt)  # one timeout for both
+            else:
+                yield from self._cpu(ctx, self.cpu_hop())
+                yield from machine.hop_start()
+                wait = rtt
+            if wait > 0:
+                if deadline is not None and env.now + wait > deadline:
+                    yield env.timeout(max(deadline - env.now, 0.0))
+                    raise Failure("timeout", 504)
+                yield env.timeout(wait)
+            done = self.ai.submit(ctx, (ctx.endpoint, ctx.klass.name))
             if deadline is None:
                 result = yield done
             else:
@@ -274,11 +340,6 @@ class SimGateway:
                 result = yield done
             if machine is not None:
                 yield from machine.hop_end()
-            if rtt > 0:
-                if deadline is not None and env.now + rtt > deadline:
-                    yield env.timeout(max(deadline - env.now, 0.0))
-                    raise Failure("timeout", 504)
-                yield env.timeout(rtt)
             if result is not None:
                 reusable = result.kind not in ("reset",)
                 raise result
@@ -293,10 +354,15 @@ class SimGateway:
         env = self.env
         sc = self.scenario.model_selection.semantic_cache
         embedded = self.embedding()
-        yield from self._cpu(ctx, self.cpu_hop())
+        hop = self.cpu_hop()
+        if self.cpu.booked is not None:
+            at = env.now + self._cpu_delay(ctx, hop)  # the call goes out; slept through with it below
+        else:
+            yield from self._cpu(ctx, hop)
+            at = env.now
         ok = True
         if sc.embedding_faults:
-            fault = active_fault(sc.embedding_faults, env.now)
+            fault = active_fault(sc.embedding_faults, at)
             if fault is not None:
                 if fault.kind == "outage":
                     embedded, ok = 0.0, False
@@ -313,8 +379,9 @@ class SimGateway:
             embedded, ok = timeout, False
         if embedded == math.inf:
             yield env.event()  # never answered, never given up on: the request stays here
-        if embedded > 0:
-            yield env.timeout(embedded)
+        wait = at - env.now + embedded
+        if wait > 0:
+            yield env.timeout(wait)
         return embedded, ok
 
     def _store_selection(self, ctx: RequestContext):
@@ -322,8 +389,10 @@ class SimGateway:
         sc = self.scenario.model_selection.semantic_cache
         begun = env.now
         yield from self._embed(ctx)  # without a vector the selection is stored all the same
-        result = yield from self.redis.operation(1)
-        if result.ok:
+        wait, ok = self.redis.operation(1)
+        if wait > 0:
+            yield env.timeout(wait)
+        if ok:
             key = (ctx.endpoint, ctx.klass.name) if not ctx.new_prompt else ctx.id
             new_key = key not in self.stored_keys if not ctx.new_prompt else True
             if not ctx.new_prompt:
@@ -337,24 +406,29 @@ class SimGateway:
         env = self.env
         scenario = self.scenario
         primary, alternatives = yield from self.select(ctx)
-        yield from self._build_client(ctx, primary)
+        build = self._client_cpu(primary)
         pc = scenario.prompt_cache
         opted = pc.enabled and ctx.klass.prompt_cache_opt_in
         if opted:
+            yield from self._cpu(ctx, build)
+            build = 0.0
             begun = env.now
             coin = self.cache_coin()
-            result = yield from self.redis.operation(1, pc.op_timeout)
+            wait, ok = self.redis.operation(1, pc.op_timeout)
+            if wait > 0:
+                yield env.timeout(wait)
             ctx.prompt_cache_s += env.now - begun
-            if counts_as_hit(result.ok, coin < ctx.klass.prompt_cache_hit):
+            if counts_as_hit(ok, coin < ctx.klass.prompt_cache_hit):
                 ctx.prompt_cache_hit = True
                 ctx.provider = primary
                 return
         candidates = [primary] + [p for p in alternatives if p != primary]
-        yield from self._call_with_fallback(ctx, candidates)
+        yield from self._call_with_fallback(ctx, candidates, build)
         if opted:
-            begun = env.now
-            yield from self.redis.operation(1, pc.op_timeout)
-            ctx.prompt_cache_s += env.now - begun
+            wait, _ = self.redis.operation(1, pc.op_timeout)
+            if wait > 0:
+                yield env.timeout(wait)
+            ctx.prompt_cache_s += wait
         sc = scenario.model_selection.semantic_cache
         if (
             ctx.endpoint_cfg.model_selection
@@ -363,36 +437,38 @@ class SimGateway:
         ):
             yield from self._store_selection(ctx)
 
-    def _build_client(self, ctx: RequestContext, provider: str):
+    def _client_cpu(self, provider: str) -> float:
+        """CPU seconds to build the provider's SDK client (none once built when clients are pooled)."""
         pooled = self.scenario.gateway.provider_client.pooled
         if pooled and provider in self.clients_built:
-            return
-        cost = self.client_build()
+            return 0.0
         if pooled:
             self.clients_built.add(provider)
-        yield from self._cpu(ctx, cost)
+        return self.client_build()
 
-    def _call_with_fallback(self, ctx: RequestContext, candidates: list[str]):
+    def _call_with_fallback(self, ctx: RequestContext, candidates: list[str], build: float):
+        """``build``: the first attempt's client-building CPU, one slice with its encoding."""
         fb = self.scenario.fallback
         plan = FallbackPlan(fb.mode, candidates, fb.max_attempts, fb.race_width, fb.hedge_delay, fb.trigger_on)
         if fb.mode in ("none", "sequential"):
-            yield from self._sequential(ctx, plan)
+            yield from self._sequential(ctx, plan, build)
         else:
+            yield from self._cpu(ctx, build)
             yield from self._concurrent(ctx, plan)
 
-    def _sequential(self, ctx: RequestContext, plan: FallbackPlan):
+    def _sequential(self, ctx: RequestContext, plan: FallbackPlan, build: float):
         env = self.env
         timeout = self.scenario.fallback.attempt_timeout
         to_start = plan.start(env.now)
         last: Failure | None = None
         while to_start:
             provider = to_start[0]
+            cpu = build
             if ctx.attempts > 0:
                 ctx.fallback_used = True
-                yield from self._cpu(ctx, self.race_setup())
-                yield from self._build_client(ctx, provider)
+                cpu = self.race_setup() + self._client_cpu(provider)
             ctx.attempts += 1
-            failure = yield from self._provider_attempt(ctx, provider, timeout)
+            failure = yield from self._provider_attempt(ctx, provider, timeout, cpu=cpu)
             if failure is None:
                 plan.on_success(provider, env.now)
                 ctx.provider = provider
@@ -446,8 +522,11 @@ class SimGateway:
                 launch(plan.on_failure(provider, failure.kind, env.now))
         raise last if last is not None else Failure("timeout", 504)
 
-    def _provider_attempt(self, ctx: RequestContext, provider: str, timeout: float | None, interruptible: bool = False):
-        """Generator returning None on success or the Failure; never raises a Failure."""
+    def _provider_attempt(
+        self, ctx: RequestContext, provider: str, timeout: float | None, interruptible: bool = False, cpu: float = 0.0
+    ):
+        """Generator returning None on success or the Failure; never raises a Failure.
+        ``cpu``: the gateway's own CPU seconds before it (building the client), one slice with the encoding."""
         env = self.env
         breaker = self.provider_breakers.get(provider)
         permit = None
@@ -464,19 +543,35 @@ class SimGateway:
             lease = yield from pool.acquire(deadline)
             ctx.provider_pool_wait_s += lease.wait_s
             ctx.provider_connect_s += lease.connect_s
-            yield from self._cpu(ctx, self.cpu_hop())
             station = self.providers[provider]
+            key = (ctx.endpoint, ctx.klass.name)
             machine = self.machine
-            if machine is not None:
+            lead = 0.0  # CPU still to run before the call goes out, slept through with the call
+            if machine is None:
+                lead = self._cpu_delay(ctx, cpu + self.cpu_hop())
+            else:
+                yield from self._cpu(ctx, cpu + self.cpu_hop())
                 yield from machine.hop_start()
             replied: Failure | None = None  # an error reply travels back like a success
-            if deadline is None:
+            if deadline is None and station.slots is None and not interruptible:
+                # nothing can walk away from this call: placed and answered without a generator
+                if lead > 0 and station.servers is not None:
+                    yield env.timeout(lead)  # it joins the provider's line at its own instant
+                    lead = 0.0
+                start, end, replied = station.call_at(ctx, key, env.now + lead)
+                if end == math.inf:
+                    yield env.event()  # never answered
+                yield env.timeout(end - env.now)
+                station.answered(ctx, start, end)
+            elif deadline is None:
                 try:
-                    yield from station.call(ctx, (ctx.endpoint, ctx.klass.name))
+                    yield from station.call(ctx, key, lead)
                 except Failure as failure:
                     replied = failure
             else:
-                call = env.process(station.guarded_call(ctx, (ctx.endpoint, ctx.klass.name)))
+                if lead > 0:
+                    yield env.timeout(lead)
+                call = env.process(station.guarded_call(ctx, key))
                 remaining = deadline - env.now
                 fired = yield call | env.timeout(max(remaining, 0.0))
                 if call not in fired:
@@ -506,6 +601,86 @@ class SimGateway:
         if permit is not None:
             breaker.record(permit, env.now, True, env.now - begun)
         return None
+
+    # ------------------------------------------------------------------ direct flow
+    #
+    # A request whose whole handling is admission, the parse, instant decisions and at most
+    # one provider call that nothing can abandon (no model selection, prompt cache, fallback,
+    # deadline or breaker; a connection pool nobody waits at; dedicated cores) needs no thread
+    # of control: it runs as callbacks on one or two timeouts, with the same accounting as
+    # ``handle``.  An M/M/c queue in front of a provider is such a request.
+
+    def _is_direct(self, endpoint, klass, class_index: int) -> bool:
+        scenario = self.scenario
+        if endpoint.model_selection or self.machine is not None:
+            return False
+        if endpoint.kind == "select_model":
+            return True  # the parse, the middleware, the static ranking
+        if scenario.prompt_cache.enabled and klass.prompt_cache_opt_in:
+            return False
+        fb = scenario.fallback
+        one_attempt = fb.mode == "none" or (fb.mode == "sequential" and fb.max_attempts == 1)
+        if not one_attempt or fb.attempt_timeout is not None:
+            return False
+        primary = ranked_selection(self.provider_order, class_index, klass.provider)[0]
+        return (
+            primary not in self.provider_breakers
+            and self.providers[primary].slots is None
+            and self.provider_pools[primary].instant
+        )
+
+    def _direct(self, ctx: RequestContext, done) -> None:
+        if not self.admission.enter():
+            ctx.outcome, ctx.status = failure_outcome("rejected")
+            done(ctx)
+            return
+        self.in_system += 1
+        wait = self._cpu_delay(ctx, self.cpu_request())
+        if wait > 0:
+            self.env.timeout(wait).callbacks.append(lambda _: self._direct_parsed(ctx, done))
+        else:
+            self._direct_parsed(ctx, done)
+
+    def _direct_parsed(self, ctx: RequestContext, done) -> None:
+        failure = self._middleware(ctx)
+        if failure is not None or ctx.endpoint_cfg.kind == "select_model":
+            self._direct_reply(ctx, done, failure)
+            return
+        primary = self._ranked(ctx)[0]
+        ctx.attempts += 1
+        lease = self.provider_pools[primary].take()
+        wait = self._cpu_delay(ctx, self._client_cpu(primary) + self.cpu_hop())
+        at = self.env.now + wait
+        if wait > 0 and self.providers[primary].servers is not None:
+            # the call joins the provider's line at its own instant
+            self.env.timeout(wait).callbacks.append(lambda _: self._direct_call(ctx, done, primary, lease, at))
+        else:
+            self._direct_call(ctx, done, primary, lease, at)
+
+    def _direct_call(self, ctx: RequestContext, done, name: str, lease, at: float) -> None:
+        provider = self.providers[name]
+        start, end, failure = provider.call_at(ctx, (ctx.endpoint, ctx.klass.name), at)
+        if end == math.inf:
+            return  # never answered, and nothing here walks away: in flight to the end
+
+        def answered(_) -> None:
+            provider.answered(ctx, start, end)
+            self.provider_pools[name].release(lease, failure is None or failure.kind not in ("reset", "timeout", "connect"))
+            if failure is None:
+                ctx.provider = name
+            self._direct_reply(ctx, done, failure)
+
+        self.env.timeout(end - self.env.now).callbacks.append(answered)
+
+    def _direct_reply(self, ctx: RequestContext, done, failure: Failure | None) -> None:
+        if failure is None:
+            ctx.outcome = "ok"
+            ctx.status = 200
+        else:
+            ctx.outcome, ctx.status = failure_outcome(failure.kind)
+        self.in_system -= 1
+        self.admission.leave()
+        done(ctx)
 
     def __repr__(self) -> str:
         return f"<SimGateway in_system={self.in_system} cpu={self.cpu!r} ai={self.ai!r}>"

@@ -24,8 +24,12 @@ class Lease:
         self.connect_s = connect_s
 
 
+#: the lease of an ``instant`` pool
+_UNTRACKED = Lease(-1, 0.0, 0.0)
+
+
 class SimHttpPool:
-    __slots__ = ("env", "cfg", "policy", "dial", "tls", "_waiters")
+    __slots__ = ("env", "cfg", "policy", "dial", "tls", "_waiters", "instant")
 
     def __init__(self, env: simpy.Environment, cfg: ConnectionPool, rng) -> None:
         self.env = env
@@ -34,6 +38,13 @@ class SimHttpPool:
         self.dial = Sampler(cfg.dial_time, rng)
         self.tls = Sampler(cfg.tls_handshake_time, rng)
         self._waiters: dict[int, simpy.Event] = {}
+        #: No cap on connections and a new one costs no time: nobody ever waits here and no
+        #: timing depends on which connection a call gets, so connections are not tracked.
+        self.instant = not cfg.max_conns_per_host and self.dial.constant == 0 and self.tls.constant == 0
+
+    def take(self) -> Lease:
+        """``acquire`` for an ``instant`` pool."""
+        return _UNTRACKED
 
     def _connect_time(self) -> float:
         return self.dial() + self.tls()
@@ -43,6 +54,8 @@ class SimHttpPool:
 
         With a ``deadline`` the wait and the dial are bounded: past it, ``Failure('timeout')``.
         """
+        if self.instant:
+            return _UNTRACKED
         env = self.env
         start = env.now
         decision = self.policy.acquire(start)
@@ -97,6 +110,8 @@ class SimHttpPool:
                 event.succeed(True)
 
     def release(self, lease: Lease, reusable: bool = True) -> None:
+        if lease is _UNTRACKED:
+            return
         outcome = self.policy.release(lease.conn_id, self.env.now, reusable)
         if outcome.kind == "handoff" and outcome.waiter is not None:
             event = self._waiters.pop(outcome.waiter, None)
@@ -109,6 +124,7 @@ class SimHttpPool:
 
     @property
     def in_use(self) -> int:
+        """Connections in use (0 for an ``instant`` pool, which does not track them)."""
         return self.policy.active
 
     def __repr__(self) -> str:
