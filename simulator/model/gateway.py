@@ -152,12 +152,15 @@ class SimGateway:
         return then
 
     def _cpu(self, ctx: RequestContext, seconds: float, then: float = 0.0):
-        """Generator: a CPU slice of ``seconds``, then ``then`` seconds of pure delay."""
+        """For ``yield from``: a CPU slice of ``seconds``, then ``then`` seconds of pure delay.
+        On dedicated cores that is at most one timeout, handed over in a tuple rather than a
+        generator wrapped around it (no frame on the request's chain)."""
         if self.cpu.booked is not None:
             wait = self._cpu_delay(ctx, seconds, then)
-            if wait > 0:
-                yield self.env.timeout(wait)
-            return
+            return (self.env.timeout(wait),) if wait > 0 else ()
+        return self._machine_cpu(ctx, seconds, then)
+
+    def _machine_cpu(self, ctx: RequestContext, seconds: float, then: float):
         yield from self.cpu.work(ctx, seconds)
         if then > 0:
             yield self.env.timeout(then)
