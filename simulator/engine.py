@@ -25,6 +25,7 @@ import simpy
 from simulator.errors import PartialResults
 from simulator.histograms import BATCHES, LatencySketch
 from simulator.model.context import RequestContext
+from simulator.model.flow import Flow
 from simulator.model.gateway import SimGateway
 from simulator.model.slots import Slots
 from simulator.records import RECORD_FIELDS
@@ -299,7 +300,7 @@ class Replication:
             self.gauges.append(
                 (
                     self.replication, env.now, len(self.in_flight), gw.in_system, breaker, gw.ai_pool.in_use,
-                    len(gw.ai.queue), gw.cpu.queued(env.now), sum(p.in_flight for p in gw.providers.values()),
+                    len(gw.ai.queue), gw.cpu.queued(env.now), sum(p.in_service(env.now) for p in gw.providers.values()),
                     gw.semantic_entries,
                 )
             )
@@ -311,7 +312,7 @@ class Replication:
         run = self.scenario.run
         env = self.env
         if self.scenario.workload.mode == "open":
-            env.process(self._open_loop())
+            Flow(self._open_loop())  # lighter than a process: one wake-up per arrival
         else:
             env.process(self._closed_loop())
         if self.keep_records:

@@ -27,23 +27,24 @@ class Flow:
         except StopIteration:
             self._wake = None
             return
-        self._wait(event)
-
-    def _resume(self, event: simpy.Event) -> None:
-        gen = self._gen
-        try:
-            if event._ok:
-                event = gen.send(event._value)
-            else:
-                event._defused = True  # handled here: thrown into the flow
-                event = gen.throw(event._value)
-        except StopIteration:
-            self._wake = None  # no cycle left through the bound method: freed by refcount
-            return
-        self._wait(event)
-
-    def _wait(self, event: simpy.Event) -> None:
         if event.callbacks is not None:
             event.callbacks.append(self._wake)
         else:
-            self._resume(event)  # already processed: go on at once with its outcome, as simpy.Process does
+            self._resume(event)
+
+    def _resume(self, event: simpy.Event) -> None:
+        gen = self._gen
+        while True:
+            try:
+                if event._ok:
+                    event = gen.send(event._value)
+                else:
+                    event._defused = True  # handled here: thrown into the flow
+                    event = gen.throw(event._value)
+            except StopIteration:
+                self._wake = None  # no cycle left through the bound method: freed by refcount
+                return
+            if event.callbacks is not None:
+                event.callbacks.append(self._wake)
+                return
+            # already processed: go on at once with its outcome, as simpy.Process does

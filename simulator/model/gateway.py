@@ -106,7 +106,7 @@ class SimGateway:
                     tokens[(ep_name, klass.name)] = klass.output_tokens
         self.ai = SimAIService(env, scenario.ai_service, streams["ai_service"], extra)
         self.ai_rtt = Sampler(scenario.ai_service.network_rtt, streams["network"])
-        self.ai_pool = SimHttpPool(env, ms.ai_client.pool, streams["pool"])
+        self.ai_pool = SimHttpPool(env, ms.ai_client.pool, streams["pool"], gauged=True)  # ai_pool_in_use
         fb = scenario.fallback
         # a call can be walked away from part way: a concurrency limit must then hand its slot back
         abandonable = fb.attempt_timeout is not None or (fb.mode in ("race", "hedge") and fb.cancel_losers)
@@ -192,20 +192,19 @@ class SimGateway:
         if (ctx.endpoint, ctx.class_index) in self._direct_classes:
             self._direct(ctx, done)
         else:
-            Flow(self._handle_then(ctx, done))
-
-    def _handle_then(self, ctx: RequestContext, done):
-        yield from self.handle(ctx)
-        done(ctx)
+            Flow(self.handle(ctx, done))
 
     # ------------------------------------------------------------------ entry
 
-    def handle(self, ctx: RequestContext):
-        """Generator: the whole server-side handling; sets ctx.outcome and ctx.status."""
+    def handle(self, ctx: RequestContext, done=None):
+        """Generator: the whole server-side handling; sets ctx.outcome and ctx.status, then
+        calls ``done(ctx)`` when given."""
         env = self.env
         if not self.admission.enter():
             # refused on arrival, before any CPU or upstream work (the real gateway's order)
             ctx.outcome, ctx.status = failure_outcome("rejected")
+            if done is not None:
+                done(ctx)
             return
         machine = self.machine
         costs = (yield from machine.request_start()) if machine is not None else None
@@ -229,6 +228,8 @@ class SimGateway:
             self.admission.leave()
         if machine is not None:
             yield from machine.request_end(costs)
+        if done is not None:
+            done(ctx)
 
     # ------------------------------------------------------------------ selection
 

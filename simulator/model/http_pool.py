@@ -31,7 +31,7 @@ _UNTRACKED = Lease(-1, 0.0, 0.0)
 class SimHttpPool:
     __slots__ = ("env", "cfg", "policy", "dial", "tls", "_waiters", "instant")
 
-    def __init__(self, env: simpy.Environment, cfg: ConnectionPool, rng) -> None:
+    def __init__(self, env: simpy.Environment, cfg: ConnectionPool, rng, gauged: bool = False) -> None:
         self.env = env
         self.cfg = cfg
         self.policy = ConnectionPoolPolicy(cfg.max_idle_per_host, cfg.max_conns_per_host, cfg.idle_timeout)
@@ -39,8 +39,11 @@ class SimHttpPool:
         self.tls = Sampler(cfg.tls_handshake_time, rng)
         self._waiters: dict[int, simpy.Event] = {}
         #: No cap on connections and a new one costs no time: nobody ever waits here and no
-        #: timing depends on which connection a call gets, so connections are not tracked.
-        self.instant = not cfg.max_conns_per_host and self.dial.constant == 0 and self.tls.constant == 0
+        #: timing depends on which connection a call gets, so connections are not tracked
+        #: (unless ``gauged``: the run reports how many are in use).
+        self.instant = (
+            not gauged and not cfg.max_conns_per_host and self.dial.constant == 0 and self.tls.constant == 0
+        )
 
     def take(self) -> Lease:
         """``acquire`` for an ``instant`` pool."""
@@ -124,7 +127,7 @@ class SimHttpPool:
 
     @property
     def in_use(self) -> int:
-        """Connections in use (0 for an ``instant`` pool, which does not track them)."""
+        """Connections in use (0 for an ``instant`` pool, which does not track them; see ``gauged``)."""
         return self.policy.active
 
     def __repr__(self) -> str:

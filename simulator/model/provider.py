@@ -130,6 +130,10 @@ class SimProvider:
         self.in_flight -= 1
         ctx.provider_s += end - start
 
+    def in_service(self, now: float) -> int:
+        """Calls being served now (``in_flight`` also counts those queued at a booked limit)."""
+        return self.in_flight - (self.servers.queued(now) if self.servers is not None else 0)
+
     def call(self, ctx, class_key, lead: float = 0.0):
         """Generator: one completion call; returns None or raises Failure.
 
