@@ -267,7 +267,7 @@ class Replication:
                 continue  # not this scenario's endpoint or class: nothing to send it to
             if at > env.now:
                 yield env.timeout(at - env.now)
-            env.process(self._request(self._new_context(replayed)))
+            self._send(self._new_context(replayed))
 
     def _user(self, think):
         env = self.env
