@@ -71,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenario", type=Path, default=ROOT / "scenarios/seed/heavy_load.toml")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--bare-customers", type=int, default=30_000, help="about as long as one seed replication")
+    parser.add_argument("--bare-customers", type=int, default=100_000)
     args = parser.parse_args()
     # interleave so that both see the same machine state
     gw_rates, bare_rates, ratios = [], [], []

@@ -132,13 +132,15 @@ class SimGateway:
         self.deadlines = Deadlines(env)
         self.body_limit = gw.body_limit_bytes
         self._selections: dict[tuple[str, int], tuple[str, tuple[str, ...]]] = {}
-        #: (endpoint, class index) -> handled by the direct flow (see ``_direct``)
+        #: (endpoint, class index) -> its provider, for the classes handled by the direct flow
+        #: (see ``_direct``; "" for a select_model endpoint, which calls none)
         self._direct_classes = {
-            (ep_name, i)
+            (ep_name, i): ("" if ep.kind == "select_model" else ranked_selection(self.provider_order, i, klass.provider)[0])
             for ep_name, ep in scenario.endpoints.items()
             for i, klass in enumerate(ep.classes)
             if self._is_direct(ep, klass, i)
         }
+        self._middleware_on = self.limiter is not None or self.body_limit is not None
 
     # ------------------------------------------------------------------ helpers
 
@@ -189,8 +191,9 @@ class SimGateway:
 
     def start(self, ctx: RequestContext, done) -> None:
         """Handle ``ctx`` from now on; ``done(ctx)`` once the reply is out (outcome and status set)."""
-        if (ctx.endpoint, ctx.class_index) in self._direct_classes:
-            self._direct(ctx, done)
+        primary = self._direct_classes.get((ctx.endpoint, ctx.class_index))
+        if primary is not None:
+            self._direct(ctx, done, primary)
         else:
             Flow(self.handle(ctx, done))
 
@@ -633,7 +636,7 @@ class SimGateway:
             and self.provider_pools[primary].instant
         )
 
-    def _direct(self, ctx: RequestContext, done) -> None:
+    def _direct(self, ctx: RequestContext, done, primary: str) -> None:
         if not self.admission.enter():
             ctx.outcome, ctx.status = failure_outcome("rejected")
             done(ctx)
@@ -641,16 +644,15 @@ class SimGateway:
         self.in_system += 1
         wait = self._cpu_delay(ctx, self.cpu_request())
         if wait > 0:
-            self.env.timeout(wait).callbacks.append(lambda _: self._direct_parsed(ctx, done))
+            self.env.timeout(wait).callbacks.append(lambda _: self._direct_parsed(ctx, done, primary))
         else:
-            self._direct_parsed(ctx, done)
+            self._direct_parsed(ctx, done, primary)
 
-    def _direct_parsed(self, ctx: RequestContext, done) -> None:
-        failure = self._middleware(ctx)
-        if failure is not None or ctx.endpoint_cfg.kind == "select_model":
+    def _direct_parsed(self, ctx: RequestContext, done, primary: str) -> None:
+        failure = self._middleware(ctx) if self._middleware_on else None
+        if failure is not None or not primary:
             self._direct_reply(ctx, done, failure)
             return
-        primary = self._ranked(ctx)[0]
         ctx.attempts += 1
         lease = self.provider_pools[primary].take()
         wait = self._cpu_delay(ctx, self._client_cpu(primary) + self.cpu_hop())

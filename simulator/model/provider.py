@@ -42,6 +42,7 @@ class SimProvider:
         self.rtt = Sampler(cfg.network_rtt, rng)
         self._hang_p = cfg.hang_probability
         self._error_table = [(float(p), int(status)) for status, p in sorted(cfg.errors.items())]
+        self._rejects = cfg.over_limit == "reject" and bool(cfg.concurrency)
         self.in_flight = 0
         self.calls = 0
         self.rejected = 0
@@ -118,9 +119,10 @@ class SimProvider:
         faults = self.cfg.faults
         fault = active_fault(faults, at) if faults else None
         rtt = self.rtt()
-        refused = self._refused(at, fault, rtt)
-        if refused is not None:
-            return refused[0], refused[0], refused[1]
+        if fault is not None or self._rejects:
+            refused = self._refused(at, fault, rtt)
+            if refused is not None:
+                return refused[0], refused[0], refused[1]
         start = self.servers.next_start(at) if self.servers is not None else at
         ctx.provider_queue_s += start - at
         end, failure = self._serve(ctx, class_key, at, start, fault, rtt)
