@@ -48,6 +48,11 @@ class Machine(BaseModel):
     request_latency: Distribution = Field(
         default=ZERO, description="Wall time per request beyond that CPU: loopback between client and gateway, wake-ups."
     )
+    timer_lateness: Distribution = Field(
+        default=ZERO,
+        description="How late an emulator's timer fires (event-loop timers count whole milliseconds): added to the AI "
+        "service's batch timeout and batch time and to each provider call.",
+    )
     hop_latency: Distribution = Field(
         default=ZERO,
         description="Wall time per upstream call beyond that CPU and the emulated service time: loopback, timer lateness.",
@@ -58,5 +63,6 @@ class Machine(BaseModel):
         """Whether anything here costs time (a default section is skipped entirely)."""
         return self.cores > 0 or any(
             d != ZERO
-            for d in (self.client_cpu, self.gateway_cpu, self.gateway_hop_cpu, self.upstream_cpu, self.request_latency, self.hop_latency)
+            for d in (self.client_cpu, self.gateway_cpu, self.gateway_hop_cpu, self.upstream_cpu, self.request_latency,
+                      self.hop_latency, self.timer_lateness)
         )

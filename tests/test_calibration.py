@@ -317,3 +317,35 @@ def test_background_trace_steps_change_the_shares():
     env.run()
     # 0.5 s alone, 0.5 s at half speed (0.25 done), the last 0.25 alone
     assert finished == [pytest.approx(1.25)]
+
+
+def test_timer_lateness_delays_ai_batches_and_provider_calls(tmp_path):
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "late.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "5s"
+        replications = 1
+        [workload]
+        mode = "open"
+        arrivals = { process = "constant", rate = "4/s" }
+        mix = { ep = 1.0 }
+        [endpoints.ep]
+        kind = "chat_completions"
+        classes = [{ name = "c" }]
+        [ai_service]
+        batch_base = { dist = "deterministic", value = "10ms" }
+        [model_selection]
+        candidates = ["p"]
+        semantic_cache = { enabled = false }
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
+        [machine]
+        timer_lateness = { dist = "deterministic", value = "1ms" }
+    """))
+    late = run_scenario(load_scenario(path), replications=1).records
+    on_time = run_scenario(load_scenario(path, ['machine.timer_lateness={dist="deterministic", value=0}']), replications=1).records
+    # one late timer in the AI service's batch and one per provider call: 2 ms per request
+    assert (late["latency_s"] - on_time["latency_s"]).to_numpy() == pytest.approx(0.002)

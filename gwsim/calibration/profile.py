@@ -324,6 +324,7 @@ class NullRun:
     requests: int  # arrivals inside the CPU window
     cpu: dict[str, float]  # process -> CPU seconds in the window (+ machine, self, wall)
     background: float  # other runnable threads on the machine meanwhile
+    timer_lag: list[tuple[float, float]]  # (p50, p99) seconds of the emulators' timer lateness
     request_wall: np.ndarray  # latency beyond the stages, per request (s)
     hop_wall: np.ndarray  # upstream call time beyond the emulated time, per call (s)
     latency: np.ndarray
@@ -359,7 +360,12 @@ def _null_run(hops: int, duration_s: float, rate: float, redis_url: str) -> Null
     hop_wall = [ok["provider_s"].to_numpy() - NULL_PROVIDER_S]
     if hops > 1:
         hop_wall.append(ok["ai_service_s"].to_numpy() - NULL_AI_S)
-    return NullRun(hops, max(requests, 1), cpu, sampler.background(lo, hi), latency - stages, np.concatenate(hop_wall), latency)
+    lags = []
+    stats = result.emulator_stats or {}
+    for snap in [stats.get("ai_service") or {}, *(stats.get("providers") or {}).values()]:
+        if snap.get("lag_p50_ms") is not None and snap.get("lag_p99_ms") is not None and snap.get("delays", 0) >= 20:
+            lags.append((snap["lag_p50_ms"] / 1000, snap["lag_p99_ms"] / 1000))
+    return NullRun(hops, max(requests, 1), cpu, sampler.background(lo, hi), lags, latency - stages, np.concatenate(hop_wall), latency)
 
 
 @dataclass
@@ -371,6 +377,7 @@ class Profile:
     request_latency: np.ndarray
     hop_latency: np.ndarray
     notes: list[str] = field(default_factory=list)
+    timer_lateness: dict | None = None  # distribution table
 
 
 def measure_profile(
@@ -399,11 +406,24 @@ def measure_profile(
     # the cores meanwhile; the simulator adds the CPU itself on its machine model (one of our
     # threads among `background` others), so the wall-time samples keep only the rest.
     slow = max(1.0, (1.0 + background) / cores)
+    # The emulators' timers fire late (the loop's timers count whole milliseconds): a lognormal
+    # through the median and 99th percentile of their own lag records.
+    lags = one.timer_lag + two.timer_lag
+    lag50 = float(np.median([a for a, _ in lags])) if lags else 0.0
+    lag99 = float(np.median([b for _, b in lags])) if lags else 0.0
+    if lag50 > 0 and lag99 > lag50:
+        sigma = float(np.log(lag99 / lag50) / 2.3263478740408408)
+        lateness = {"dist": "lognormal", "mu": float(np.log(lag50)), "sigma": sigma}
+        lag_mean = float(np.exp(np.log(lag50) + sigma * sigma / 2))
+    else:
+        lateness = {"dist": "deterministic", "value": max(lag50, 0.0)}
+        lag_mean = max(lag50, 0.0)
     request_latency = less_mean(np.concatenate([one.request_wall, two.request_wall]), (client + gateway) * slow)
-    hop_latency = less_mean(np.concatenate([one.hop_wall, two.hop_wall]), (hop + upstream) * slow)
+    hop_latency = less_mean(np.concatenate([one.hop_wall, two.hop_wall]), (hop + upstream) * slow + lag_mean)
     values.update(
         cores=float(cores), background=background, client_cpu=client, gateway_cpu=gateway, gateway_hop_cpu=hop,
         upstream_cpu=upstream,
+        _timer_lag_p50=lag50, _timer_lag_p99=lag99,
         _one_hop_latency=float(np.median(one.latency)), _two_hop_latency=float(np.median(two.latency)),
         _request_latency_p50=float(np.median(request_latency)), _request_latency_p99=float(np.percentile(request_latency, 99)),
         _hop_latency_p50=float(np.median(hop_latency)), _hop_latency_p99=float(np.percentile(hop_latency, 99)),
@@ -413,7 +433,7 @@ def measure_profile(
         notes.append("load average at the end: " + " ".join(open("/proc/loadavg").read().split()[:3]))
     except OSError:
         pass
-    return Profile(values, request_latency, hop_latency, notes)
+    return Profile(values, request_latency, hop_latency, notes, lateness)
 
 
 def less_mean(samples: np.ndarray, amount: float) -> np.ndarray:
@@ -451,11 +471,13 @@ def write_profile(profile: Profile, out: str | Path) -> list[Path]:
     for key, path in paths.items():
         samples = getattr(profile, key)
         atomic_write_text(path, "seconds\n" + "".join(f"{x:.7f}\n" for x in samples))
-    atomic_write_text(out, profile_toml(profile.values, "; ".join(profile.notes), {k: p.name for k, p in paths.items()}))
+    atomic_write_text(out, profile_toml(profile.values, "; ".join(profile.notes), {k: p.name for k, p in paths.items()},
+                                        profile.timer_lateness))
     return [Path(out), *paths.values()]
 
 
-def profile_toml(values: dict[str, float], note: str = "", sample_files: dict[str, str] | None = None) -> str:
+def profile_toml(values: dict[str, float], note: str = "", sample_files: dict[str, str] | None = None,
+                 timer_lateness: dict | None = None) -> str:
     from simulator.scenario import PROFILE_KEYS
 
     lines = [
@@ -465,7 +487,7 @@ def profile_toml(values: dict[str, float], note: str = "", sample_files: dict[st
     if note:
         lines.append(f"# {note}")
     for key in ("_one_hop_latency", "_two_hop_latency", "_request_latency_p50", "_request_latency_p99",
-                "_hop_latency_p50", "_hop_latency_p99"):
+                "_hop_latency_p50", "_hop_latency_p99", "_timer_lag_p50", "_timer_lag_p99"):
         if key in values:
             lines.append(f"# {key.strip('_')}: {values[key] * 1000:.3f} ms")
     lines.append("")
@@ -477,6 +499,9 @@ def profile_toml(values: dict[str, float], note: str = "", sample_files: dict[st
     for key in ("client_cpu", "gateway_cpu", "gateway_hop_cpu", "upstream_cpu"):
         if key in values:
             lines.append(f'{key} = {{ dist = "deterministic", value = "{values[key] * 1e6:.0f}us" }}')
+    if timer_lateness is not None:
+        inner = ", ".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v:.6g}" for k, v in timer_lateness.items())
+        lines.append("timer_lateness = { " + inner.replace("'", '"') + " }")
     for key, name in (sample_files or {}).items():
         lines.append(f'{key} = {{ dist = "empirical", file = "{name}", column = "seconds" }}')
     for key in PROFILE_KEYS:

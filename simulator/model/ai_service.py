@@ -47,6 +47,8 @@ class SimAIService:
         self.batches = 0
         self.batch_sizes: list[int] = []
         self.rejected = 0
+        #: machine model: how late the emulator's timers fire (a sampler), or None
+        self.lateness = None
         for _ in range(cfg.workers):
             env.process(self._worker())
 
@@ -100,7 +102,8 @@ class SimAIService:
                 arrival = self._next_arrival()
                 if decision.wake_at is not None:
                     # not `arrival | timeout`: no condition event per wait
-                    env.timeout(decision.wake_at - env.now).callbacks.append(self._poke)
+                    late = self.lateness() if self.lateness is not None else 0.0
+                    env.timeout(decision.wake_at - env.now + late).callbacks.append(self._poke)
                 yield arrival
             batch = [queue.popleft() for _ in range(decision.take)]
             collector.release()
@@ -111,7 +114,7 @@ class SimAIService:
             service = self.base() + sum(self.per_item() * item.work for item in batch)
             fault = active_fault(self.cfg.faults, dispatched) if self.cfg.faults else None
             factor = fault.latency_factor if fault is not None and fault.kind == "slow" else 1.0
-            yield env.timeout(service * factor)
+            yield env.timeout(service * factor + (self.lateness() if self.lateness is not None else 0.0))
             for item in batch:
                 if item.extra:
                     yield env.timeout(item.extra * factor)

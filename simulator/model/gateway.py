@@ -105,6 +105,8 @@ class SimGateway:
                 if klass.output_tokens is not None:
                     tokens[(ep_name, klass.name)] = klass.output_tokens
         self.ai = SimAIService(env, scenario.ai_service, streams["ai_service"], extra)
+        if self.machine is not None:
+            self.ai.lateness = self.machine.timer_lateness
         self.ai_rtt = Sampler(scenario.ai_service.network_rtt, streams["network"])
         self.ai_pool = SimHttpPool(env, ms.ai_client.pool, streams["pool"], gauged=True)  # ai_pool_in_use
         fb = scenario.fallback
@@ -586,7 +588,7 @@ class SimGateway:
                     raise Failure("timeout", 504)
                 replied = call.value
             if machine is not None:
-                yield from machine.hop_end()
+                yield from machine.hop_end(timer=True)
             if replied is not None:
                 raise replied
             reusable = True

@@ -23,6 +23,8 @@ from collections import deque
 
 import simpy
 
+from simulator.distributions import Sampler
+
 _EPS = 1e-9  # a nanosecond of CPU left is float noise, not work
 
 
@@ -170,8 +172,6 @@ class MachineModel:
     """
 
     def __init__(self, env: simpy.Environment, cfg, rng) -> None:
-        from simulator.distributions import Sampler
-
         self.env = env
         self.cfg = cfg
         self.cpu = MachineCPU(env, cfg.cores, cfg.background) if cfg.cores > 0 else None
@@ -184,6 +184,7 @@ class MachineModel:
         self.upstream_cpu = Sampler(cfg.upstream_cpu, rng)
         self.request_latency = Sampler(cfg.request_latency, rng)
         self.hop_latency = Sampler(cfg.hop_latency, rng)
+        self.timer_lateness = Sampler(cfg.timer_lateness, rng)
         if self.cpu is not None and cfg.background_trace:
             env.process(self._follow_background(cfg.background_trace))
 
@@ -227,9 +228,10 @@ class MachineModel:
         yield from self.work(self.loop, self.hop_cpu() / 2)
         yield from self.work(self.upstreams, self.upstream_cpu())
 
-    def hop_end(self):
-        """Loopback and timer lateness, then the gateway decodes the reply."""
-        wall = self.hop_latency()
+    def hop_end(self, timer: bool = False):
+        """Loopback (and, for a call whose emulated time is one timer, its lateness), then the
+        gateway decodes the reply."""
+        wall = self.hop_latency() + (self.timer_lateness() if timer else 0.0)
         if wall > 0:
             yield self.env.timeout(wall)
         yield from self.work(self.loop, self.hop_cpu() / 2)
