@@ -243,25 +243,19 @@ def test_sigint_during_a_long_run(workers, to_group, tmp_path):
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group, as a shell gives a foreground job
     )
-    try:
-        # --out is created after the scenario is loaded, just before the replications start
-        assert _wait(lambda: out.is_dir() or proc.poll() is not None), "the run never started"
-        if workers > 1:
-            assert _wait(lambda: len(_children(proc.pid)) >= workers or proc.poll() is not None), "no worker processes"
-        time.sleep(0.5)
-        assert proc.poll() is None, proc.stderr.read().decode()
-        kids = _children(proc.pid)
-        if workers > 1:
-            assert len(kids) >= workers
-        if to_group:
-            os.killpg(proc.pid, signal.SIGINT)
-        else:
-            proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    seen: list[float] = []
+
+    def replications_running() -> bool:
+        # --out is created after the scenario is loaded, just before the replications start;
+        # half a second after it appears they are under way
+        if out.is_dir() and not seen:
+            seen.append(time.monotonic())
+        workers_up = workers == 1 or len(_children(proc.pid)) >= workers
+        return bool(seen) and workers_up and time.monotonic() - seen[0] > 0.5
+
+    kids, stdout, stderr = _interrupt(proc, replications_running, to_group)
+    if workers > 1:
+        assert len(kids) >= workers
     err = stderr.decode()
     assert proc.returncode == 130, err
     assert "Traceback" not in err
