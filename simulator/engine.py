@@ -24,11 +24,12 @@ import simpy
 
 from simulator.errors import PartialResults
 from simulator.histograms import BATCHES, LatencySketch
+from simulator.model.clock import Clock, run_until
 from simulator.model.context import RequestContext
 from simulator.model.flow import Flow
 from simulator.model.gateway import SimGateway
 from simulator.model.slots import Slots
-from simulator.records import RECORD_FIELDS
+from simulator.records import RECORD_FIELDS, rows_frame
 from simulator.rng import Streams
 from simulator.scenario import BurstArrivals, ConstantArrivals, PoissonArrivals, Scenario
 
@@ -79,7 +80,7 @@ class Replication:
     def __init__(self, scenario: Scenario, replication: int, seed: int, keep_records: bool = True) -> None:
         self.scenario = scenario
         self.replication = replication
-        self.env = simpy.Environment()
+        self.env = Clock()
         self.streams = Streams(seed, replication)
         self.gateway = SimGateway(self.env, scenario, self.streams)
         wl = scenario.workload
@@ -327,7 +328,7 @@ class Replication:
         if freeze:
             gc.freeze()
         try:
-            env.run(until=horizon)
+            run_until(env, horizon)
         finally:
             if freeze:
                 gc.unfreeze()
@@ -344,8 +345,7 @@ class Replication:
         self.in_flight.clear()
         if self.sketches is not None:
             return ReplicationResult(self.replication, pd.DataFrame(columns=list(RECORD_FIELDS)), pd.DataFrame(), self.done, self.sketches)
-        records = pd.DataFrame.from_records(self.rows, columns=list(RECORD_FIELDS))
-        records = records.sort_values("id", kind="stable").reset_index(drop=True)
+        records = rows_frame(self.rows)
         gauges = pd.DataFrame.from_records(
             self.gauges,
             columns=[

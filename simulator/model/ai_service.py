@@ -15,6 +15,7 @@ import simpy
 
 from simulator.distributions import Sampler
 from simulator.model.context import Failure
+from simulator.model.flow import Stuck
 from simulator.model.slots import Slots
 from simulator.policies.batching import BatchPolicy
 from simulator.scenario import AIService, active_fault
@@ -43,6 +44,7 @@ class SimAIService:
         self.per_item = Sampler(cfg.per_item, rng)
         self._extra = {key: Sampler(dist, rng) for key, dist in classes_extra.items()}
         self._arrival: simpy.Event = env.event()
+        self.stuck = Stuck(env)
         self.busy_workers = 0
         self.batches = 0
         self.batch_sizes: list[int] = []
@@ -60,7 +62,7 @@ class SimAIService:
             if fault.kind == "outage":
                 raise Failure("connect", 0)
             if fault.kind == "hang":
-                return env.event()  # accepted, never answered
+                return self.stuck.wait()  # accepted, never answered
         limit = self.cfg.queue_limit
         if limit is not None and len(self.queue) >= limit:
             self.rejected += 1

@@ -48,3 +48,33 @@ class Flow:
                 event.callbacks.append(self._wake)
                 return
             # already processed: go on at once with its outcome, as simpy.Process does
+
+
+class Stuck:
+    """Waits that never end (a call that hangs with nothing to give up on it), kept alive.
+
+    A flow waiting on an event that nothing else refers to forms a reference cycle with it
+    (generator, event, its callback, the flow); Python's cycle collector would free that
+    cycle whenever it next runs and so run the flow's cleanup (its ``finally``: giving back an
+    admission slot, a connection, a core) at a moment the allocator chose.  Results would
+    then change with unrelated code.  Held here, a stuck request keeps what it holds to the
+    end of the run, as a hung handler does in the real gateway.
+    """
+
+    __slots__ = ("env", "_held")
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self._held: list[simpy.Event] = []
+
+    def wait(self) -> simpy.Event:
+        """An event that never fires, for one stuck wait."""
+        event = self.env.event()
+        self._held.append(event)
+        return event
+
+    def __len__(self) -> int:
+        return len(self._held)
+
+    def __repr__(self) -> str:
+        return f"<Stuck waits={len(self._held)}>"

@@ -24,7 +24,7 @@ from simulator.model.ai_service import SimAIService
 from simulator.model.context import Failure, RequestContext
 from simulator.model.cpu import GatewayCPU
 from simulator.model.deadlines import Deadlines
-from simulator.model.flow import Flow
+from simulator.model.flow import Flow, Stuck
 from simulator.model.http_pool import SimHttpPool
 from simulator.model.machine import MachineModel
 from simulator.model.provider import SimProvider
@@ -132,6 +132,7 @@ class SimGateway:
         self.in_system = 0
         self.admission = InFlightLimit(gw.max_in_flight)
         self.deadlines = Deadlines(env)
+        self.stuck = Stuck(env)
         self.body_limit = gw.body_limit_bytes
         self._selections: dict[tuple[str, int], tuple[str, tuple[str, ...]]] = {}
         #: (endpoint, class index) -> its provider, for the classes handled by the direct flow
@@ -143,6 +144,12 @@ class SimGateway:
             if self._is_direct(ep, klass, i)
         }
         self._middleware_on = self.limiter is not None or self.body_limit is not None
+        #: direct classes whose call is all there is (see ``_plain``): (endpoint, class index) -> provider
+        self._plain_classes = {
+            key: self.providers[primary]
+            for key, primary in self._direct_classes.items()
+            if primary and self._no_gateway_work() and self.providers[primary].uniform
+        }
 
     # ------------------------------------------------------------------ helpers
 
@@ -193,7 +200,12 @@ class SimGateway:
 
     def start(self, ctx: RequestContext, done) -> None:
         """Handle ``ctx`` from now on; ``done(ctx)`` once the reply is out (outcome and status set)."""
-        primary = self._direct_classes.get((ctx.endpoint, ctx.class_index))
+        key = (ctx.endpoint, ctx.class_index)
+        provider = self._plain_classes.get(key)
+        if provider is not None:
+            self._plain(ctx, done, provider)
+            return
+        primary = self._direct_classes.get(key)
         if primary is not None:
             self._direct(ctx, done, primary)
         else:
@@ -387,7 +399,7 @@ class SimGateway:
         if timeout is not None and embedded > timeout:
             embedded, ok = timeout, False
         if embedded == math.inf:
-            yield env.event()  # never answered, never given up on: the request stays here
+            yield self.stuck.wait()  # never answered, never given up on: the request stays here
         wait = at - env.now + embedded
         if wait > 0:
             yield env.timeout(wait)
@@ -569,7 +581,7 @@ class SimGateway:
                     lead = 0.0
                 start, end, replied = station.call_at(ctx, key, env.now + lead)
                 if end == math.inf:
-                    yield env.event()  # never answered
+                    yield self.stuck.wait()  # never answered
                 yield env.timeout(end - env.now)
                 station.answered(ctx, start, end)
             elif deadline is None:
@@ -679,6 +691,40 @@ class SimGateway:
             self._direct_reply(ctx, done, failure)
 
         self.env.timeout(end - self.env.now).callbacks.append(answered)
+
+    def _no_gateway_work(self) -> bool:
+        """No CPU for the parse, the hop or a client, and no middleware to ask."""
+        return (
+            not self._middleware_on
+            and self.cpu_request.constant == 0
+            and self.cpu_hop.constant == 0
+            and self.client_build.constant == 0
+        )
+
+    def _plain(self, ctx: RequestContext, done, provider: SimProvider) -> None:
+        """The direct flow when the gateway spends nothing and the provider decides nothing per
+        call: the call is placed on arrival and the reply is one timeout away.  The same
+        accounting as ``_direct``; an M/M/c station is exactly this."""
+        if not self.admission.enter():
+            ctx.outcome, ctx.status = failure_outcome("rejected")
+            done(ctx)
+            return
+        self.in_system += 1
+        ctx.attempts += 1
+        now = self.env.now
+        start, end = provider.place(ctx, now)
+
+        def answered(_) -> None:
+            provider.in_flight -= 1
+            ctx.provider_s += end - start
+            ctx.provider = provider.name
+            ctx.outcome = "ok"
+            ctx.status = 200
+            self.in_system -= 1
+            self.admission.leave()
+            done(ctx)
+
+        self.env.timeout(end - now).callbacks.append(answered)
 
     def _direct_reply(self, ctx: RequestContext, done, failure: Failure | None) -> None:
         if failure is None:

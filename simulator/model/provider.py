@@ -12,6 +12,7 @@ import simpy
 
 from simulator.distributions import Sampler
 from simulator.model.context import Failure
+from simulator.model.flow import Stuck
 from simulator.model.servers import Servers
 from simulator.model.slots import Slots
 from simulator.scenario import PlainLatency, Provider, active_fault
@@ -43,9 +44,16 @@ class SimProvider:
         self._hang_p = cfg.hang_probability
         self._error_table = [(float(p), int(status)) for status, p in sorted(cfg.errors.items())]
         self._rejects = cfg.over_limit == "reject" and bool(cfg.concurrency)
+        self.stuck = Stuck(env)
         self.in_flight = 0
         self.calls = 0
         self.rejected = 0
+        #: every call is the same: a round trip and a service time, nothing refused, failed,
+        #: hung or abandoned (``place`` then stands in for ``call_at``)
+        self.uniform = (
+            not cfg.faults and not self._error_table and not self._hang_p and not self._rejects
+            and self._plain is not None and self.slots is None
+        )
 
     def _service_time(self, class_key) -> float:
         if self._plain is not None:
@@ -128,6 +136,19 @@ class SimProvider:
         end, failure = self._serve(ctx, class_key, at, start, fault, rtt)
         return start, end, failure
 
+    def place(self, ctx, at: float) -> tuple[float, float]:
+        """``call_at`` for a ``uniform`` provider: (start, end) of a call going out at ``at``
+        (the same draws in the same order, so the same numbers)."""
+        self.calls += 1
+        self.in_flight += 1
+        held = self.rtt() + self._plain()
+        servers = self.servers
+        if servers is None:
+            return at, at + held
+        start = servers.next_start(at)
+        ctx.provider_queue_s += start - at
+        return start, servers.book(at, start, held)
+
     def answered(self, ctx, start: float, end: float) -> None:
         self.in_flight -= 1
         ctx.provider_s += end - start
@@ -150,7 +171,7 @@ class SimProvider:
             start, end, failure = self.call_at(ctx, class_key, env.now + lead)
             try:
                 if end == math.inf:
-                    yield env.event()  # never answers: only a deadline ends it
+                    yield self.stuck.wait()  # never answers: only a deadline ends it
                 yield env.timeout(end - env.now)
             finally:
                 self.answered(ctx, start, max(env.now, start))  # the end, or when the caller walked away
@@ -184,7 +205,7 @@ class SimProvider:
         try:
             end, failure = self._serve(ctx, class_key, now, start, fault, rtt)
             if end == math.inf:
-                yield env.event()
+                yield self.stuck.wait()
             yield env.timeout(end - env.now)
             if failure is not None:
                 raise failure

@@ -163,3 +163,25 @@ def test_breaker_opens_on_ai_outage_and_static_choice_answers() -> None:
     assert during.selection_fallback.all()
     assert (rec[rec.arrived_at > 35].breaker_state == "closed").all()
     assert (rec[rec.arrived_at > 35].selection_fallback == False).all()  # noqa: E712
+
+
+def test_a_hung_request_keeps_its_admission_slot_through_garbage_collections() -> None:
+    """Three hung requests fill max_in_flight = 3 for good: every later one is refused, even
+    though the cycle collector runs in between (it must not end the hung handlers)."""
+    import gc
+
+    sc = scenario(
+        gateway={"max_in_flight": 3},
+        providers__a__faults=[{"start": "0s", "end": "100s", "kind": "hang"}],
+    )
+    rep = Replication(sc, 0, sc.run.seed)
+
+    def collector():
+        for _ in range(20):
+            yield rep.env.timeout(0.5)
+            gc.collect()
+
+    rep.env.process(collector())
+    rec = rep.run().records
+    assert rec.outcome.value_counts().to_dict() == {"rejected": 7, "unfinished": 3}
+    assert rep.gateway.admission.in_flight == 3 and rep.gateway.in_system == 3
