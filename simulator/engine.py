@@ -150,11 +150,13 @@ class Replication:
         """The client sends ``ctx`` now, or when the concurrency cap frees a slot; ``done(ctx)``
         (default ``_answered``) when the gateway's reply is out."""
         cap = self.cap
-        if cap is not None:
-            waiting = cap.acquire()
-            if waiting is not None:
-                waiting.callbacks.append(lambda _: self._sent(ctx, done))
-                return
+        if cap is None:
+            self.gateway.start(ctx, done or self._answered)  # sent on arrival: nothing to note
+            return
+        waiting = cap.acquire()
+        if waiting is not None:
+            waiting.callbacks.append(lambda _: self._sent(ctx, done))
+            return
         self._sent(ctx, done)
 
     def _sent(self, ctx: RequestContext, done) -> None:
@@ -171,12 +173,18 @@ class Replication:
         self.gateway.start(ctx, done or self._answered)
 
     def _answered(self, ctx: RequestContext) -> None:
-        if ctx.id not in self.in_flight:
+        in_flight = self.in_flight
+        if ctx.id not in in_flight:
             return  # the client gave up meanwhile (recorded then); the gateway went on working
         ctx.finished_at = self.env.now
         if self.cap is not None:
             self.cap.release()
-        self._finish(ctx)
+        if self.client_timeout is not None or self.sketches is not None:
+            self._finish(ctx)
+            return
+        # _finish and _record for the common case (no client timeout, records kept), in one call
+        del in_flight[ctx.id]
+        self.rows.append(ctx.as_row(self.replication, self.latency_from_sent))
 
     def _client_deadlines(self):
         """Every client timeout of the run.  All requests share one timeout and are sent in

@@ -19,14 +19,20 @@ from heapq import heappop, heappush
 from types import MethodType
 
 import simpy
-from simpy.events import NORMAL, AllOf, AnyOf, Event, Process, Timeout
+from simpy.core import EmptySchedule, StopSimulation
+from simpy.events import NORMAL, AllOf, AnyOf, Event, EventPriority, Process, Timeout
 
 
 class Clock(simpy.Environment):
-    """A ``simpy.Environment`` whose ``timeout`` skips two layers of calls."""
+    """A ``simpy.Environment`` whose ``timeout`` skips two layers of calls and whose ``now``
+    is a plain attribute (SimPy's is a property over ``_now``, read a score of times per
+    request); both are kept equal wherever the clock moves (``step``, ``run_until``)."""
+
+    now: float = 0.0  # shadows Environment.now (a property): the instance's own value is read
 
     def __init__(self, initial_time: float = 0) -> None:
         super().__init__(initial_time)
+        self.now = self._now
         # what Environment binds early for itself (its subclass's methods it does not)
         for name, cls in (("event", Event), ("process", Process), ("all_of", AllOf), ("any_of", AnyOf)):
             setattr(self, name, MethodType(cls, self))
@@ -43,14 +49,38 @@ class Clock(simpy.Environment):
         heappush(self._queue, (self._now + delay, NORMAL, next(self._eid), event))
         return event
 
+    def step(self) -> None:
+        """``Environment.step`` (``run`` calls it), moving ``now`` with ``_now``."""
+        try:
+            self._now, _, _, event = heappop(self._queue)
+        except IndexError:
+            raise EmptySchedule from None
+        self.now = self._now
+        callbacks, event.callbacks = event.callbacks, None
+        try:
+            for callback in callbacks:
+                callback(event)
+        except StopSimulation:
+            # as SimPy: the callbacks not yet run wait for the next run
+            event.callbacks = callbacks[callbacks.index(callback) + 1 :]
+            self.schedule(event, EventPriority(-1))
+            raise
+        if not event._ok and not hasattr(event, "_defused"):
+            exc = type(event._value)(*event._value.args)
+            exc.__cause__ = event._value
+            raise exc
+
 
 def run_until(env: simpy.Environment, horizon: float) -> None:
     """Process every event scheduled before ``horizon``; leaves ``env.now == horizon``."""
     if horizon <= env.now:
         raise ValueError(f"horizon ({horizon}) must be after the current simulation time ({env.now})")
     queue = env._queue  # SimPy's own heap of (time, priority, id, event)
+    plain_now = isinstance(env, Clock)
     while queue and queue[0][0] < horizon:
         env._now, _, _, event = heappop(queue)
+        if plain_now:
+            env.now = env._now
         callbacks, event.callbacks = event.callbacks, None
         for callback in callbacks:
             callback(event)
@@ -60,3 +90,5 @@ def run_until(env: simpy.Environment, horizon: float) -> None:
             exc.__cause__ = event._value
             raise exc
     env._now = horizon
+    if plain_now:
+        env.now = horizon

@@ -40,13 +40,12 @@ class GatewayCPU:
 
     def run(self, ctx, now: float, seconds: float) -> float:
         """Book ``seconds`` of CPU for ``ctx`` from ``now`` on dedicated cores; returns when the slice ends."""
-        cores = self.booked
-        start = cores.next_start(now)
+        start, end = self.booked.take(now, seconds)
         if start > now:
             ctx.cpu_wait_s += start - now
         ctx.cpu_s += seconds
         self.busy_s += seconds
-        return cores.book(now, start, seconds)
+        return end
 
     def work(self, ctx, seconds: float):
         """Generator, on a machine model: run ``seconds`` of CPU work for ``ctx``, waiting for a free core first."""

@@ -145,9 +145,9 @@ class SimProvider:
         servers = self.servers
         if servers is None:
             return at, at + held
-        start = servers.next_start(at)
+        start, end = servers.take(at, held)
         ctx.provider_queue_s += start - at
-        return start, servers.book(at, start, held)
+        return start, end
 
     def answered(self, ctx, start: float, end: float) -> None:
         self.in_flight -= 1

@@ -41,6 +41,18 @@ class Servers:
             self._waits.append(start)  # starts are non-decreasing under FCFS
         return end
 
+    def take(self, now: float, seconds: float) -> tuple[float, float]:
+        """``next_start`` and ``book`` in one: (start, end) of ``seconds`` of work arriving now."""
+        free = self._free
+        start = free[0]
+        if start > now:
+            self._waits.append(start)
+        else:
+            start = now
+        end = start + seconds
+        heapq.heapreplace(free, end)
+        return start, end
+
     def queued(self, now: float) -> int:
         """Bookings that have not started yet (the queue a monitor would see now)."""
         waits = self._waits
