@@ -52,6 +52,14 @@ class SimHttpPool:
     def _connect_time(self) -> float:
         return self.dial() + self.tls()
 
+    def take_idle(self) -> Lease | None:
+        """``acquire`` when it needs no wait and no dial (an ``instant`` pool, or an idle
+        connection to reuse), without a generator; else None and nothing taken."""
+        if self.instant:
+            return _UNTRACKED
+        conn_id = self.policy.reuse(self.env.now)
+        return Lease(conn_id, 0.0, 0.0) if conn_id is not None else None
+
     def acquire(self, deadline: float | None = None):
         """Generator returning a Lease; the caller must ``release`` it on every exit path.
 

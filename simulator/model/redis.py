@@ -61,9 +61,11 @@ class SimRedis:
             if limit is not None and start - now > limit:
                 self.timeouts += 1
                 return limit, False
-        service = self._service_time(round_trips)
+        constant = self.op_time.constant
+        service = constant * round_trips if constant is not None else self._service_time(round_trips)
         if faults:
-            fault = active_fault(faults, start)
+            if start != now:
+                fault = active_fault(faults, start)
             if fault is not None and fault.kind in ("stall", "hang"):
                 service += fault.end - start
             elif fault is not None and fault.kind == "slow":

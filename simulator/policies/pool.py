@@ -197,7 +197,8 @@ class ConnectionPoolPolicy:
         self._drop_expired(now)
         return self.idle_expired - before
 
-    def acquire(self, now: float) -> Acquire:
+    def reuse(self, now: float) -> int | None:
+        """The idle connection ``acquire`` would reuse now, taken; None when there is none."""
         idle = self._idle
         if idle:
             if self.idle_timeout_s:
@@ -207,7 +208,13 @@ class ConnectionPoolPolicy:
                 self.active += 1
                 self._active_ids.add(cid)
                 self.reuses += 1
-                return Acquire("reuse", cid, None)
+                return cid
+        return None
+
+    def acquire(self, now: float) -> Acquire:
+        cid = self.reuse(now)
+        if cid is not None:
+            return Acquire("reuse", cid, None)
         if not self.max_conns_per_host or self.active < self.max_conns_per_host:
             cid = self._new_conn()
             self.log.append(("dial", now))
