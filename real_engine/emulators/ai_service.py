@@ -38,6 +38,7 @@ from real_engine.emulators.base import EmulatorServer, timing_header
 from real_engine.emulators.faults import error_reply, reset_midway
 from simulator.distributions import ZERO
 from simulator.policies.batching import BatchPolicy
+from simulator.policies.eventlog import RUN_LOG_LIMIT
 from simulator.policies.fallback import ranked_selection
 from simulator.scenario import Scenario
 
@@ -73,7 +74,7 @@ class AIServiceEmulator(EmulatorServer):
         cfg = scenario.ai_service
         super().__init__("ai_service", cfg.faults, clock, host)
         self.cfg = cfg
-        self.policy = BatchPolicy(cfg.max_batch_size, cfg.batch_timeout)
+        self.policy = BatchPolicy(cfg.max_batch_size, cfg.batch_timeout, log_limit=RUN_LOG_LIMIT)
         self._rng = rng
         self._rtt_rng = rtt_rng
         self._fault_rng = fault_rng

@@ -33,6 +33,7 @@ from real_engine.gateway.http_pool import CallTiming, HttpPool, HttpResponse, Up
 from real_engine.gateway.metrics import GatewayMetrics
 from simulator.policies.admission import InFlightLimit
 from simulator.policies.breaker import CircuitBreaker, make_breaker
+from simulator.policies.eventlog import RUN_LOG_LIMIT
 from simulator.policies.fallback import FallbackPlan, rank_candidates, ranked_selection
 from simulator.policies.ratelimit import SlidingWindowLimiter
 from simulator.policies.retry import RetryPolicy
@@ -203,12 +204,12 @@ class GatewayCore:
         gw = scenario.gateway
         ms = scenario.model_selection
         self.cpu = CpuPool(gw.cpu_workers)
-        self.limiter = SlidingWindowLimiter.from_config(gw.rate_limit) if gw.rate_limit else None
+        self.limiter = SlidingWindowLimiter.from_config(gw.rate_limit, log_limit=RUN_LOG_LIMIT) if gw.rate_limit else None
         self.admission = InFlightLimit(gw.max_in_flight)
-        self.retry = RetryPolicy.from_config(ms.ai_client.retries)
-        self.ai_breaker: CircuitBreaker | None = make_breaker(ms.ai_client.breaker) if ms.ai_client.breaker else None
+        self.retry = RetryPolicy.from_config(ms.ai_client.retries, log_limit=RUN_LOG_LIMIT)
+        self.ai_breaker: CircuitBreaker | None = make_breaker(ms.ai_client.breaker, log_limit=RUN_LOG_LIMIT) if ms.ai_client.breaker else None
         self.provider_breakers: dict[str, CircuitBreaker] = {
-            name: make_breaker(p.breaker) for name, p in scenario.providers.items() if p.breaker is not None
+            name: make_breaker(p.breaker, log_limit=RUN_LOG_LIMIT) for name, p in scenario.providers.items() if p.breaker is not None
         }
         now_mono = time.monotonic
         self.ai_pool = HttpPool(

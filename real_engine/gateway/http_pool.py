@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from simulator.policies.eventlog import RUN_LOG_LIMIT
 from simulator.policies.pool import ConnectionPoolPolicy
 from simulator.scenario import ConnectionPool
 
@@ -145,7 +146,7 @@ class HttpPool:
         self.tls = parts.scheme == "https" or cfg.tls
         self.base_path = parts.path.rstrip("/")
         self.cfg = cfg
-        self.policy = ConnectionPoolPolicy.from_config(cfg)
+        self.policy = ConnectionPoolPolicy.from_config(cfg, log_limit=RUN_LOG_LIMIT)
         self._rng = rng
         self._ssl = ssl_context if self.tls else None
         if self.tls and self._ssl is None:

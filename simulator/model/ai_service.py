@@ -18,6 +18,7 @@ from simulator.model.context import Failure
 from simulator.model.flow import Stuck
 from simulator.model.slots import Slots
 from simulator.policies.batching import BatchPolicy
+from simulator.policies.eventlog import RUN_LOG_LIMIT
 from simulator.scenario import AIService, active_fault
 
 
@@ -37,7 +38,7 @@ class SimAIService:
         self.env = env
         self.cfg = cfg
         self.rng = rng
-        self.policy = BatchPolicy(cfg.max_batch_size, cfg.batch_timeout)
+        self.policy = BatchPolicy(cfg.max_batch_size, cfg.batch_timeout, log_limit=RUN_LOG_LIMIT)
         self.queue: deque[_Item] = deque()
         self.collector = Slots(env, 1)  # one worker collects a batch at a time
         self.base = Sampler(cfg.batch_base, rng)
@@ -47,7 +48,7 @@ class SimAIService:
         self.stuck = Stuck(env)
         self.busy_workers = 0
         self.batches = 0
-        self.batch_sizes: list[int] = []
+        self.batch_sizes: deque[int] = deque(maxlen=RUN_LOG_LIMIT)  # the recent batches' sizes
         self.rejected = 0
         #: machine model: how late the emulator's timers fire (a sampler), or None
         self.lateness = None

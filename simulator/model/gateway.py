@@ -38,6 +38,7 @@ from simulator.policies.cache import (
     similarity_hit_probability,
     stores_selection,
 )
+from simulator.policies.eventlog import RUN_LOG_LIMIT
 from simulator.policies.fallback import FallbackPlan, ranked_selection
 from simulator.policies.ratelimit import SlidingWindowLimiter
 from simulator.policies.retry import RetryPolicy
@@ -117,10 +118,10 @@ class SimGateway:
             for name, cfg in scenario.providers.items()
         }
         self.provider_pools = {name: SimHttpPool(env, cfg.pool, streams["pool"]) for name, cfg in scenario.providers.items()}
-        self.breaker = make_breaker(ms.ai_client.breaker) if ms.ai_client.breaker is not None else None
-        self.provider_breakers = {name: make_breaker(cfg.breaker) for name, cfg in scenario.providers.items() if cfg.breaker is not None}
+        self.breaker = make_breaker(ms.ai_client.breaker, log_limit=RUN_LOG_LIMIT) if ms.ai_client.breaker is not None else None
+        self.provider_breakers = {name: make_breaker(cfg.breaker, log_limit=RUN_LOG_LIMIT) for name, cfg in scenario.providers.items() if cfg.breaker is not None}
         rl = gw.rate_limit
-        self.limiter = SlidingWindowLimiter(rl.limit, rl.window) if rl is not None else None
+        self.limiter = SlidingWindowLimiter(rl.limit, rl.window, log_limit=RUN_LOG_LIMIT) if rl is not None else None
         self.limiter_keys = [f"key{i}" for i in range(rl.keys)] if rl is not None else []
         r = ms.ai_client.retries
         self.retry = RetryPolicy(r.count, r.backoff, r.on)

@@ -11,6 +11,7 @@ import simpy
 
 from simulator.distributions import Sampler
 from simulator.model.context import Failure
+from simulator.policies.eventlog import RUN_LOG_LIMIT
 from simulator.policies.pool import ConnectionPoolPolicy
 from simulator.scenario import ConnectionPool
 
@@ -34,7 +35,7 @@ class SimHttpPool:
     def __init__(self, env: simpy.Environment, cfg: ConnectionPool, rng, gauged: bool = False) -> None:
         self.env = env
         self.cfg = cfg
-        self.policy = ConnectionPoolPolicy(cfg.max_idle_per_host, cfg.max_conns_per_host, cfg.idle_timeout)
+        self.policy = ConnectionPoolPolicy(cfg.max_idle_per_host, cfg.max_conns_per_host, cfg.idle_timeout, log_limit=RUN_LOG_LIMIT)
         self.dial = Sampler(cfg.dial_time, rng)
         self.tls = Sampler(cfg.tls_handshake_time, rng)
         self._waiters: dict[int, simpy.Event] = {}

@@ -8,9 +8,10 @@ owns the queue, the clock and the sleeping.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from simulator.policies.eventlog import new_log
 
 if TYPE_CHECKING:
     from simulator.scenario import AIService
@@ -53,7 +54,7 @@ class BatchPolicy:
             raise ValueError(f"expected batch_timeout_s >= 0, got {batch_timeout_s}")
         self.max_batch_size = max_batch_size
         self.batch_timeout_s = batch_timeout_s
-        self.log: list[tuple[str, float]] = [] if log_limit is None else deque(maxlen=log_limit)  # type: ignore[assignment]
+        self.log: list[tuple[str, float]] = new_log(log_limit)
         self.batches = 0
         self.items = 0
 

@@ -30,6 +30,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
+from simulator.policies.eventlog import new_log
+
 if TYPE_CHECKING:  # the config model is only needed for typing; keeps this module pydantic-free
     from simulator.scenario import Breaker
 
@@ -64,11 +66,6 @@ class Permit:
     admitted_at: float
 
 
-def _new_log(log_limit: int | None):
-    # A bounded deque keeps only the newest events (maxlen=0 keeps none) at list-append cost.
-    return [] if log_limit is None else deque(maxlen=log_limit)
-
-
 class CircuitBreaker(abc.ABC):
     """Common base: ``allow`` / ``record`` / ``cancel`` / ``state`` and the event log.
 
@@ -80,7 +77,7 @@ class CircuitBreaker(abc.ABC):
     semantics: ClassVar[str] = ""
 
     def __init__(self, *, log_rejects: bool = False, log_limit: int | None = None) -> None:
-        self.log: list[tuple[str, float]] = _new_log(log_limit)
+        self.log: list[tuple[str, float]] = new_log(log_limit)
         self.rejections = 0
         self._state = _CLOSED
         self._gen = 0

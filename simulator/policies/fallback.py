@@ -20,9 +20,10 @@ Modes:
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
+
+from simulator.policies.eventlog import new_log
 
 if TYPE_CHECKING:
     from simulator.scenario import Fallback
@@ -112,7 +113,7 @@ class FallbackPlan:
         self.race_width = race_width
         self.hedge_delay_s = hedge_delay_s
         self.trigger_on = trigger_on if isinstance(trigger_on, frozenset) else frozenset(trigger_on)
-        self.log: list[tuple[str, float]] = [] if log_limit is None else deque(maxlen=log_limit)  # type: ignore[assignment]
+        self.log: list[tuple[str, float]] = new_log(log_limit)
         self.attempts = 0
         self.running: set[str] = set()
         self.failures: dict[str, str] = {}

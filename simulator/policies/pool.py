@@ -25,6 +25,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from simulator.policies.eventlog import new_log
+
 if TYPE_CHECKING:
     from simulator.scenario import ConnectionPool
 
@@ -106,7 +108,7 @@ class ConnectionPoolPolicy:
         self.max_idle_per_host = max_idle_per_host
         self.max_conns_per_host = max_conns_per_host
         self.idle_timeout_s = idle_timeout_s
-        self.log: list[tuple[str, float]] = [] if log_limit is None else deque(maxlen=log_limit)  # type: ignore[assignment]
+        self.log: list[tuple[str, float]] = new_log(log_limit)
         self.active = 0
         self.dials = 0
         self.reuses = 0

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
+from simulator.policies.eventlog import new_log
+
 if TYPE_CHECKING:
     from simulator.scenario import RateLimit
 
@@ -28,7 +30,7 @@ class SlidingWindowLimiter:
             raise ValueError(f"expected limit >= 1 and window_s > 0, got limit={limit} window_s={window_s}")
         self.limit = limit
         self.window_s = window_s
-        self.log: list[tuple[str, float]] = [] if log_limit is None else deque(maxlen=log_limit)  # type: ignore[assignment]
+        self.log: list[tuple[str, float]] = new_log(log_limit)
         self.rejections = 0
         self.allowed = 0
         self._hits: dict[str, deque[float]] = {}

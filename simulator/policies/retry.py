@@ -8,9 +8,10 @@ matched, so a faithful seed scenario sets ``count = 0`` (or an empty ``on``).
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
+
+from simulator.policies.eventlog import new_log
 
 if TYPE_CHECKING:
     from simulator.scenario import Retries
@@ -36,7 +37,7 @@ class RetryPolicy:
         self.count = count
         self.backoff_s = tuple(float(b) for b in backoff_s)
         self.retry_on = frozenset(retry_on)
-        self.log: list[tuple[str, float]] = [] if log_limit is None else deque(maxlen=log_limit)  # type: ignore[assignment]
+        self.log: list[tuple[str, float]] = new_log(log_limit)
         self.retries = 0
         self.give_ups = 0
 

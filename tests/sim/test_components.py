@@ -61,7 +61,7 @@ def test_batching_station_log() -> None:
     # collects from 0.12 until 0.17 (timeout), alone -> done 0.27; item 4 arrives 0.2 while the
     # worker is busy, collected from 0.27, times out 0.32 -> done 0.42
     assert log == [("done0", 0.12), ("done1", 0.12), ("done2", 0.12), ("done3", 0.27), ("done4", 0.42)]
-    assert station.batch_sizes == [3, 1, 1]
+    assert list(station.batch_sizes) == [3, 1, 1]
 
 
 def test_client_timeout_is_status_zero_at_exactly_the_timeout() -> None:
@@ -185,3 +185,22 @@ def test_a_hung_request_keeps_its_admission_slot_through_garbage_collections() -
     rec = rep.run().records
     assert rec.outcome.value_counts().to_dict() == {"rejected": 7, "unfinished": 3}
     assert rep.gateway.admission.in_flight == 3 and rep.gateway.in_system == 3
+
+
+def test_a_long_run_keeps_only_the_recent_past_of_its_policy_logs() -> None:
+    """Batch dispatches, pool dials and batch sizes are logged for every event; over a long
+    run only the newest RUN_LOG_LIMIT stay, so memory does not grow with the run."""
+    from simulator.policies.eventlog import RUN_LOG_LIMIT
+    from simulator.scenario import load_scenario
+
+    from pathlib import Path
+
+    seed = Path(__file__).resolve().parents[2] / "scenarios/seed/heavy_load.toml"
+    sc = load_scenario(seed, ['run.duration="1500s"'])
+    rep = Replication(sc, 0, sc.run.seed, keep_records=False)
+    rep.run()
+    ai = rep.gateway.ai
+    assert ai.batches > RUN_LOG_LIMIT  # more happened than is kept
+    assert len(ai.policy.log) == len(ai.batch_sizes) == RUN_LOG_LIMIT
+    assert ai.policy.log[-1][1] > 1000  # the newest are the ones kept
+    assert len(rep.gateway.ai_pool.policy.log) <= RUN_LOG_LIMIT
