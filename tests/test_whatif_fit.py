@@ -66,6 +66,21 @@ def test_lognormal_parameters_and_snippet_parse(tmp_path: Path) -> None:
     assert latency.time.mean == pytest.approx(float(np.mean(values)), rel=0.05)
 
 
+def test_weibull_snippet_parses_and_samples_like_the_data(tmp_path: Path) -> None:
+    values = 0.4 * np.random.default_rng(5).weibull(2.5, 4000)
+    path = tmp_path / "lat.txt"
+    path.write_text("\n".join(f"{v:.6f}" for v in values))
+    best, snippet = best_snippet(fit_latency(read_samples(path)))
+    assert best.name == "weibull"
+    assert best.params["shape"] == pytest.approx(2.5, rel=0.05)
+    import tomllib
+
+    time = PlainLatency.model_validate({"model": "plain", "time": tomllib.loads(f"time = {snippet}")["time"]}).time
+    assert time.mean == pytest.approx(float(np.mean(values)), rel=0.03)
+    drawn = time.sample_many(np.random.default_rng(6), 20000)
+    assert np.quantile(drawn, 0.95) == pytest.approx(np.quantile(values, 0.95), rel=0.05)
+
+
 def test_prometheus_buckets(tmp_path: Path) -> None:
     x = np.random.default_rng(3).lognormal(np.log(0.3), 0.5, 5000)
     edges = [0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5]

@@ -230,7 +230,7 @@ class Fit:
     ks: float  # Kolmogorov-Smirnov distance (sup |F_data - F_fit|)
     ks_pvalue: float | None
     frozen: Any  # scipy frozen distribution (None for empirical)
-    snippet: str | None  # scenario inline table, None when the schema has no such distribution
+    snippet: str | None  # scenario inline table (every family here has one in the schema)
     quantiles: dict[str, float]  # mean, p50, p95, p99 in seconds
 
 
@@ -249,7 +249,10 @@ def _snippet(name: str, dist, samples: Samples) -> str | None:  # noqa: ANN001
         return f'{{ dist = "gamma", mean = "{format_duration(mean)}", cv = {math.sqrt(var) / mean:.4g} }}'
     if name == "exponential":
         return f'{{ dist = "exponential", mean = "{format_duration(float(dist.mean()))}" }}'
-    return None  # weibull: no such distribution in the scenario schema
+    if name == "weibull":
+        params = _named_params(name, dist)
+        return f'{{ dist = "weibull", shape = {params["shape"]:.4g}, scale = "{format_duration(params["scale_s"])}" }}'
+    return None
 
 
 def _empirical_snippet(samples: Samples) -> str:
@@ -384,7 +387,7 @@ def _binned_quantiles(edges: np.ndarray, counts: np.ndarray) -> dict[str, float]
 
 
 def best_snippet(fits: Sequence[Fit]) -> tuple[Fit, str]:
-    """The lowest-AIC fit the scenario schema can express, and its snippet."""
+    """The lowest-AIC fitted family and its snippet (the empirical one if nothing was fitted)."""
     for f in fits:
         if f.name != "empirical" and f.snippet is not None:
             return f, f.snippet
@@ -425,9 +428,6 @@ def format_fits(samples: Samples, fits: Sequence[Fit]) -> str:
     best, snippet = best_snippet(fits)
     lines.append("")
     top = ranked[0] if ranked else None
-    if top is not None and top.snippet is None:
-        lines.append(f"# {top.name} fits best but the scenario schema has no {top.name} distribution;")
-        lines.append(f"# the best one it can express is {best.name} (dAIC {best.aic - top.aic:+.1f}).")
     if top is not None and top.ks > 0.1:
         # AIC only ranks the candidates; a KS distance this large means none of them is close
         lines.append(f"# warning: even the best fit is off by up to {top.ks:.0%} of requests (KS distance); the data may be")

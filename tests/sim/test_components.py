@@ -204,3 +204,23 @@ def test_a_long_run_keeps_only_the_recent_past_of_its_policy_logs() -> None:
     assert len(ai.policy.log) == len(ai.batch_sizes) == RUN_LOG_LIMIT
     assert ai.policy.log[-1][1] > 1000  # the newest are the ones kept
     assert len(rep.gateway.ai_pool.policy.log) <= RUN_LOG_LIMIT
+
+
+def test_weibull_service_times_give_the_closed_form_mean_and_tail() -> None:
+    """scale * Gamma(1 + 1/k) and P(X > x) = exp(-(x/scale)^k), through a provider of the model."""
+    import math
+
+    import numpy as np
+
+    sc = scenario(
+        fallback={"mode": "none", "max_attempts": 1},
+        workload__arrivals={"process": "poisson", "rate": "20/s"},
+        run__duration="2000s",
+        providers__a__latency={"model": "plain", "time": {"dist": "weibull", "shape": 1.5, "scale": "200ms"}},
+    )
+    rec = records(sc)
+    service = rec.provider_s.to_numpy()
+    assert len(service) > 30_000
+    assert service.mean() == pytest.approx(0.2 * math.gamma(1 + 1 / 1.5), rel=0.02)
+    assert (service > 0.4).mean() == pytest.approx(math.exp(-(2.0 ** 1.5)), abs=0.01)
+    assert np.all(service > 0)
