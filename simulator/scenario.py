@@ -549,7 +549,7 @@ class Redis(_Model):
     faults: tuple[Fault, ...] = Field(
         default=(),
         description="Fault schedule: outage, reset and errors fail operations at once (refused or reset connections); "
-        "stall and hang hold them until the window ends or they time out; slow multiplies op_time (simulator only).",
+        "stall and hang hold them until the window ends or they time out; slow multiplies each operation's time.",
     )
     _d = _durations("pool_timeout", "op_timeout")
 

@@ -15,7 +15,7 @@ Keys live under a per-run prefix and are deleted at shutdown.
 Redis faults from the scenario are made real on the network path, not on the server
 (which others may share): with any scheduled, the pool connects through a
 ``redis_link.RedisFaultLink`` that refuses and resets connections during an ``outage``
-and holds commands during a ``stall`` (see there).  The key clean-up at shutdown goes
+holds commands during a ``stall`` and stretches round trips while ``slow`` (see there).  The key clean-up at shutdown goes
 straight to Redis, so it works whatever the link is doing.
 """
 

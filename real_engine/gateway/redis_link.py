@@ -15,11 +15,14 @@ Redis; the link does to the connections what the fault does on a real network:
     a server that stops answering (``CLIENT PAUSE``, without pausing everyone else).
 ``reset`` and ``errors``
     a connection that sends a command is aborted: the operation fails at once.
+``slow``
+    each reply is held back until its round trip has taken ``latency_factor`` times what
+    Redis took (the time from the command's forwarding to the reply), in order.
 
 These are the simulator's semantics (``simulator.model.redis``: outage, reset and errors
-fail the operation at once; stall and hang hold it until the window ends).  ``slow`` is
-not made real.  Outside the windows the link costs one loopback hop per round trip, so
-it is only put in when the scenario has Redis faults.
+fail the operation at once; stall and hang hold it until the window ends; slow multiplies
+the operation's time, judged when it starts).  Outside the windows the link costs one
+loopback hop per round trip, so it is only put in when the scenario has Redis faults.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from simulator.scenario import Fault
 log = logging.getLogger(__name__)
 
 #: Fault kinds the link makes real.
-LINK_FAULTS = frozenset({"outage", "stall", "hang", "reset", "errors"})
+LINK_FAULTS = frozenset({"outage", "stall", "hang", "reset", "errors", "slow"})
 _HOLD = frozenset({"stall", "hang"})
 _ABORT_ON_USE = frozenset({"reset", "errors"})
 
@@ -74,6 +77,11 @@ class _GatewaySide(asyncio.Protocol):
         self.upstream: asyncio.Transport | None = None
         self.held: list[bytes] = []
         self.closed = False
+        #: when the oldest command not yet answered went to Redis, and the slow-down in force then
+        self.sent_at: float | None = None
+        self.sent_factor = 1.0
+        #: a slowed reply's bytes go out no earlier than the ones before it (``time.monotonic()``)
+        self.release_at = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -107,9 +115,28 @@ class _GatewaySide(asyncio.Protocol):
             return
         data = b"".join(self.held)
         self.held.clear()
+        if self.sent_at is None:
+            self.sent_at = time.monotonic()
+            self.sent_factor = self.link.slow_factor
         self.upstream.write(data)
 
     def reply(self, data: bytes) -> None:
+        if self.closed or self.transport is None:
+            return
+        now = time.monotonic()
+        due = now
+        if self.sent_at is not None:
+            # the answer to the oldest command came: stretch its round trip by the factor
+            due = now + (self.sent_factor - 1.0) * (now - self.sent_at)
+            self.sent_at = None
+        due = max(due, self.release_at)
+        if due <= now:
+            self.transport.write(data)
+            return
+        self.release_at = due
+        asyncio.get_running_loop().call_later(due - now, self._write_late, data)
+
+    def _write_late(self, data: bytes) -> None:
         if not self.closed and self.transport is not None:
             self.transport.write(data)
 
@@ -154,6 +181,7 @@ class RedisFaultLink:
         self.conns: set[_GatewaySide] = set()
         self._tasks: set[asyncio.Task] = set()
         self._active: dict[str, int] = {}  # fault kind -> windows in force
+        self._slow: list[Fault] = []  # slow windows in force
         self.outages = 0
         self.aborted = 0
         self._closed = False
@@ -167,6 +195,14 @@ class RedisFaultLink:
     @property
     def holding(self) -> bool:
         return any(self._active.get(k, 0) for k in _HOLD)
+
+    @property
+    def slow_factor(self) -> float:
+        """How many times longer a round trip takes now (1 outside ``slow`` windows)."""
+        factor = 1.0
+        for fault in self._slow:
+            factor *= fault.latency_factor
+        return factor
 
     @property
     def abort_on_use(self) -> bool:
@@ -206,20 +242,23 @@ class RedisFaultLink:
 
     async def _schedule(self, t0: float) -> None:
         events = sorted(
-            [(f.start, 1, f.kind) for f in self.faults] + [(f.end, 0, f.kind) for f in self.faults],
+            [(f.start, 1, i) for i, f in enumerate(self.faults)] + [(f.end, 0, i) for i, f in enumerate(self.faults)],
             key=lambda e: (e[0], e[1]),  # at a shared instant, ends before starts
         )
-        for at, starts, kind in events:
+        for at, starts, i in events:
             delay = t0 + at - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             if starts:
-                await self._begin(kind, at)
+                await self._begin(self.faults[i], at)
             else:
-                await self._end(kind, at)
+                await self._end(self.faults[i], at)
 
-    async def _begin(self, kind: str, at: float) -> None:
+    async def _begin(self, fault: Fault, at: float) -> None:
+        kind = fault.kind
         was_down = self.down
+        if kind == "slow":
+            self._slow.append(fault)
         self._active[kind] = self._active.get(kind, 0) + 1
         log.info("redis link: %s from %.3fs", kind, at)
         if kind == "outage" and not was_down:
@@ -229,7 +268,10 @@ class RedisFaultLink:
         elif kind in _ABORT_ON_USE:
             pass  # judged on each command
 
-    async def _end(self, kind: str, at: float) -> None:
+    async def _end(self, fault: Fault, at: float) -> None:
+        kind = fault.kind
+        if fault in self._slow:
+            self._slow.remove(fault)
         self._active[kind] = max(0, self._active.get(kind, 0) - 1)
         log.info("redis link: %s over at %.3fs", kind, at)
         if kind == "outage" and not self.down and not self._closed:

@@ -166,3 +166,35 @@ def test_scenario_stall_fault_pauses_redis_on_schedule(make_scenario, emulator_s
     assert before[1]["X-Gwsim-Cache-Hit"] == "1"
     assert during[1]["X-Gwsim-Cache-Hit"] == "0" and 0.07 <= during[2]["cache"] < 0.2
     assert after[1]["X-Gwsim-Cache-Hit"] == "1"
+
+
+def test_scenario_slow_fault_stretches_redis_round_trips_on_schedule(make_scenario, emulator_set, run_async):
+    """A 'slow' window with latency_factor 40: a cache GET's round trip through the link takes
+    40 times what Redis took, only inside the window."""
+    sc = make_scenario(
+        {
+            "model_selection": {"semantic_cache": {"scan_on_miss": False}, "fallback_choice": {"provider": "p1"}},
+            "redis": {"faults": [{"kind": "slow", "start": "1.5s", "end": "3s", "latency_factor": 40}]},
+        }
+    )
+
+    async def burst(s, url: str, first: int):
+        return [await post(s, url, "/v1/select-model", "gwsim:select:s1", "s1", first + i) for i in range(5)]
+
+    async def main():
+        t0 = time.monotonic()
+        async with emulator_set(sc, t0=t0) as emu, aiohttp.ClientSession() as s:
+            async with await start_gateway(sc, emu.urls, t0, 1, REDIS, key_prefix=prefix()) as gw:
+                await post(s, gw.url, "/v1/select-model", "gwsim:select:s1", "s1", 1)  # connections made
+                await asyncio.sleep(max(0.0, t0 + 1.6 - time.monotonic()))
+                during = await burst(s, gw.url, 10)
+                await asyncio.sleep(max(0.0, t0 + 3.1 - time.monotonic()))
+                after = await burst(s, gw.url, 20)
+                return during, after
+
+    during, after = run_async(main())
+    assert all(r[1]["X-Gwsim-Cache-Hit"] == "1" for r in during + after)
+    slowed = sorted(r[2]["cache"] for r in during)
+    normal = sorted(r[2]["cache"] for r in after)
+    assert slowed[2] > 10 * normal[2], (slowed, normal)  # medians
+    assert slowed[0] > 2e-3, slowed  # even the quickest slowed GET
