@@ -455,14 +455,14 @@ class Sampler:
         self._rng = rng
         self._block = block
         self._buf: list[float] = []
-        self._i = 0
+        self._i = block  # the first call draws a block
         self.constant: float | None = dist.value if isinstance(dist, Deterministic) else None
 
     def __call__(self) -> float:
         if self.constant is not None:
             return self.constant
         i = self._i
-        if i >= len(self._buf):
+        if i >= self._block:
             self._buf = self._dist.sample_many(self._rng, self._block).tolist()
             i = 0
         self._i = i + 1

@@ -72,11 +72,11 @@ class _Uniforms:
     def __init__(self, rng) -> None:
         self._rng = rng
         self._buf: list[float] = []
-        self._i = 0
+        self._i = 4096  # the first call draws a block of 4096
 
     def __call__(self) -> float:
         i = self._i
-        if i >= len(self._buf):
+        if i >= 4096:
             self._buf = self._rng.random(4096).tolist()
             i = 0
         self._i = i + 1
