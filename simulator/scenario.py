@@ -331,8 +331,9 @@ class Gateway(_Model):
     cancel_on_disconnect: bool = Field(
         default=False,
         description="Real engine: when a client disconnects mid-request, cancel the request's work (upstream calls, "
-        "pool waits) and count it as 'client_gone'.  False finishes the work regardless, as the seed's server did "
-        "and as the simulator models a client that gave up.",
+        "pool waits) and count it as 'client_gone'.  False finishes the work regardless, as the seed's server did.  "
+        "The simulator always models False (its handlers finish the work of a client that gave up), so with True "
+        "and client timeouts under overload its predictions are pessimistic.",
     )
 
     _d = _durations("body_read_timeout")
