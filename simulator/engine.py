@@ -12,7 +12,9 @@ from __future__ import annotations
 import gc
 import math
 import os
+import pickle
 import signal
+import tempfile
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -373,8 +375,27 @@ def run_replication(scenario: Scenario, replication: int, seed: int, keep_record
     return Replication(scenario, replication, seed, keep_records).run()
 
 
-def _run_one(args: tuple) -> ReplicationResult:
-    return run_replication(*args)
+def _run_one(args: tuple) -> str:
+    """Worker: one replication, its result pickled into the hand-over folder; returns the file.
+
+    The result goes through a file, not the pool's result pipe: a worker stopped by Ctrl-C
+    while writing a large result to that pipe would leave half a message in it, and the pool's
+    reader thread would wait for the rest forever (the parent holds the pipe's other end, so it
+    never sees an end of file).  A file name fits in one atomic pipe write."""
+    scenario, replication, seed, keep_records, folder = args
+    result = run_replication(scenario, replication, seed, keep_records)
+    path = os.path.join(folder, f"replication-{replication}.pickle")
+    with open(path + ".part", "wb") as handle:
+        pickle.dump(result, handle, protocol=pickle.HIGHEST_PROTOCOL)
+    os.replace(path + ".part", path)
+    return path
+
+
+def _collect(path: str) -> ReplicationResult:
+    with open(path, "rb") as handle:
+        result = pickle.load(handle)
+    os.unlink(path)
+    return result
 
 
 def ignore_sigint() -> None:
@@ -440,11 +461,12 @@ def _run_all(scenario: Scenario, replications, seed, workers, progress, keep_rec
 def _run_in_pool(scenario: Scenario, n: int, seed: int, workers: int, progress, keep_records: bool,
                  results: list[ReplicationResult]) -> None:
     """Replications on worker processes, appended to ``results`` as they finish."""
-    with ProcessPoolExecutor(max_workers=workers, initializer=ignore_sigint) as pool:
+    with tempfile.TemporaryDirectory(prefix="gwsim-replications-") as folder, \
+            ProcessPoolExecutor(max_workers=workers, initializer=ignore_sigint) as pool:
         try:
-            futures = [pool.submit(_run_one, (scenario, r, seed, keep_records)) for r in range(n)]
+            futures = [pool.submit(_run_one, (scenario, r, seed, keep_records, folder)) for r in range(n)]
             for fut in as_completed(futures):
-                results.append(fut.result())
+                results.append(_collect(fut.result()))
                 if progress is not None:
                     progress(len(results), n)
         except BaseException:

@@ -438,3 +438,21 @@ def test_resource_exhaustion_and_interrupt_are_one_line(error, code, expected, c
     assert status == code
     assert out == ""
     assert err == f"{PREFIX}{expected}\n"  # one line, no blank line before it
+
+
+def test_sigint_at_any_moment_of_a_parallel_run_ends_it(tmp_path):
+    """Ctrl-C lands at varied moments of a 2-worker run whose replications each return about
+    several MB of records: whatever a worker is doing then (often writing its result), the run ends
+    with exit 130.  Before results went through files, a worker stopped half-way through a
+    result left the pool waiting for the rest of it, about one run in six."""
+    for i, delay in enumerate((2.0, 2.3, 2.6, 2.9, 3.2, 3.5)):
+        proc = subprocess.Popen(
+            [*GWSIM, "run", str(MM10), "-n", "500", "--workers", "2", "--set", "run.duration=4000s",
+             "--set", "run.warmup=100s", "--out", str(tmp_path / f"out{i}"), "--json"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        started = time.monotonic()
+        _, _, stderr = _interrupt(proc, lambda: time.monotonic() - started > delay, to_group=True)
+        assert proc.returncode == 130, stderr.decode()
