@@ -26,7 +26,7 @@ import simpy
 
 from simulator.errors import PartialResults
 from simulator.histograms import BATCHES, LatencySketch
-from simulator.model.clock import Clock, run_until
+from simulator.model.clock import Clock
 from simulator.model.context import RequestContext
 from simulator.model.flow import Flow
 from simulator.model.gateway import SimGateway
@@ -342,7 +342,7 @@ class Replication:
         thresholds = gc.get_threshold()
         gc.set_threshold(max(thresholds[0], 20_000), *thresholds[1:])
         try:
-            run_until(env, horizon)
+            env.run_until(horizon)
         finally:
             gc.set_threshold(*thresholds)
             if freeze:

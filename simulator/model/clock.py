@@ -2,7 +2,7 @@
 
 ``simpy.Environment.run(until=t)`` schedules a stop event at ``t`` and calls ``step()``
 once per event, inside a ``try``; a replication processes millions of events, and that
-method call is a noticeable share of each one.  ``run_until`` is the same loop with
+method call is a noticeable share of each one.  ``Clock.run_until`` is the same loop with
 ``step`` written inline: events strictly before the horizon are processed in the heap's
 order (time, priority, insertion), each event's callbacks run once, and a failed event that
 nobody handled stops the run with its exception, as SimPy does.  At the end the clock
@@ -66,29 +66,26 @@ class Clock(simpy.Environment):
             self.schedule(event, EventPriority(-1))
             raise
         if not event._ok and not hasattr(event, "_defused"):
-            exc = type(event._value)(*event._value.args)
-            exc.__cause__ = event._value
-            raise exc
+            _crash(event)
+
+    def run_until(self, horizon: float) -> None:
+        """Process every event scheduled before ``horizon``; leaves ``now == horizon``."""
+        if horizon <= self.now:
+            raise ValueError(f"horizon ({horizon}) must be after the current simulation time ({self.now})")
+        queue = self._queue  # SimPy's own heap of (time, priority, id, event)
+        while queue and queue[0][0] < horizon:
+            self._now, _, _, event = heappop(queue)
+            self.now = self._now
+            callbacks, event.callbacks = event.callbacks, None
+            for callback in callbacks:
+                callback(event)
+            if not event._ok and not hasattr(event, "_defused"):
+                _crash(event)
+        self._now = self.now = horizon
 
 
-def run_until(env: simpy.Environment, horizon: float) -> None:
-    """Process every event scheduled before ``horizon``; leaves ``env.now == horizon``."""
-    if horizon <= env.now:
-        raise ValueError(f"horizon ({horizon}) must be after the current simulation time ({env.now})")
-    queue = env._queue  # SimPy's own heap of (time, priority, id, event)
-    plain_now = isinstance(env, Clock)
-    while queue and queue[0][0] < horizon:
-        env._now, _, _, event = heappop(queue)
-        if plain_now:
-            env.now = env._now
-        callbacks, event.callbacks = event.callbacks, None
-        for callback in callbacks:
-            callback(event)
-        if not event._ok and not hasattr(event, "_defused"):
-            # nobody took the failure: crash the run as Environment.step does
-            exc = type(event._value)(*event._value.args)
-            exc.__cause__ = event._value
-            raise exc
-    env._now = horizon
-    if plain_now:
-        env.now = horizon
+def _crash(event: Event) -> None:
+    """A failed event nobody took: stop the run with (a copy of) its exception, as SimPy does."""
+    exc = type(event._value)(*event._value.args)
+    exc.__cause__ = event._value
+    raise exc

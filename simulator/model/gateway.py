@@ -673,7 +673,7 @@ class SimGateway:
             self._direct_reply(ctx, done, failure)
             return
         ctx.attempts += 1
-        lease = self.provider_pools[primary].take()
+        lease = self.provider_pools[primary].take_idle()  # an instant pool's: never None
         wait = self._cpu_delay(ctx, self._client_cpu(primary) + self.cpu_hop())
         at = self.env.now + wait
         if wait > 0 and self.providers[primary].servers is not None:

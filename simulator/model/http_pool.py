@@ -46,10 +46,6 @@ class SimHttpPool:
             not gauged and not cfg.max_conns_per_host and self.dial.constant == 0 and self.tls.constant == 0
         )
 
-    def take(self) -> Lease:
-        """``acquire`` for an ``instant`` pool."""
-        return _UNTRACKED
-
     def _connect_time(self) -> float:
         return self.dial() + self.tls()
 

@@ -1,12 +1,12 @@
 """The replication's clock against SimPy's own environment: the same processes give the
-same (event, time) log, and ``run_until`` stops where ``Environment.run(until=...)`` does."""
+same (event, time) log, and ``Clock.run_until`` stops where ``Environment.run(until=...)`` does."""
 
 from __future__ import annotations
 
 import pytest
 import simpy
 
-from simulator.model.clock import Clock, run_until
+from simulator.model.clock import Clock
 
 
 def _world(env: simpy.Environment, log: list) -> None:
@@ -60,7 +60,7 @@ def test_clock_gives_the_same_log_as_simpy() -> None:
 
 def test_run_until_stops_where_simpy_does_and_events_at_the_horizon_wait() -> None:
     logs = []
-    for runner in (lambda env: env.run(until=3), lambda env: run_until(env, 3)):
+    for runner in (lambda env: env.run(until=3), lambda env: env.run_until(3)):
         env = Clock()
         log: list = []
 
@@ -79,7 +79,7 @@ def test_an_unhandled_failure_stops_run_until() -> None:
     env = Clock()
     env.event().fail(RuntimeError("nobody waits for this"))
     with pytest.raises(RuntimeError, match="nobody waits"):
-        run_until(env, 1)
+        env.run_until(1)
 
 
 def test_clock_timeout_refuses_a_negative_delay() -> None:
