@@ -11,7 +11,9 @@ Bin error: a percentile read from the histogram is the geometric middle of the b
 the ranked value, so it is within a factor ``10 ** (1 / (2 * BINS_PER_DECADE))`` of the value
 numpy would interpolate from the raw latencies (+-0.58 % with 200 bins a decade); the mean,
 max, counts, throughput and success rate are exact.  A single replication's confidence
-intervals use 10 batches of equal *time* (by arrival) instead of 10 batches of equal count.
+interval of the mean uses 10 batches of equal *time* (by arrival) instead of 10 batches of
+equal count; its percentile intervals are the order statistics of ``simulator.stats``, read
+from the bins.
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ def _point(hist: np.ndarray, lat_sum_s: float, key: str) -> float:
 
 def stats_block(sketches: Sequence[LatencySketch], window_s: float, replications: int) -> dict:
     """A STATS dict (as ``simulator.stats.stats_block``) from one sketch per replication."""
-    from simulator.stats import CI_KEYS, LATENCY_KEYS, _ci_pair, _r, t_interval
+    from simulator.stats import CI_KEYS, LATENCY_KEYS, _ci_pair, _r, latency_cis
 
     merged = sketches[0]
     for s in sketches[1:]:
@@ -160,6 +162,7 @@ def stats_block(sketches: Sequence[LatencySketch], window_s: float, replications
         lat = _values(hist, float(merged.lat_sum_s.sum()), merged.lat_max_s)
         latency = {k: _r(lat[k]) for k in LATENCY_KEYS}
     else:
+        lat = {}
         latency = {k: None for k in LATENCY_KEYS}
     # Groups for the CIs: replications with successes, or a lone replication's time batches.
     with_ok = [s for s in sketches if s.ok]
@@ -170,7 +173,12 @@ def stats_block(sketches: Sequence[LatencySketch], window_s: float, replications
         groups = [(s.counts[b], float(s.lat_sum_s[b])) for b in range(s.counts.shape[0]) if s.counts[b].any()]
     else:
         groups = []
-    cis = {key: _ci_pair(t_interval([_point(h, total, key) for h, total in groups])) if groups else None for key in CI_KEYS}
+    # Around the pooled values, as simulator.stats prints them; rank r of the pooled latencies
+    # is the middle of the bin holding it, as percentile_ms reads it.
+    cum = np.cumsum(hist)
+    cis = latency_cis(lat, n_ok, lambda r: float(_MIDS_MS[int(np.searchsorted(cum, r + 1))]),
+                      [{key: _point(h, total, key) for key in CI_KEYS} for h, total in groups], len(with_ok) >= 2)
+    cis = {key: _ci_pair(ci) for key, ci in cis.items()}
     return {
         "count": count,
         "throughput_rps": _r(n_ok / window_s / reps if window_s > 0 else 0.0),

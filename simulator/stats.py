@@ -11,9 +11,18 @@ Conventions (see docs/metrics.md for the formulas):
   window in which it *arrived*, whatever became of it;
 * latency statistics are over successful (``outcome == "ok"``) requests only, pooled over
   replications, percentiles by linear interpolation (numpy's default, as the seed tool);
-* confidence intervals are Student-t over per-replication values; with a single replication
-  the batch-means method (10 batches by arrival order) stands in, so a CI always exists when
-  there are at least two values to spread;
+* every confidence interval printed contains the point estimate printed next to it, and no
+  latency bound is negative (``latency_cis``):
+  - several replications: Student-t over the per-replication values, with the spread of those
+    values, centred on the pooled estimate (not on the mean of per-replication values, which
+    for a percentile carries each replication's small-sample bias and can lie outside);
+  - one replication, mean: the same, over 10 batches by arrival order (batch means);
+  - one replication, percentiles: the distribution-free order-statistic interval, its ranks
+    from the binomial distribution of the number of values below the true percentile
+    (``order_statistic_interval``); ``None`` when the sample is too small for a finite upper
+    bound at 95 % (p95 needs 72 successes, p99 367);
+  - a t-interval's lower end below 0 is raised to 0: latencies are never negative, so this
+    cuts off only values the true latency cannot take and keeps the coverage;
 * nothing in a summary is NaN: undefined values are ``None`` (JSON ``null``), and floats are
   rounded to 6 significant digits so that equal inputs give byte-identical JSON.
 """
@@ -107,29 +116,131 @@ def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tup
     return (m - half, m + half)
 
 
+def centred_interval(
+    point: float, values: Sequence[float] | np.ndarray, level: float = 0.95, floor: float | None = 0.0
+) -> tuple[float, float] | None:
+    """``point ± t_{(1+level)/2, k-1} · s / sqrt(k)``: the spread of ``k`` independent values
+    (replications, or batches of one replication), centred on the pooled estimate ``point``.
+
+    The t-interval over per-replication values estimates the spread well, but its centre, the
+    mean of per-replication values, is not the estimate printed: for a percentile each
+    replication's value is biased by its smaller sample, and the mean of those can lie outside
+    the interval around the pooled value (and even outside the t-interval).  The pooled
+    estimator has about the same standard error, so it takes the same half-width.
+    ``floor``: the lowest value the quantity can take (0 for a latency); a lower end below it
+    is raised to it, which removes only impossible values.  None with fewer than two finite
+    values or a non-finite ``point``.
+    """
+    arr = np.asarray(values, dtype="float64")
+    arr = arr[np.isfinite(arr)]
+    k = arr.size
+    if k < 2 or point is None or not math.isfinite(point):
+        return None
+    s = float(np.std(arr, ddof=1))
+    half = float(_sst.t.ppf(0.5 + level / 2.0, k - 1)) * s / math.sqrt(k)
+    lo = point - half
+    if floor is not None and lo < floor:
+        lo = floor
+    return (lo, point + half)
+
+
+def order_statistic_ranks(n: int, q: float, level: float = 0.95) -> tuple[int, int] | None:
+    """0-based ranks ``(i, j)`` in a sorted sample of ``n`` with ``P(x_(i) <= ξ_q <= x_(j)) >= level``
+    for independent draws of any continuous distribution, ``ξ_q`` its ``q``-quantile.
+
+    The number ``B`` of draws below ``ξ_q`` is Binomial(n, q), and ``x_(i) <= ξ_q <= x_(j)``
+    exactly when ``i + 1 <= B <= j``; so ``i`` is the largest rank with ``P(B <= i) <= α/2`` and
+    ``j`` the smallest with ``P(B <= j) >= 1 - α/2`` (α = 1 - level, equal tails, at least the
+    coverage asked for).  ``i = -1``: no draw is low enough to be a lower bound.  The ranks are
+    then widened, never narrowed, to hold the interpolated percentile ``h = (n - 1)·q``:
+    ``i <= floor(h)``, ``j >= ceil(h)``.  None when ``j`` would be ``n`` or beyond (no finite
+    upper bound: too few draws for this quantile at this level).
+    """
+    if n < 1 or not 0.0 < q < 1.0:
+        return None
+    tail = (1.0 - level) / 2.0
+    i = int(_sst.binom.ppf(tail, n, q)) - 1  # ppf: the smallest k with P(B <= k) >= tail
+    j = int(_sst.binom.ppf(1.0 - tail, n, q))
+    h = (n - 1) * q
+    i = min(i, math.floor(h))
+    j = max(j, math.ceil(h))
+    if j >= n:
+        return None
+    return i, j
+
+
+def order_statistic_interval(
+    n: int, q: float, order_stat, level: float = 0.95, floor: float = 0.0
+) -> tuple[float, float] | None:
+    """The distribution-free ``level`` interval of the ``q``-quantile from ``n`` values:
+    ``[order_stat(i), order_stat(j)]`` with the ranks of ``order_statistic_ranks``.
+
+    ``order_stat(r)``: the value of 0-based rank ``r`` (a sorted array's item, a histogram's
+    bin).  Rank ``-1`` stands for ``floor``, the lowest value possible (0 for a latency).  It
+    assumes independent values; latencies of consecutive requests in one run are correlated
+    (a queue, a stall), which makes it optimistic, as any single-run interval is.
+    """
+    ranks = order_statistic_ranks(n, q, level)
+    if ranks is None:
+        return None
+    i, j = ranks
+    return (float(order_stat(i)) if i >= 0 else floor, float(order_stat(j)))
+
+
+def latency_cis(
+    points: dict[str, float],
+    n: int,
+    order_stat,
+    groups: Sequence[dict[str, float]],
+    replicated: bool,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float] | None]:
+    """The CIs of ``CI_KEYS`` (latency, ms) printed next to the pooled ``points``.
+
+    ``n`` pooled successful latencies whose value of 0-based rank ``r`` is ``order_stat(r)``;
+    ``groups``: each key's value per replication (``replicated``) or per batch of the one
+    replication.  Replications: ``centred_interval`` for every key.  One replication: the mean
+    by ``centred_interval`` over the batches, percentiles by ``order_statistic_interval``.
+    """
+    out: dict[str, tuple[float, float] | None] = {}
+    for key in CI_KEYS:
+        point = points.get(key)
+        if point is None or not math.isfinite(point):
+            out[key] = None
+        elif replicated or key == "mean":
+            out[key] = centred_interval(point, [g[key] for g in groups], level)
+        else:
+            out[key] = order_statistic_interval(n, _PCT[key] / 100.0, order_stat, level)
+    return out
+
+
 def _ci_pair(ci: tuple[float, float] | None) -> list[float | None] | None:
     if ci is None:
         return None
     return [_r(ci[0]), _r(ci[1])]
 
 
-def _latency_cis(ok: pd.DataFrame) -> dict[str, list | None]:
-    """CIs of mean/p50/p95/p99 latency (ms) from the successful rows of a window.
+def _latency_cis(ok: pd.DataFrame, points: dict[str, float]) -> dict[str, list | None]:
+    """CIs of mean/p50/p95/p99 latency (ms) from the successful rows of a window, around the
+    pooled ``points`` (see ``latency_cis``).
 
-    Two or more replications with successes: t over per-replication values.  One: batch
-    means over that replication, 10 consecutive batches by arrival order.
+    Two or more replications with successes: the groups are the replications.  One: 10
+    consecutive batches by arrival order for the mean, the sorted latencies for percentiles.
     """
     if ok.empty:
         return {k: None for k in CI_KEYS}
     rep = ok["replication"].to_numpy()
     lat_all = ok["latency_s"].to_numpy(dtype="float64") * 1000.0
     rep_ids = np.unique(rep)
-    if rep_ids.size >= 2:
+    replicated = rep_ids.size >= 2
+    if replicated:
         # Stable sort by replication, then split: the groups keep their row order (numpy
         # arrays, not a pandas groupby over a wide frame, which copies every column).
         order = np.argsort(rep, kind="mergesort")
         bounds = np.flatnonzero(np.diff(rep[order])) + 1
         groups = np.split(lat_all[order], bounds)
+        ranked = None
+        values = [{key: _point(g, key) for key in CI_KEYS} for g in groups]
     else:
         # Sort by arrival (id breaks ties) so batches are the same whatever the row order.
         ids = ok["id"].to_numpy() if "id" in ok.columns else np.arange(len(ok))
@@ -137,7 +248,10 @@ def _latency_cis(ok: pd.DataFrame) -> dict[str, list | None]:
         lat = lat_all[order]
         n_batches = min(BATCHES, lat.size)
         groups = [b for b in np.array_split(lat, n_batches) if b.size] if n_batches else []
-    return {key: _ci_pair(t_interval([_point(g, key) for g in groups])) for key in CI_KEYS}
+        ranked = np.sort(lat_all)
+        values = [{"mean": float(np.mean(g))} for g in groups]
+    cis = latency_cis(points, lat_all.size, ranked.__getitem__ if ranked is not None else None, values, replicated)
+    return {key: _ci_pair(ci) for key, ci in cis.items()}
 
 
 # --------------------------------------------------------------------------- public API
@@ -157,7 +271,7 @@ def stats_block(df_window: pd.DataFrame, window_s: float, replications: int) -> 
     ``count``: requests in the window, all replications summed.  ``throughput_rps``: successful
     requests / window_s / replications (the per-replication throughput, averaged).
     ``success_rate``: ok / count (None when count is 0).  ``latency_ms``: over successful
-    requests of all replications pooled.  ``ci95_ms``: see ``_latency_cis``.
+    requests of all replications pooled.  ``ci95_ms``: see ``latency_cis``.
     """
     count = int(len(df_window))
     mask = _ok_mask(df_window)
@@ -169,13 +283,14 @@ def stats_block(df_window: pd.DataFrame, window_s: float, replications: int) -> 
         lat = _latency_values(ok["latency_s"].to_numpy(dtype="float64") * 1000.0)
         latency = {k: _r(lat[k]) for k in LATENCY_KEYS}
     else:
+        lat = {}
         latency = {k: None for k in LATENCY_KEYS}
     return {
         "count": count,
         "throughput_rps": _r(throughput),
         "success_rate": _r(n_ok / count) if count else None,
         "latency_ms": latency,
-        "ci95_ms": _latency_cis(ok),
+        "ci95_ms": _latency_cis(ok, lat),
     }
 
 
@@ -423,8 +538,10 @@ def compare_summaries(a: dict, b: dict, per_rep_a: pd.DataFrame, per_rep_b: pd.D
     The runs must share seed and replication indices (common random numbers), so replication i
     of A and of B saw the same arrivals: their difference has far less variance than either.
     Each row: endpoint, metric, unit, a, b (pooled values from the summaries), delta = b - a,
-    mean_diff (mean of per-replication differences B_i - A_i), ci95 of that mean (None with
-    fewer than two pairs), n_pairs, significant (CI excludes 0; False when no CI).
+    mean_diff (mean of per-replication differences B_i - A_i), ci95: the paired-t interval with
+    the spread of those differences, centred on ``delta``, the difference printed (on
+    ``mean_diff`` when a pooled value is missing; None with fewer than two pairs), n_pairs,
+    significant (CI excludes 0; False when no CI).
     """
     names = [ALL] + list(dict.fromkeys(list(a.get("endpoints", {})) + list(b.get("endpoints", {}))))
     key = ["replication", "endpoint"]
@@ -442,14 +559,16 @@ def compare_summaries(a: dict, b: dict, per_rep_a: pd.DataFrame, per_rep_b: pd.D
             else:
                 diffs = (sub[f"{col}_b"].to_numpy(dtype="float64") - sub[f"{col}_a"].to_numpy(dtype="float64"))
                 diffs = diffs[np.isfinite(diffs)]
-            ci = t_interval(diffs)
+            delta = vb - va if (va is not None and vb is not None) else None
+            centre = delta if delta is not None else (float(np.mean(diffs)) if diffs.size else None)
+            ci = centred_interval(centre, diffs, floor=None) if centre is not None else None
             rows.append({
                 "endpoint": name,
                 "metric": metric,
                 "unit": unit,
                 "a": va,
                 "b": vb,
-                "delta": _r(vb - va) if (va is not None and vb is not None) else None,
+                "delta": _r(delta),
                 "mean_diff": _r(np.mean(diffs)) if diffs.size else None,
                 "ci95": _ci_pair(ci),
                 "n_pairs": int(diffs.size),

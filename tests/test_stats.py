@@ -210,3 +210,166 @@ def test_per_replication_fills_absent_combinations():
     full = pr[(pr["replication"] == 0) & (pr["endpoint"] == "chat")].iloc[0]
     assert full["throughput_rps"] == pytest.approx(0.1) and full["p50_ms"] == pytest.approx(200.0)
     assert isinstance(stats.per_replication(records_frame([]), 1.0), pd.DataFrame)
+
+
+# --------------------------------------------------------------------------- intervals that hold
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+from scipy import stats as sst  # noqa: E402
+
+from simulator import histograms  # noqa: E402
+
+
+def _blocks(summary):
+    yield "all", summary["overall"]
+    yield from summary["endpoints"].items()
+
+
+def _assert_cis_hold(summary):
+    """Every CI contains the point estimate printed next to it; no latency bound is negative."""
+    for name, block in _blocks(summary):
+        for key in stats.CI_KEYS:
+            ci, point = block["ci95_ms"][key], block["latency_ms"][key]
+            if ci is None:
+                continue
+            assert point is not None, (name, key)
+            lo, hi = ci
+            assert lo is not None and hi is not None, (name, key, ci)
+            assert 0.0 <= lo <= point <= hi, (name, key, lo, point, hi)
+
+
+def test_order_statistic_ranks_have_the_binomial_coverage():
+    for n in (5, 6, 20, 71, 72, 120, 366, 367, 1000, 50_000):
+        for q in (0.5, 0.95, 0.99):
+            ranks = stats.order_statistic_ranks(n, q)
+            # a finite upper bound needs P(all n below the quantile) = q^n <= 2.5 %
+            assert (ranks is None) == (q**n > 0.025), (n, q)
+            if ranks is None:
+                continue
+            i, j = ranks
+            coverage = sst.binom.cdf(j, n, q) - (sst.binom.cdf(i, n, q) if i >= 0 else 0.0)
+            assert coverage >= 0.95, (n, q, coverage)
+            # equal tails, not wider than needed: one rank less on either side loses coverage
+            assert i < 0 or sst.binom.cdf(i + 1, n, q) > 0.025
+            assert sst.binom.cdf(j - 1, n, q) < 0.975 or j - 1 < math.ceil((n - 1) * q)
+            h = (n - 1) * q
+            assert i <= math.floor(h) and j >= math.ceil(h)
+
+
+def test_order_statistic_interval_covers_the_true_percentile_about_95_percent():
+    rng = np.random.default_rng(7)
+    true_p95 = -math.log(0.05)
+    covered = 0
+    for _ in range(400):
+        x = np.sort(rng.exponential(1.0, 500))
+        lo, hi = stats.order_statistic_interval(x.size, 0.95, x.__getitem__)
+        covered += lo <= true_p95 <= hi
+    assert 0.93 <= covered / 400 <= 0.995
+
+
+def _stall_run():
+    """redis_stall's shape: 20 req/s for 6 s, fast answers (20 or 100 ms) except that Redis
+    stalls from 8 s to 9.5 s and every request arriving then waits until 9.5 s."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(120):
+        at = 4.0 + i / 20.0
+        lat = 9.5 - at + 0.02 if 8.0 <= at < 9.5 else (0.02 if rng.random() < 0.5 else 0.1)
+        rows.append(rec(i, at, lat))
+    return records_frame(rows)
+
+
+def test_a_stall_in_one_replication_gets_a_percentile_ci_around_its_estimate():
+    df = _stall_run()
+    s = summarize(df, 1)
+    o = s["overall"]
+    p95 = o["latency_ms"]["p95"]
+    lo, hi = o["ci95_ms"]["p95"]
+    assert 1000.0 < p95 < 1500.0
+    assert 0.0 <= lo <= p95 <= hi
+    # what was printed before: t over the p95 of 10 batches of 12, which excludes the estimate
+    lat = df.sort_values("arrived_at")["latency_s"].to_numpy() * 1000.0
+    old = stats.t_interval([np.percentile(b, 95) for b in np.array_split(lat, 10)])
+    assert old[1] < p95
+    _assert_cis_hold(s)
+
+
+def test_cis_exist_where_the_data_allow_them():
+    one = summarize(synthetic(reps=1, n=500, fail=0.0), 1)["overall"]
+    assert all(one["ci95_ms"][k] is not None for k in stats.CI_KEYS)  # 500 >= 367 for p99
+    small = summarize(synthetic(reps=1, n=60, fail=0.0), 1)["overall"]
+    assert small["ci95_ms"]["p50"] is not None and small["ci95_ms"]["mean"] is not None
+    assert small["ci95_ms"]["p95"] is None and small["ci95_ms"]["p99"] is None  # 60 < 72: no upper bound
+    reps = summarize(synthetic(reps=3, n=30, fail=0.0), 3)["overall"]
+    assert all(reps["ci95_ms"][k] is not None for k in stats.CI_KEYS)
+
+
+_SHAPES = ("exponential", "lognormal", "pareto", "constant", "two_point", "stall", "tiny")
+
+
+def _latencies(shape: str, n: int, rng) -> np.ndarray:
+    if shape == "exponential":
+        return rng.exponential(0.2, n)
+    if shape == "lognormal":
+        return rng.lognormal(-2.0, 2.0, n)
+    if shape == "pareto":
+        return (rng.pareto(1.1, n) + 1.0) * 0.01
+    if shape == "constant":
+        return np.full(n, 0.25)
+    if shape == "two_point":
+        return np.where(rng.random(n) < 0.93, 0.01, 3.0)
+    if shape == "stall":
+        lat = rng.exponential(0.02, n)
+        k = n // 4
+        lat[n // 2: n // 2 + k] = np.linspace(1.5, 0.0, k)  # a block of consecutive slow requests
+        return lat
+    return rng.uniform(0.0, 1e-6, n)  # sub-microsecond, and zeros after rounding
+
+
+@st.composite
+def _runs(draw):
+    reps = draw(st.integers(1, 4))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    rows, i = [], 0
+    for r in range(reps):
+        n = draw(st.integers(0, 900))
+        shape = draw(st.sampled_from(_SHAPES))
+        lat = _latencies(shape, n, rng)
+        extra = draw(st.lists(st.floats(0.0, 1e4, allow_nan=False, allow_infinity=False), max_size=5))
+        lat = np.concatenate([lat, extra])
+        t = 0.0
+        for x in lat:
+            t += float(rng.exponential(0.05))
+            out = "timeout" if rng.random() < 0.05 else "ok"
+            ep = "chat" if rng.random() < 0.7 else "select"
+            rows.append(rec(i, t, float(x), rep=r, endpoint=ep, outcome=out))
+            i += 1
+    return records_frame(rows), reps
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_runs())
+def test_every_printed_ci_contains_its_estimate_and_no_bound_is_negative(run):
+    df, reps = run
+    s = summarize(df, reps)
+    _assert_cis_hold(s)
+    # the same records through the bounded-memory sketches (gwsim run --records none)
+    sketches = {}
+    for row in df.itertuples():
+        group = sketches.setdefault(row.endpoint, [histograms.LatencySketch() for _ in range(reps)])
+        group[row.replication].add(row.id % histograms.BATCHES, row.outcome, row.latency_s)
+    lean = histograms.summarize(sketches, scenario="t", engine="sim", replications=reps, seed=1, warmup_s=0.0,
+                                end_s=1e9, endpoints=["chat", "select"])
+    _assert_cis_hold(lean)
+    # a comparison's interval holds the difference it prints
+    if reps >= 2:
+        slower = df.copy()
+        slower["latency_s"] = slower["latency_s"] * 1.1
+        win_a, win_b = stats.measurement_window(df, 0.0, 1e9), stats.measurement_window(slower, 0.0, 1e9)
+        rows = stats.compare_summaries(s, summarize(slower, reps), stats.per_replication(win_a, 1e9),
+                                       stats.per_replication(win_b, 1e9))
+        for r in rows:
+            if r["ci95"] is not None and r["delta"] is not None:
+                assert r["ci95"][0] <= r["delta"] <= r["ci95"][1], r
