@@ -10,15 +10,27 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gwsim.calibration.metrics import compare_frames, ks_statistic, pct_error, tost_quantile
+from gwsim.calibration.metrics import (
+    compare_frames,
+    ks_critical,
+    ks_statistic,
+    measured_halfwidths,
+    pct_error,
+    quantile_order_interval,
+    tost_quantile,
+)
 
 
 def _frame(lat_s: np.ndarray, endpoint: str = "ep", ok_share: float = 1.0, span: float = 10.0) -> pd.DataFrame:
     n = len(lat_s)
-    outcome = np.where(np.arange(n) < int(round(ok_share * n)), "ok", "timeout")
+    # failures spread evenly over the run (every k-th request), not bunched at one end
+    failed = np.zeros(n, dtype=bool)
+    k = int(round((1.0 - ok_share) * n))
+    if k:
+        failed[np.linspace(0, n - 1, k).astype(int)] = True
     return pd.DataFrame({
         "endpoint": endpoint, "request_class": "c", "arrived_at": np.linspace(0, span, n, endpoint=False),
-        "latency_s": lat_s, "outcome": outcome,
+        "latency_s": lat_s, "outcome": np.where(failed, "timeout", "ok"),
     })
 
 
@@ -29,6 +41,9 @@ def test_pct_error_and_ks():
     a = np.arange(100.0)
     assert ks_statistic(a, a) == 0.0
     assert ks_statistic(a, a + 1000) == 1.0
+    # the Kolmogorov limit: c(1 %) = 1.628 times sqrt((n + m) / nm)
+    assert ks_critical(1000, 1000) == pytest.approx(1.6276 * (2 / 1000) ** 0.5, rel=1e-3)
+    assert ks_critical(1000, 4000) < ks_critical(1000, 1000) and ks_critical(0, 10) is None
 
 
 def test_tost_equivalent_for_same_distribution_not_for_shifted():
@@ -40,19 +55,71 @@ def test_tost_equivalent_for_same_distribution_not_for_shifted():
     assert not tost_quantile(a[:15], b[:15], 95)["equivalent"]
 
 
+def test_order_statistic_interval_covers_the_true_quantile_about_95_percent_of_the_time():
+    rng = np.random.default_rng(4)
+    covered = 0
+    for _ in range(400):
+        x = np.sort(rng.exponential(1.0, 300))
+        lo, hi = quantile_order_interval(x, 95)
+        covered += lo <= -np.log(0.05) <= hi
+    assert 0.92 <= covered / 400 <= 0.99
+
+
 def test_compare_frames_errors_and_misses():
     rng = np.random.default_rng(2)
-    lat = rng.uniform(0.1, 0.2, 2000)
-    measured = _frame(lat, ok_share=0.99)
-    predicted = _frame(lat * 1.08, ok_share=1.0)  # 8 % slow everywhere, 1 pp more success
-    comps = {c.endpoint: c for c in compare_frames(predicted, measured, window=(0, 10))}
+    lat = rng.uniform(0.1, 0.2, 20000)
+    measured = _frame(lat, ok_share=0.99, span=100.0)
+    predicted = _frame(lat * 1.08, ok_share=1.0, span=100.0)  # 8 % slow everywhere, 1 pp more success
+    comps = {c.endpoint: c for c in compare_frames(predicted, measured, window=(0, 100), fixed_schedule=True)}
+    assert set(comps) == {"ep"}  # one endpoint: no duplicate 'all' row
     ep = comps["ep"]
     assert ep.errors["p50"] == pytest.approx(8.0, abs=0.5)
     assert ep.errors["success_pp"] == pytest.approx(1.0, abs=0.01)
+    assert not ep.inconclusive, ep.ci_halfwidth  # 20,000 requests decide every figure
     assert "p50" in ep.misses and "success_pp" in ep.misses and "p95" not in ep.misses
-    assert not ep.passed
-    same = compare_frames(measured, measured, window=(0, 10))
+    assert ep.ks_failed and not ep.passed
+    same = compare_frames(measured, measured, window=(0, 100), fixed_schedule=True)
     assert all(c.passed for c in same) and same[0].ks == 0.0
+    d = same[0].to_dict()["figures"]
+    assert d["p95"]["status"] == "ok" and d["p95"]["threshold"] == 10.0 and d["p95"]["ci_halfwidth"] < 10.0
+
+
+def test_a_short_measurement_leaves_figures_inconclusive_and_does_not_pass():
+    rng = np.random.default_rng(5)
+    measured = _frame(rng.exponential(0.1, 150), ok_share=0.96, span=10.0)
+    comps = compare_frames(measured, measured, window=(0, 10))  # a perfect prediction
+    ep = comps[0]
+    assert not ep.misses and not ep.ks_failed
+    # 150 requests: P99 and success rate are not decided to 10 % and 0.5 pp, nor a Poisson count to 3 %
+    assert {"p99", "success_pp", "throughput"} <= set(ep.inconclusive)
+    assert not ep.passed and ep.status("p99") == "inconclusive"
+
+
+def test_ks_fails_a_shape_the_percentiles_do_not_see():
+    rng = np.random.default_rng(6)
+    measured = rng.uniform(0.1, 0.3, 20000)
+    # the same P50, P95 and P99, but the lower half squeezed towards the median
+    predicted = np.where(measured < 0.2, 0.2 - (0.2 - measured) * 0.6, measured)
+    comps = compare_frames(_frame(predicted, span=100.0), _frame(measured, span=100.0), window=(0, 100), fixed_schedule=True)
+    ep = comps[0]
+    assert not ep.misses and not ep.inconclusive
+    assert ep.ks > ep.ks_critical and ep.ks_failed and not ep.passed
+
+
+def test_block_bootstrap_widens_intervals_when_latencies_move_together():
+    rng = np.random.default_rng(7)
+    n, span = 6000, 60.0
+    independent = rng.gamma(4, 0.025, n)
+    # each second of arrivals shares one random slowdown (a queue that fills and drains)
+    second = (np.linspace(0, span, n, endpoint=False)).astype(int)
+    together = independent * rng.lognormal(0.0, 0.3, int(span))[second]
+    calm = measured_halfwidths(_frame(independent, span=span), start=0, span=span, fixed_schedule=True, arrivals_total=n)
+    moved = measured_halfwidths(_frame(together, span=span), start=0, span=span, fixed_schedule=True, arrivals_total=n)
+    assert moved["p50"] > 2 * calm["p50"]
+    # a fixed schedule that all succeeds decides throughput exactly; a Poisson count does not
+    assert calm["throughput"] == pytest.approx(0.0, abs=1e-9)
+    poisson = measured_halfwidths(_frame(independent, span=span), start=0, span=span, fixed_schedule=False, arrivals_total=n)
+    assert poisson["throughput"] == pytest.approx(100 * 1.96 / n**0.5, rel=0.02)
 
 
 SCENARIO = textwrap.dedent("""

@@ -1,22 +1,25 @@
-"""``gwsim calibrate check``: every scenario of a suite measured on the real engine and predicted
-by the simulator, compared per endpoint (see ``metrics``).
+"""``gwsim calibrate check``: every scenario of a suite predicted by the simulator and measured
+on the real engine, compared per endpoint (see ``metrics``).
 
-The real engine runs the scenario without its machine profile (``profile=none``): it pays
-those overheads for real.  The simulator runs it with the profile, over the same length of
-time as the measurement, with replications.
+By default the comparison is a prediction: the simulator is given the scenario and its
+machine profile and nothing else.  It draws its own traffic (arrival times, endpoint mix,
+classes) and takes the other work on the machine (``machine.background``) from the profile;
+it runs *before* the measurement, so it cannot have seen it.  The real engine runs the
+scenario without the profile (``profile=none``): it pays those overheads for real.  The
+simulator runs over the same length of time as the measurement, with replications.
 
-The machine is shared: other work on it takes its share of the cores, and that changes
-from minute to minute.  So the check samples the machine during the measurement and, when
-the scenario has a machine model, gives the simulator the other work seen then
-(``machine.background``, reported as ``background``) instead of the profile's figure from
-whenever the profile was measured (``background="profile"`` keeps that one).
+Two diagnostics take things from the measurement instead, to tell a model error from a
+difference of inputs; their results are not predictions and are labelled so:
 
-The traffic is the measurement's: for an open-loop scenario the simulator replays the
-requests the load generator sent (arrival time, endpoint, class; ``workload.replay``), so
-the comparison is not blurred by two different draws of a Poisson stream or of the endpoint
-mix (with 300 requests the mix alone moves an endpoint's throughput by 5 %).  Service
-times, errors and everything downstream are still the simulator's own draws, different in
-each replication.  ``traffic="own"`` lets the simulator draw its own traffic.
+* ``traffic="measured"``: an open-loop scenario replays the requests the load generator
+  sent (arrival time, endpoint, class; ``workload.replay``); service times, errors and
+  everything downstream stay the simulator's own draws;
+* ``background="measured"``: the other work sampled on the machine during the measurement
+  (its mean and its 0.5 s steps, ``machine.background_trace``) instead of the profile's.
+
+The other work on the machine is sampled during every measurement either way and reported
+(``background_seen``, column ``bg``): a shared machine changes from minute to minute, and a
+queue near saturation follows it.
 """
 
 from __future__ import annotations
@@ -29,11 +32,14 @@ from typing import Callable
 
 import pandas as pd
 
-from gwsim.calibration.metrics import THRESHOLDS, EndpointComparison, compare_frames
+from gwsim.calibration.metrics import FIGURES, KS_ALPHA, THRESHOLDS, EndpointComparison, compare_frames
 from simulator.errors import UsageError
 from simulator.scenario import load_scenario
 
 log = logging.getLogger(__name__)
+
+#: What the simulator is given by default: its own traffic, the profile's background.
+PREDICTION = {"traffic": "own", "background": "profile"}
 
 
 @dataclass
@@ -50,11 +56,22 @@ class ScenarioCheck:
     problems: list[str] = field(default_factory=list)
     measured: pd.DataFrame | None = None
     predicted: pd.DataFrame | None = None
-    background: float | None = None  # other runnable threads on the machine during the measurement
+    background: float | None = None  # other runnable sessions seen on the machine during the measurement
+    background_given: float | None = None  # what the simulator was given (None: no machine model)
+    traffic_mode: str = "own"
+    background_mode: str = "profile"
+
+    @property
+    def prediction(self) -> bool:
+        return self.traffic_mode == "own" and self.background_mode == "profile"
 
     @property
     def passed(self) -> bool:
         return all(e.passed for e in self.endpoints) and not self.problems
+
+    @property
+    def inconclusive(self) -> list[str]:
+        return [f"{e.endpoint}.{k}" for e in self.endpoints for k in e.inconclusive]
 
     def to_dict(self) -> dict:
         return {
@@ -64,12 +81,16 @@ class ScenarioCheck:
             "window_s": list(self.window),
             "replications": self.replications,
             "passed": self.passed,
+            "inconclusive": self.inconclusive,
             "endpoints": [e.to_dict() for e in self.endpoints],
             "accounting": self.accounting,
             "measure_s": round(self.measure_s, 2),
             "simulate_s": round(self.simulate_s, 2),
             "problems": self.problems,
-            "background": None if self.background is None else round(self.background, 3),
+            "traffic": self.traffic_mode,
+            "background": self.background_mode,
+            "background_seen": None if self.background is None else round(self.background, 3),
+            "background_given": None if self.background_given is None else round(self.background_given, 3),
         }
 
 
@@ -85,6 +106,13 @@ def suite_files(suite_dir: str | Path) -> list[Path]:
     return files
 
 
+def fixed_schedule(scenario) -> bool:
+    """Whether the arrivals are a fixed schedule (constant or burst, open loop): then the count
+    of requests in a window is known and only which of them succeed is random."""
+    wl = scenario.workload
+    return wl.mode == "open" and wl.arrivals is not None and wl.arrivals.process in ("constant", "burst")
+
+
 def check_scenario(
     path: str | Path,
     *,
@@ -95,8 +123,8 @@ def check_scenario(
     workers: int | None = None,
     keep_frames: bool = False,
     thresholds: dict | None = None,
-    background: str = "measured",
-    traffic: str = "measured",
+    background: str = PREDICTION["background"],
+    traffic: str = PREDICTION["traffic"],
     startup_s: float = 12.0,
 ) -> ScenarioCheck:
     from gwsim.calibration.profile import CpuSampler
@@ -115,6 +143,18 @@ def check_scenario(
     # The same arrival window on both sides: the simulator runs for the measured length.
     common = [*overrides, f"run.duration=\"{duration!r}s\"", f"run.warmup=\"{warmup!r}s\""]
     sim_sc = load_scenario(path, common)
+    predicting = traffic == "own" and background == "profile"
+
+    def simulate(scenario):
+        t = time.perf_counter()
+        run = run_scenario(scenario, replications=replications, seed=seed, workers=workers)
+        return run, time.perf_counter() - t
+
+    sim = simulate_s = None
+    if predicting:
+        # Before the measurement: the prediction cannot depend on it, and the simulator's
+        # worker processes are not competing with the measured ones for the cores.
+        sim, simulate_s = simulate(sim_sc)
     sampler = CpuSampler(every=0.5).start()
     t = time.perf_counter()
     try:
@@ -130,22 +170,21 @@ def check_scenario(
     try:
         seen = sampler.background(result.t0 + warmup, result.t0 + duration)
     except RuntimeError:
-        pass  # too short a run to sample: the profile's figure stays
-    if seen is not None and background == "measured" and sim_sc.machine.cores > 0:
-        # the mean over the window, and the steps as sampled: a minute on a shared machine
-        # has quiet and busy spells, and a queue near saturation follows them
-        trace = tuple((round(at - result.t0, 3), float(n)) for at, n in sampler.sessions() if at >= result.t0 - 1.0)
-        sim_sc = load_scenario(path, [*common, f"machine.background={seen:.4f}"])
-        sim_sc = sim_sc.model_copy(update={"machine": sim_sc.machine.model_copy(update={"background_trace": trace})})
-    if traffic == "measured" and sim_sc.workload.mode == "open" and not measured.empty:
-        sim_sc = replayed(sim_sc, measured)
-    t = time.perf_counter()
-    sim = run_scenario(sim_sc, replications=replications, seed=seed, workers=workers)
-    simulate_s = time.perf_counter() - t
+        pass  # too short a run to sample
+    if not predicting:
+        if seen is not None and background == "measured" and sim_sc.machine.cores > 0:
+            # the mean over the window, and the steps as sampled: a minute on a shared machine
+            # has quiet and busy spells, and a queue near saturation follows them
+            trace = tuple((round(at - result.t0, 3), float(n)) for at, n in sampler.sessions() if at >= result.t0 - 1.0)
+            sim_sc = load_scenario(path, [*common, f"machine.background={seen:.4f}"])
+            sim_sc = sim_sc.model_copy(update={"machine": sim_sc.machine.model_copy(update={"background_trace": trace})})
+        if traffic == "measured" and sim_sc.workload.mode == "open" and not measured.empty:
+            sim_sc = replayed(sim_sc, measured)
+        sim, simulate_s = simulate(sim_sc)
     window = (warmup, duration)
     comps = compare_frames(
         sim.records, measured, window=window, predicted_replications=sim.replications, measured_replications=1,
-        endpoints=list(base.endpoints), thresholds=thresholds,
+        endpoints=list(base.endpoints), thresholds=thresholds, fixed_schedule=fixed_schedule(base),
     )
     problems = list(getattr(result, "problems", []) or [])
     if result.interrupted:
@@ -154,6 +193,8 @@ def check_scenario(
         scenario=base.run.name, path=str(path), duration_s=duration, window=window, replications=sim.replications,
         endpoints=comps, accounting=result.accounting, measure_s=measure_s, simulate_s=simulate_s, problems=problems,
         measured=measured if keep_frames else None, predicted=sim.records if keep_frames else None, background=seen,
+        background_given=sim_sc.machine.background if sim_sc.machine.cores > 0 else None,
+        traffic_mode=traffic, background_mode=background,
     )
 
 
@@ -178,37 +219,91 @@ def check_suite(
     return out
 
 
+def suite_document(suite: str, checks: list[ScenarioCheck], *, traffic: str, background: str) -> dict:
+    """The JSON document of a check: what the simulator was given, the verdict, every scenario."""
+    return {
+        "suite": suite,
+        "traffic": traffic,
+        "background": background,
+        "prediction": traffic == PREDICTION["traffic"] and background == PREDICTION["background"],
+        "passed": bool(checks) and all(c.passed for c in checks),
+        "thresholds": dict(THRESHOLDS),
+        "ci_level": 0.95,
+        "ks_alpha": KS_ALPHA,
+        "inconclusive": sum(len(c.inconclusive) for c in checks),
+        "scenarios": [c.to_dict() for c in checks],
+    }
+
+
 def _f(x, spec: str = ".1f") -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _figure(e: EndpointComparison, key: str, spec: str) -> str:
+    """``+1.2±0.8``: the error and the measured value's CI half-width (both in the figure's unit)."""
+    err, half = e.errors.get(key), e.ci_halfwidth.get(key)
+    if err is None:
+        return "-"
+    cell = format(err, spec) + ("" if half is None else "±" + format(half, spec.lstrip("+")))
+    return cell + ("?" if key in e.inconclusive else "")
+
+
+def verdict(e: EndpointComparison) -> str:
+    parts = []
+    if e.misses:
+        parts.append("MISS " + ",".join(e.misses))
+    if e.inconclusive:
+        parts.append("UNDECIDED " + ",".join(e.inconclusive))
+    if e.ks_failed:
+        parts.append("KS")
+    return "; ".join(parts) or "ok"
+
+
 def format_checks(checks: list[ScenarioCheck]) -> str:
-    head = ["scenario", "endpoint", "n meas", "P50 meas/pred ms", "err%", "P95 meas/pred ms", "err%", "P99 meas/pred ms", "err%",
-            "thr err%", "succ pp", "KS", "TOST50", "TOST95", "verdict", "bg"]
+    head = ["scenario", "endpoint", "n meas", "P50 ms m/p", "err%", "P95 ms m/p", "err%", "P99 ms m/p", "err%",
+            "thr err%", "succ %", "succ pp", "KS D/crit", "verdict", "bg"]
     rows = []
     for c in checks:
         for e in c.endpoints:
-            m, p, er = e.measured, e.predicted, e.errors
+            m, p = e.measured, e.predicted
             rows.append([
                 c.scenario, e.endpoint, str(e.n_measured),
-                f"{_f(m['p50'], '.0f')}/{_f(p['p50'], '.0f')}", _f(er["p50"], "+.1f"),
-                f"{_f(m['p95'], '.0f')}/{_f(p['p95'], '.0f')}", _f(er["p95"], "+.1f"),
-                f"{_f(m['p99'], '.0f')}/{_f(p['p99'], '.0f')}", _f(er["p99"], "+.1f"),
-                _f(er["throughput"], "+.1f"), _f(er["success_pp"], "+.2f"), _f(e.ks, ".3f"),
-                "eq" if e.tost.get("p50", {}).get("equivalent") else "ne",
-                "eq" if e.tost.get("p95", {}).get("equivalent") else "ne",
-                "ok" if e.passed else "MISS " + ",".join(e.misses),
+                f"{_f(m['p50'], '.0f')}/{_f(p['p50'], '.0f')}", _figure(e, "p50", "+.1f"),
+                f"{_f(m['p95'], '.0f')}/{_f(p['p95'], '.0f')}", _figure(e, "p95", "+.1f"),
+                f"{_f(m['p99'], '.0f')}/{_f(p['p99'], '.0f')}", _figure(e, "p99", "+.1f"),
+                _figure(e, "throughput", "+.1f"),
+                _f(None if m["success"] is None else 100 * m["success"], ".1f"),
+                _figure(e, "success_pp", "+.2f"),
+                f"{_f(e.ks, '.3f')}/{_f(e.ks_critical, '.3f')}",
+                verdict(e),
                 _f(c.background, ".2f"),
             ])
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(head, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    lines = []
+    if checks and not all(c.prediction for c in checks):
+        c = checks[0]
+        lines.append(
+            f"DIAGNOSTIC, not a prediction: the simulator was given the measured "
+            f"{' and '.join(x for x, on in (('traffic', c.traffic_mode == 'measured'), ('background', c.background_mode == 'measured')) if on)}"
+        )
+    lines += ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     passed = sum(c.passed for c in checks)
+    undecided = sum(len(c.inconclusive) for c in checks)
+    th = checks[0].endpoints[0].thresholds if checks and checks[0].endpoints else THRESHOLDS
     lines.append(
-        f"{passed}/{len(checks)} scenarios within thresholds (|err| P50 <= {THRESHOLDS['p50']:g} %, P95/P99 <= "
-        f"{THRESHOLDS['p95']:g} %, throughput <= {THRESHOLDS['throughput']:g} %, success <= {THRESHOLDS['success_pp']:g} pp)"
+        f"{passed}/{len(checks)} scenarios pass: every figure decided (its measured 95 % CI half-width, after ±, "
+        f"below its threshold) and within it (|err| P50 <= {th['p50']:g} %, P95/P99 <= {th['p95']:g}/{th['p99']:g} %, "
+        f"throughput <= {th['throughput']:g} %, success <= {th['success_pp']:g} pp), KS D <= its {KS_ALPHA:.0%} critical value"
+        + (f"; {undecided} figure{'s' if undecided != 1 else ''} undecided (?)" if undecided else "")
     )
     for c in checks:
         for p in c.problems:
             lines.append(f"{c.scenario}: {p}")
     return "\n".join(lines)
+
+
+__all__ = [
+    "FIGURES", "PREDICTION", "ScenarioCheck", "check_scenario", "check_suite", "fixed_schedule", "format_checks",
+    "replayed", "suite_document", "suite_files", "verdict",
+]

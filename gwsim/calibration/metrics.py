@@ -1,15 +1,34 @@
 """The comparison of a prediction with a measurement, as a load-test reviewer would make it.
 
-Per endpoint: P50/P95/P99 error in % of the measured value, throughput error in %, success
-rate difference in percentage points, the two-sample Kolmogorov-Smirnov statistic of the
-successful requests' latencies, and a TOST (two one-sided tests) equivalence verdict at
-+-10 % on P50 and P95: the 90 % bootstrap interval of the relative difference of the
-percentile must lie inside (-10 %, +10 %).  Bootstrap resamples both samples with a fixed
-seed so a verdict is reproducible.
+Per endpoint (and over all endpoints when there are several): P50/P95/P99 error in % of the
+measured value, throughput error in %, success-rate difference in percentage points.  Each of
+those *figures* is judged against its threshold, but only once the measurement has decided
+it: the half-width of the measured value's 95 % confidence interval must be smaller than the
+threshold, else the figure is ``inconclusive`` (the run was too short to tell a model error of
+that size from sampling noise).  The intervals:
+
+* percentiles: the wider of the distribution-free order-statistic interval (exact binomial
+  ranks, right for independent latencies) and a block bootstrap that resamples whole seconds
+  of arrivals (requests that met the same queue are not independent, and whole seconds keep
+  them together);
+* success rate: the wider of the Wilson (binomial) interval and the same block bootstrap
+  (failures of a breaker-open spell come in bursts);
+* throughput: count based.  Successful requests in the window are a Poisson count when
+  arrivals are random (``n +- 1.96 sqrt(n)``), a binomial share of a fixed arrival schedule
+  when they are not (``sqrt(n (1 - n/N))``); the block bootstrap of the per-second counts is
+  taken when wider.
+
+The latency distributions as a whole are compared by the two-sample Kolmogorov-Smirnov
+statistic ``D`` of the successful requests' latencies against its 1 % critical value for the
+two sample sizes (scipy's ``kstwobign``): ``D`` above it fails the endpoint.  A TOST
+equivalence verdict at +-10 % on P50 and P95 (90 % bootstrap interval of the relative
+difference inside the margin) is reported alongside, not judged.  Every bootstrap has a fixed
+seed, so a verdict is reproducible from the same records.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -18,8 +37,19 @@ from scipy import stats as sps
 
 #: Acceptance thresholds (issue C): |error| limits in %, success in percentage points.
 THRESHOLDS = {"p50": 5.0, "p95": 10.0, "p99": 10.0, "throughput": 3.0, "success_pp": 0.5}
+#: The compared figures, in table order.
+FIGURES = ("p50", "p95", "p99", "throughput", "success_pp")
 TOST_MARGIN = 0.10
 QUANTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
+#: Confidence of the measured figures' intervals.
+CI_LEVEL = 0.95
+#: Significance level of the KS verdict.
+KS_ALPHA = 0.01
+#: Block length of the bootstrap: a second of arrivals resampled as one piece.
+BLOCK_S = 1.0
+N_BOOT = 1000
+
+_Z = float(sps.norm.ppf(0.5 + CI_LEVEL / 2))
 
 
 def pct_error(predicted: float | None, measured: float | None) -> float | None:
@@ -36,6 +66,39 @@ def ks_statistic(a: np.ndarray, b: np.ndarray) -> float | None:
     return float(sps.ks_2samp(a, b).statistic)
 
 
+def ks_critical(n: int, m: int, alpha: float = KS_ALPHA) -> float | None:
+    """The two-sample KS statistic's critical value at level ``alpha`` for sample sizes n and m
+    (the Kolmogorov limit distribution, ``c(alpha) sqrt((n + m) / (n m))``)."""
+    if n <= 0 or m <= 0:
+        return None
+    return float(sps.kstwobign.isf(alpha)) * math.sqrt((n + m) / (n * m))
+
+
+def quantile_order_interval(sorted_x: np.ndarray, q: float, level: float = CI_LEVEL) -> tuple[float, float] | None:
+    """Distribution-free interval of the ``q``-th percentile from order statistics: ranks from
+    the binomial(n, q/100) quantiles, exact for independent samples.  None when a bound would
+    lie beyond the smallest or largest sample (too few samples for that percentile)."""
+    n = len(sorted_x)
+    if n < 2:
+        return None
+    p = q / 100.0
+    a = (1.0 - level) / 2
+    lo = int(sps.binom.ppf(a, n, p))  # ranks are 1-based: X_(lo) .. X_(hi)
+    hi = int(sps.binom.ppf(1.0 - a, n, p)) + 1
+    if lo < 1 or hi > n:
+        return None  # too few samples to bound the percentile on that side
+    return float(sorted_x[lo - 1]), float(sorted_x[hi - 1])
+
+
+def wilson_halfwidth(ok: int, n: int, level: float = CI_LEVEL) -> float | None:
+    """Half-width of the Wilson score interval of a binomial proportion."""
+    if n <= 0:
+        return None
+    z = float(sps.norm.ppf(0.5 + level / 2))
+    p = ok / n
+    return z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+
+
 def tost_quantile(
     predicted: np.ndarray, measured: np.ndarray, q: float, margin: float = TOST_MARGIN, *, n_boot: int = 400, seed: int = 0
 ) -> dict:
@@ -47,9 +110,8 @@ def tost_quantile(
     if len(predicted) < 2 or len(measured) < 2:
         return {"low": None, "high": None, "equivalent": False}
     rng = np.random.default_rng(seed)
-    # Bootstrap quantiles of each sample independently (they are independent runs).
-    qp = np.percentile(rng.choice(predicted, size=(n_boot, len(predicted)), replace=True), q, axis=1) if len(predicted) * n_boot <= 4e7 else _boot_big(rng, predicted, q, n_boot)
-    qm = np.percentile(rng.choice(measured, size=(n_boot, len(measured)), replace=True), q, axis=1) if len(measured) * n_boot <= 4e7 else _boot_big(rng, measured, q, n_boot)
+    qp = _boot_quantile(rng, predicted, q, n_boot)
+    qm = _boot_quantile(rng, measured, q, n_boot)
     rel = qp / np.where(qm > 0, qm, np.nan) - 1.0
     rel = rel[np.isfinite(rel)]
     if rel.size == 0:
@@ -58,8 +120,86 @@ def tost_quantile(
     return {"low": float(low), "high": float(high), "equivalent": bool(-margin < low and high < margin)}
 
 
-def _boot_big(rng: np.random.Generator, x: np.ndarray, q: float, n_boot: int) -> np.ndarray:
-    return np.array([np.percentile(rng.choice(x, size=len(x), replace=True), q) for _ in range(n_boot)])
+def _boot_quantile(rng: np.random.Generator, x: np.ndarray, q: float, n_boot: int) -> np.ndarray:
+    """``n_boot`` i.i.d. bootstrap replicates of the q-th percentile (in chunks: bounded memory)."""
+    out = []
+    chunk = max(1, int(4e6 // max(len(x), 1)))
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        out.append(np.percentile(rng.choice(x, size=(k, len(x)), replace=True), q, axis=1))
+    return np.concatenate(out)
+
+
+# --------------------------------------------------------------------------- the measured side
+
+
+@dataclass(frozen=True)
+class MeasuredSide:
+    """The measured requests of one endpoint in the window, with the block (second) of each."""
+
+    latency_ms: np.ndarray  # successful requests, in arrival order
+    ok_block: np.ndarray  # block of each successful request
+    all_block: np.ndarray  # block of every request
+    blocks: int
+
+
+def _blocks(arrived: np.ndarray, start: float, span: float, block_s: float) -> tuple[np.ndarray, int]:
+    k = max(1, int(math.ceil(span / block_s - 1e-9)))
+    idx = np.clip(((arrived - start) // block_s).astype(np.int64), 0, k - 1)
+    return idx, k
+
+
+def block_bootstrap(
+    side: MeasuredSide, *, quantiles: dict[str, float], n_boot: int = N_BOOT, seed: int = 0, level: float = CI_LEVEL
+) -> dict[str, tuple[float, float] | None]:
+    """Percentile intervals of the quantiles, the success share and the success count, when whole
+    blocks (seconds of arrivals) are resampled with replacement.
+
+    Each resample is a vector of block multiplicities; a request counts as often as its block
+    was drawn, so a weighted quantile over the sorted latencies gives the resampled percentile
+    without building the resampled arrays.
+    """
+    k = side.blocks
+    out: dict[str, tuple[float, float] | None] = {}
+    if k < 2 or len(side.all_block) < 2:
+        return {**{key: None for key in quantiles}, "success": None, "count": None}
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, k, size=(n_boot, k))
+    weights = np.zeros((n_boot, k))
+    np.add.at(weights, (np.repeat(np.arange(n_boot), k), draws.ravel()), 1.0)
+    all_per_block = np.bincount(side.all_block, minlength=k).astype(float)
+    ok_per_block = np.bincount(side.ok_block, minlength=k).astype(float)
+    ok_count = weights @ ok_per_block
+    total = weights @ all_per_block
+    a = (1.0 - level) / 2 * 100
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = np.where(total > 0, ok_count / total, np.nan)
+    share = share[np.isfinite(share)]
+    out["success"] = tuple(np.percentile(share, [a, 100 - a])) if share.size else None
+    out["count"] = tuple(np.percentile(ok_count, [a, 100 - a]))
+    n = len(side.latency_ms)
+    if n < 2:
+        return {**out, **{key: None for key in quantiles}}
+    order = np.argsort(side.latency_ms, kind="stable")
+    lat = side.latency_ms[order]
+    blk = side.ok_block[order]
+    reps = {key: np.empty(n_boot) for key in quantiles}
+    chunk = max(1, int(2e6 // n))
+    for s in range(0, n_boot, chunk):
+        w = weights[s : s + chunk][:, blk]  # (chunk, n): each request's multiplicity
+        cum = np.cumsum(w, axis=1)
+        tot = cum[:, -1]
+        for key, q in quantiles.items():
+            target = q / 100.0 * tot
+            pos = np.minimum((cum < target[:, None]).sum(axis=1), n - 1)
+            reps[key][s : s + chunk] = np.where(tot > 0, lat[pos], np.nan)
+    for key, values in reps.items():
+        values = values[np.isfinite(values)]
+        out[key] = tuple(np.percentile(values, [a, 100 - a])) if values.size else None
+    return out
+
+
+# --------------------------------------------------------------------------- comparison
 
 
 @dataclass
@@ -72,15 +212,44 @@ class EndpointComparison:
     errors: dict  # p50/p95/p99/throughput in %, success_pp in percentage points
     ks: float | None
     tost: dict = field(default_factory=dict)  # p50/p95 -> interval + verdict
-    misses: list[str] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)  # decided figures beyond their threshold
+    ci_halfwidth: dict = field(default_factory=dict)  # measured figure's 95 % CI half-width (% or pp)
+    inconclusive: list[str] = field(default_factory=list)  # figures the measurement did not decide
+    ks_critical: float | None = None
+    ks_pvalue: float | None = None
+    thresholds: dict = field(default_factory=dict)
+
+    @property
+    def ks_failed(self) -> bool:
+        return self.ks is not None and self.ks_critical is not None and self.ks > self.ks_critical
 
     @property
     def passed(self) -> bool:
-        return not self.misses
+        return not self.misses and not self.inconclusive and not self.ks_failed
+
+    def status(self, figure: str) -> str:
+        """``ok``, ``miss``, ``inconclusive`` or ``-`` (not compared: no value on either side)."""
+        if figure in self.inconclusive:
+            return "inconclusive"
+        if figure in self.misses:
+            return "miss"
+        return "-" if self.errors.get(figure) is None else "ok"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["passed"] = self.passed
+        d["ks_failed"] = self.ks_failed
+        d["figures"] = {
+            key: {
+                "measured": self.measured.get("success" if key == "success_pp" else key),
+                "predicted": self.predicted.get("success" if key == "success_pp" else key),
+                "error": self.errors.get(key),
+                "ci_halfwidth": self.ci_halfwidth.get(key),
+                "threshold": self.thresholds.get(key),
+                "status": self.status(key),
+            }
+            for key in FIGURES
+        }
         return d
 
 
@@ -93,6 +262,53 @@ def _side(df: pd.DataFrame, window_s: float, replications: int) -> tuple[dict, n
     return out, lat
 
 
+def measured_halfwidths(
+    m: pd.DataFrame, *, start: float, span: float, fixed_schedule: bool, arrivals_total: int, block_s: float = BLOCK_S,
+    n_boot: int = N_BOOT, seed: int = 0,
+) -> dict[str, float | None]:
+    """Half-widths of the measured figures' 95 % intervals: percentiles and throughput in % of
+    the measured value, success in percentage points (see the module docstring)."""
+    m = m.sort_values("arrived_at", kind="stable")
+    arrived = m["arrived_at"].to_numpy(dtype="float64")
+    ok_mask = (m["outcome"] == "ok").to_numpy()
+    lat = m["latency_s"].to_numpy(dtype="float64")[ok_mask] * 1000.0
+    all_block, k = _blocks(arrived, start, span, block_s)
+    side = MeasuredSide(lat, all_block[ok_mask], all_block, k)
+    boot = block_bootstrap(side, quantiles=QUANTILES, n_boot=n_boot, seed=seed)
+    out: dict[str, float | None] = {}
+    srt = np.sort(lat)
+    for key, q in QUANTILES.items():
+        if lat.size < 2:
+            out[key] = None
+            continue
+        point = float(np.percentile(lat, q))
+        order = quantile_order_interval(srt, q)
+        if order is None or point <= 0:
+            out[key] = None  # not bounded: undecided
+            continue
+        widths = [(iv[1] - iv[0]) / 2 for iv in (order, boot.get(key)) if iv is not None]
+        out[key] = float(100.0 * max(widths) / point)
+    n_ok, n_all = int(ok_mask.sum()), len(m)
+    if n_all:
+        wil = wilson_halfwidth(n_ok, n_all)
+        bs = boot.get("success")
+        out["success_pp"] = float(100.0 * max(wil or 0.0, (bs[1] - bs[0]) / 2 if bs else 0.0))
+    else:
+        out["success_pp"] = None
+    if n_ok:
+        if fixed_schedule:
+            q = n_ok / max(arrivals_total, n_ok)
+            sd = math.sqrt(n_ok * (1.0 - q))
+        else:
+            sd = math.sqrt(n_ok)
+        bc = boot.get("count")
+        half = max(_Z * sd, (bc[1] - bc[0]) / 2 if bc else 0.0)
+        out["throughput"] = float(100.0 * half / n_ok)
+    else:
+        out["throughput"] = None
+    return out
+
+
 def compare_frames(
     predicted: pd.DataFrame,
     measured: pd.DataFrame,
@@ -103,8 +319,15 @@ def compare_frames(
     endpoints: list[str] | None = None,
     thresholds: dict | None = None,
     by: str = "endpoint",
+    fixed_schedule: bool = False,
+    block_s: float = BLOCK_S,
 ) -> list[EndpointComparison]:
-    """Compare record frames over the arrival window ``[start, end)`` per endpoint (plus 'all')."""
+    """Compare record frames over the arrival window ``[start, end)`` per endpoint, plus 'all'
+    when there are several.
+
+    ``fixed_schedule``: the measured arrivals follow a fixed schedule (constant or burst
+    arrivals), so the count of successes is a share of a known number, not a Poisson count.
+    """
     th = {**THRESHOLDS, **(thresholds or {})}
     start, end = window
     span = end - start
@@ -116,22 +339,35 @@ def compare_frames(
     p_all, m_all = win(predicted), win(measured)
     names = list(endpoints) if endpoints is not None else sorted(set(m_all[by]) | set(p_all[by]))
     out = []
-    for name in [*names, "all"]:
+    for name in [*names, "all"] if len(names) > 1 else names:
         p = p_all if name == "all" else p_all.loc[p_all[by] == name]
         m = m_all if name == "all" else m_all.loc[m_all[by] == name]
         ps, plat = _side(p, span, predicted_replications)
         ms, mlat = _side(m, span, measured_replications)
         errors = {k: pct_error(ps[k], ms[k]) for k in (*QUANTILES, "throughput")}
         errors["success_pp"] = None if ps["success"] is None or ms["success"] is None else 100.0 * (ps["success"] - ms["success"])
+        half = measured_halfwidths(m, start=start, span=span, fixed_schedule=fixed_schedule, arrivals_total=len(m_all), block_s=block_s)
         tost = {k: tost_quantile(plat, mlat, QUANTILES[k]) for k in ("p50", "p95")}
-        misses = []
-        for key, limit in (("p50", th["p50"]), ("p95", th["p95"]), ("p99", th["p99"]), ("throughput", th["throughput"]), ("success_pp", th["success_pp"])):
+        misses, undecided = [], []
+        for key in FIGURES:
+            limit = th[key]
             e = errors[key]
+            side = "success" if key == "success_pp" else key
             if e is None:
-                side = "success" if key == "success_pp" else key
                 if (ms.get(side) is not None) != (ps.get(side) is not None):
-                    misses.append(key)
+                    misses.append(key)  # one side has the figure, the other has none
+                continue
+            h = half.get(key)
+            if h is None or h >= limit:
+                undecided.append(key)
             elif abs(e) > limit:
                 misses.append(key)
-        out.append(EndpointComparison(name, len(m), len(p), ms, ps, errors, ks_statistic(plat, mlat), tost, misses))
+        ks = pval = None
+        if len(plat) and len(mlat):
+            res = sps.ks_2samp(plat, mlat, method="asymp")
+            ks, pval = float(res.statistic), float(res.pvalue)
+        crit = ks_critical(len(mlat), len(plat))
+        out.append(EndpointComparison(
+            name, len(m), len(p), ms, ps, errors, ks, tost, misses, half, undecided, crit, pval, dict(th),
+        ))
     return out
