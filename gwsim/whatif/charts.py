@@ -27,18 +27,70 @@ def _axis_type(frame: pd.DataFrame, column: str) -> str:
     return "quantitative" if pd.api.types.is_numeric_dtype(frame[column]) else "nominal"
 
 
-def _as_text(column: pd.Series) -> pd.Series:
-    """Legend values as people write them: 10 rather than 10.0."""
+#: Settings where 0 means "no cap" (shown as "none" in legends and column headers).
+_ZERO_IS_NONE = ("max_conns_per_host", "count_interval")
+
+
+def _as_text(column: pd.Series, parameter: str = "") -> pd.Series:
+    """Legend values as people write them: 10 rather than 10.0, "none" for a cap of 0."""
     if pd.api.types.is_numeric_dtype(column):
-        return column.map(lambda v: f"{v:g}")
+        no_cap = parameter.rsplit(".", 1)[-1] in _ZERO_IS_NONE
+        return column.map(lambda v: "none" if no_cap and v == 0 else f"{v:g}")
     return column.astype(str)
 
 
+def _slo_text(metric: str, threshold: float) -> str:
+    """The words on an SLO rule: the target with its unit (``SLO 4,000 ms``, ``SLO 99 %``)."""
+    if metric in ("success_rate", "error_rate", "goodput") or metric.endswith(":success_rate"):
+        return f"SLO {threshold * 100:g} %"
+    if metric.endswith("_ms"):
+        return f"SLO {threshold:,.0f} ms"
+    if metric.endswith("_rps") or metric == "rate":
+        return f"SLO {threshold:g} req/s"
+    return f"SLO {threshold:g}"
+
+
+def _rule_with_label(threshold: float, text: str, *, color: str = "#d62728") -> list[alt.Chart]:
+    """A dashed horizontal rule at ``threshold`` and its label at the right end, so a reader
+    knows what the line is without a legend."""
+    rule = alt.Chart().mark_rule(color=color, strokeDash=[6, 4]).encode(y=alt.datum(threshold))
+    words = alt.Chart().mark_text(color=color, align="left", baseline="bottom", dy=-2, fontSize=11).encode(
+        y=alt.datum(threshold), x=alt.value(4), text=alt.datum(text))
+    return [rule, words]
+
+
+def _title(text: str, subtitle: Sequence[str] | str | None) -> alt.TitleParams | str:
+    if not subtitle:
+        return text
+    lines = [subtitle] if isinstance(subtitle, str) else list(subtitle)
+    return alt.TitleParams(text=text, subtitle=lines, anchor="start")
+
+
 def sweep_chart(points: pd.DataFrame, metric: str, params: Sequence[str], *, threshold: float | None = None,
-                title: str | None = None) -> alt.TopLevelMixin:
+                title: str | None = None, subtitle: Sequence[str] | str | None = None,
+                companion: str | None = None, companion_threshold: float | None = None,
+                replications: int | None = None) -> alt.TopLevelMixin:
     """``metric`` (with its 95 % interval as error bars) against the first parameter; the
     second parameter, if any, colours the lines; the third splits the chart into columns.
-    A dashed red rule marks ``threshold`` (an SLO) when given."""
+    A dashed red rule, labelled with its value, marks ``threshold`` (an SLO) when given.
+
+    ``companion`` puts a second metric under the first (a P95 sweep with the success rate
+    under it, so nobody picks a timeout that fails a tenth of the requests for its latency);
+    ``subtitle`` says what was injected (the fault, the load); ``replications`` names what
+    the error bars are (a 95 % confidence interval over that many replications)."""
+    panels = [_sweep_panel(points, metric, params, threshold)]
+    if companion is not None and companion != metric and companion in points.columns:
+        panels.append(_sweep_panel(points, companion, params, companion_threshold))
+    notes = [subtitle] if isinstance(subtitle, str) else list(subtitle or [])
+    if any(f"{m}_lo" in points.columns for m in (metric, companion) if m):
+        over = f" over {replications} replications" if replications else " over the replications"
+        notes.append(f"Error bars: 95 % confidence interval of the mean{over}.")
+    heading = title or f"{label(metric)} by {label(params[0]).lower()}"
+    chart = panels[0] if len(panels) == 1 else alt.vconcat(*panels).resolve_scale(color="shared")
+    return chart.properties(title=_title(heading, notes))
+
+
+def _sweep_panel(points: pd.DataFrame, metric: str, params: Sequence[str], threshold: float | None) -> alt.TopLevelMixin:
     if metric not in points.columns:
         raise KeyError(metric)
     keep = list(dict.fromkeys(c for c in (*params, metric, f"{metric}_lo", f"{metric}_hi") if c in points.columns))
@@ -54,14 +106,16 @@ def sweep_chart(points: pd.DataFrame, metric: str, params: Sequence[str], *, thr
         x_enc = alt.X(alias[x], type="quantitative", title=label(x), scale=alt.Scale(zero=False))
     else:
         x_enc = alt.X(alias[x], type="nominal", title=label(x), sort=None)
-    y_enc = alt.Y(m, type="quantitative", title=label(metric))
+    # a share near 1 is read from a scale that does not start at 0 (99 % vs 97 % matters)
+    share = metric.split(":")[-1] in ("success_rate", "error_rate")
+    y_enc = alt.Y(m, type="quantitative", title=label(metric), scale=alt.Scale(zero=not share))
     color = alt.Undefined
     if len(params) > 1:
-        frame[alias[params[1]]] = _as_text(frame[alias[params[1]]])
+        frame[alias[params[1]]] = _as_text(frame[alias[params[1]]], params[1])
         color = alt.Color(alias[params[1]], type="nominal", title=label(params[1]),
                           legend=alt.Legend(titleLimit=400, labelLimit=300), sort=None)
     if len(params) > 2:
-        frame[alias[params[2]]] = _as_text(frame[alias[params[2]]])
+        frame[alias[params[2]]] = _as_text(frame[alias[params[2]]], params[2])
     # further parameters keep their lines apart without a channel of their own
     detail = [alt.Detail(alias[p], type="nominal") for p in params[3:]] or alt.Undefined
     tooltip = [alt.Tooltip(alias[p], title=label(p)) for p in params]
@@ -72,13 +126,11 @@ def sweep_chart(points: pd.DataFrame, metric: str, params: Sequence[str], *, thr
         layers.append(alt.Chart().mark_errorbar(ticks=True).encode(
             x=x_enc, y=alt.Y(lo, type="quantitative", title=label(metric)), y2=alt.Y2(hi), color=color, detail=detail))
     if threshold is not None and math.isfinite(threshold):
-        layers.append(alt.Chart().mark_rule(color="#d62728", strokeDash=[6, 4]).encode(y=alt.datum(threshold)))
+        layers += _rule_with_label(threshold, _slo_text(metric, threshold))
     if len(params) > 2:
-        chart = alt.layer(*layers, data=frame).properties(width=WIDTH // 2, height=HEIGHT).facet(
+        return alt.layer(*layers, data=frame).properties(width=WIDTH // 2, height=HEIGHT).facet(
             column=alt.Column(alias[params[2]], type="nominal", title=label(params[2]), sort=None))
-    else:
-        chart = alt.layer(*layers, data=frame).properties(width=WIDTH, height=HEIGHT)
-    return chart.properties(title=title or f"{label(metric)} by {label(x).lower()}")
+    return alt.layer(*layers, data=frame).properties(width=WIDTH, height=HEIGHT)
 
 
 def tornado_chart(table: pd.DataFrame, metric: str, *, title: str | None = None) -> alt.TopLevelMixin:
@@ -123,9 +175,9 @@ def tornado_chart(table: pd.DataFrame, metric: str, *, title: str | None = None)
 
 
 def capacity_chart(probes: pd.DataFrame, column: str, threshold: float, x: str, *, answer: float | None = None,
-                   title: str | None = None) -> alt.TopLevelMixin:
+                   title: str | None = None, subtitle: Sequence[str] | str | None = None) -> alt.TopLevelMixin:
     """The search's probes: the SLO metric (with its interval) against the load, the SLO as a
-    dashed rule and the answer as a vertical line."""
+    dashed rule and the answer as a vertical line, each labelled on the chart."""
     frame = pd.DataFrame({
         "load": probes[x].astype(float),
         "value": probes[column].astype(float),
@@ -143,14 +195,24 @@ def capacity_chart(probes: pd.DataFrame, column: str, threshold: float, x: str, 
                  alt.Tooltip("replications:Q", title="Replications")],
     )
     bars = alt.Chart(frame).mark_errorbar(ticks=True).encode(x=x_enc, y=alt.Y("lo:Q", title=label(column)), y2="hi:Q")
+    slo = pd.DataFrame({"slo": [threshold], "text": [_slo_text(column, threshold)]})
     layers = [bars, points,
-              alt.Chart(pd.DataFrame({"slo": [threshold]})).mark_rule(color="#d62728", strokeDash=[6, 4]).encode(y="slo:Q")]
+              alt.Chart(slo).mark_rule(color="#d62728", strokeDash=[6, 4]).encode(y="slo:Q"),
+              alt.Chart(slo).mark_text(color="#d62728", align="left", baseline="bottom", dy=-2, fontSize=11).encode(
+                  y="slo:Q", x=alt.value(4), text="text:N")]
     if answer is not None:
-        layers.append(alt.Chart(pd.DataFrame({"answer": [answer]})).mark_rule(color="#2ca02c").encode(x="answer:Q"))
-    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title=title or "Capacity search")
+        found = pd.DataFrame({"answer": [answer], "text": [f"answer {answer:,.4g}"]})
+        layers.append(alt.Chart(found).mark_rule(color="#2ca02c").encode(x="answer:Q"))
+        layers.append(alt.Chart(found).mark_text(color="#2ca02c", align="left", baseline="top", dx=4, fontSize=11).encode(
+            x="answer:Q", y=alt.value(4), text="text:N"))
+    reps = sorted(set(frame["replications"]))
+    notes = [subtitle] if isinstance(subtitle, str) else list(subtitle or [])
+    notes.append("Error bars: 95 % confidence interval over "
+                 + (f"{reps[0]} replications" if len(reps) == 1 else f"{reps[0]}-{reps[-1]} replications") + " per probe.")
+    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title=_title(title or "Capacity search", notes))
 
 
-def utilisation_chart(util: pd.DataFrame, *, title: str | None = None) -> alt.TopLevelMixin:
+def utilisation_chart(util: pd.DataFrame, *, title: str | None = None, subtitle: Sequence[str] | str | None = None) -> alt.TopLevelMixin:
     """Horizontal bars of each resource's utilisation (0-100 %) with a rule at 100 %.
     ``util`` has columns resource, utilisation (fraction)."""
     frame = util.copy()
@@ -163,9 +225,14 @@ def utilisation_chart(util: pd.DataFrame, *, title: str | None = None) -> alt.To
         color=alt.condition(alt.datum.percent >= 85, alt.value("#d62728"), alt.value("#4c78a8")),
         tooltip=["label:N", alt.Tooltip("percent:Q", format=".1f")],
     )
-    full = alt.Chart(pd.DataFrame({"x": [100.0]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
-    return alt.layer(bars, full).properties(width=WIDTH, height=max(100, 34 * len(order)),
-                                            title=title or "Resource utilisation")
+    full_frame = pd.DataFrame({"x": [100.0], "text": ["100 % = saturated"]})
+    full = alt.Chart(full_frame).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
+    words = alt.Chart(full_frame).mark_text(align="right", baseline="top", dx=-3, fontSize=10).encode(
+        x="x:Q", y=alt.value(2), text="text:N")
+    notes = [subtitle] if isinstance(subtitle, str) else list(subtitle or [])
+    notes.append("Red: at least 85 % busy.")
+    return alt.layer(bars, full, words).properties(width=WIDTH, height=max(100, 34 * len(order)),
+                                                   title=_title(title or "Resource utilisation", notes))
 
 
 def save_chart(chart: alt.TopLevelMixin, stem: str | Path, formats: Sequence[str] = ("html", "png")) -> list[Path]:
