@@ -157,7 +157,10 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
 
         atomic_write_parquet(directory / "points.parquet", result.points)
         atomic_write_parquet(directory / "replications.parquet", result.per_replication)
-        chart = sweep_chart(result.points, column, result.params, threshold=threshold)
+        companion = "success_rate" if column != "success_rate" else "p95_ms"
+        chart = sweep_chart(result.points, column, result.params, threshold=threshold, companion=companion,
+                            replications=result.replications, subtitle=f"Scenario {base.run.name}: {base.run.description}"
+                            if base.run.description else f"Scenario {base.run.name}")
         files = [str(p) for p in save_chart(chart, directory / "sweep", _fmt_choice(fmt))]
         files = [str(directory / "points.parquet"), str(directory / "replications.parquet"), *files]
         if as_json:
