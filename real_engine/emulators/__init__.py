@@ -88,6 +88,8 @@ async def start_emulators(scenario: Scenario, t0: float, seed: int, host: str = 
     clock = RunClock(t0)
     streams = Streams.for_process(seed, "emulators")
     provider_rngs = streams.child("providers", scenario.providers)
+    # each provider's hang draws: a child of its own under the same parent, keyed "<name>#hang"
+    hang_rngs = streams.child("providers", [f"{name}#hang" for name in scenario.providers])
     started: list[EmulatorServer] = []
     try:
         ai = AIServiceEmulator(scenario, clock, streams["ai_service"], streams["ai_rtt"], streams["ai_faults"], host)
@@ -100,7 +102,7 @@ async def start_emulators(scenario: Scenario, t0: float, seed: int, host: str = 
         await emb.start()
         providers: dict[str, ProviderEmulator] = {}
         for name, cfg in scenario.providers.items():
-            p = ProviderEmulator(name, cfg, scenario, clock, provider_rngs[name], host)
+            p = ProviderEmulator(name, cfg, scenario, clock, provider_rngs[name], host, hang_rng=hang_rngs[f"{name}#hang"])
             started.append(p)
             if cfg.pool.tls:
                 p.ssl_context = server_context()

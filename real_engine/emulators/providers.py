@@ -10,7 +10,9 @@ apart, which keeps the emulator's own cost small), then ``data: [DONE]``.
 ``Provider.errors`` answers 429 (with ``Retry-After: 1``), 500 or 503 with the given
 probabilities, about when the first token would have come.  ``concurrency`` bounds
 requests in service; beyond it a request waits in FIFO order (``over_limit="queue"``)
-or gets 429 after a round trip (``"reject"``).  Faults: slow (x latency_factor), errors,
+or gets 429 after a round trip (``"reject"``).  ``hang_probability``: a call, once in
+service, is never answered (a stuck response stream) with that probability, drawn from the
+provider's own hang stream; the client's timeout ends it, as in the simulator.  Faults: slow (x latency_factor), errors,
 outage (refused), hang (never answers), reset (headers and half the body after half the
 service time, then the connection is aborted).  The network round trip is added to the
 time to first byte.
@@ -97,10 +99,13 @@ class ProviderEmulator(EmulatorServer):
     kind = "provider"
 
     def __init__(self, name: str, provider: Provider, scenario: Scenario, clock: RunClock, rng: np.random.Generator,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", hang_rng: np.random.Generator | None = None):
         super().__init__(name, provider.faults, clock, host)
         self.cfg = provider
         self._rng = rng
+        # a stream of its own: a hang probability never shifts the latency and error draws
+        self._hang_rng = hang_rng if hang_rng is not None else rng
+        self.hung = 0
         self._classes = {(ep_name, c.name): c for ep_name, ep in scenario.endpoints.items() for c in ep.classes}
         self.limiter = FifoLimiter(provider.concurrency) if provider.concurrency else None
         self.concurrency_rejected = 0
@@ -171,7 +176,10 @@ class ProviderEmulator(EmulatorServer):
             queue_s = time.monotonic() - queued_at
             if fault is None:
                 fault = self.fault_now()
-            if fault is not None and fault.kind == "hang":
+            if (fault is not None and fault.kind == "hang") or (
+                self.cfg.hang_probability and self._hang_rng.random() < self.cfg.hang_probability
+            ):
+                self.hung += 1
                 return await self.hold_until_client_leaves(request)
             first, decode, tokens = self._latency(endpoint, class_name)
             err = self._draw_error()
@@ -265,6 +273,7 @@ class ProviderEmulator(EmulatorServer):
 
     def snapshot(self) -> dict[str, Any]:
         out = super().snapshot()
+        out["hung"] = self.hung
         if self.limiter is not None:
             out.update(concurrency=self.limiter.limit, max_waiting=self.limiter.max_waiting,
                        concurrency_rejected=self.concurrency_rejected)
