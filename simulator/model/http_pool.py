@@ -1,7 +1,8 @@
 """The gateway's HTTP connection pool to one upstream host, with Go net/http semantics.
 
-Admission, reuse, churn and waiting are decided by ``simulator.policies.pool``; this
-module only spends simulated time: a dial and a TLS handshake for each new connection,
+Admission, reuse, churn, waiting and the dial timeout are decided by
+``simulator.policies.pool``; this module only spends simulated time: a dial and a TLS
+handshake for each new connection (given up at ``dial_timeout``: a ``connect`` error),
 and the wait of callers beyond ``max_conns_per_host``.
 """
 
@@ -12,7 +13,7 @@ import simpy
 from simulator.distributions import Sampler
 from simulator.model.context import Failure
 from simulator.policies.eventlog import RUN_LOG_LIMIT
-from simulator.policies.pool import ConnectionPoolPolicy
+from simulator.policies.pool import ConnectionPoolPolicy, dial_outcome
 from simulator.scenario import ConnectionPool
 
 
@@ -49,6 +50,23 @@ class SimHttpPool:
     def _connect_time(self) -> float:
         return self.dial() + self.tls()
 
+    def _dial(self, conn_id: int, deadline: float | None):
+        """Generator: dial ``conn_id`` from now; returns the seconds it took.  A dial past the
+        caller's ``deadline`` ends there (``timeout``); one past ``dial_timeout`` fails when that
+        has passed (``connect``); either way its slot is given back."""
+        env = self.env
+        took, connected = dial_outcome(self._connect_time(), self.cfg.dial_timeout)
+        if took > 0:
+            if deadline is not None and env.now + took > deadline:
+                yield env.timeout(max(deadline - env.now, 0.0))
+                self._give_back_slot(conn_id)
+                raise Failure("timeout", 504)
+            yield env.timeout(took)
+        if not connected:
+            self._give_back_slot(conn_id)
+            raise Failure("connect", 0)
+        return took
+
     def take_idle(self) -> Lease | None:
         """``acquire`` when it needs no wait and no dial (an ``instant`` pool, or an idle
         connection to reuse), without a generator; else None and nothing taken."""
@@ -70,13 +88,7 @@ class SimHttpPool:
         if decision.kind == "reuse":
             return Lease(decision.conn_id, 0.0, 0.0)
         if decision.kind == "dial":
-            connect = self._connect_time()
-            if connect > 0:
-                if deadline is not None and start + connect > deadline:
-                    yield env.timeout(max(deadline - start, 0.0))
-                    self._give_back_slot(decision.conn_id)
-                    raise Failure("timeout", 504)
-                yield env.timeout(connect)
+            connect = yield from self._dial(decision.conn_id, deadline)
             return Lease(decision.conn_id, 0.0, connect)
         # wait for a handoff or a freed slot
         waiter = decision.waiter
@@ -100,13 +112,7 @@ class SimHttpPool:
         waited = env.now - start
         connect = 0.0
         if dial_needed:
-            connect = self._connect_time()
-            if connect > 0:
-                if deadline is not None and env.now + connect > deadline:
-                    yield env.timeout(max(deadline - env.now, 0.0))
-                    self._give_back_slot(conn_id)
-                    raise Failure("timeout", 504)
-                yield env.timeout(connect)
+            connect = yield from self._dial(conn_id, deadline)
         return Lease(conn_id, waited, connect)
 
     def _give_back_slot(self, conn_id: int) -> None:

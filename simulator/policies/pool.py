@@ -11,6 +11,11 @@ closed: that is the churn the seed gateway suffered above 10 concurrent calls.  
 connection closes or a dial fails, the freed slot goes to the first waiter, which then
 dials (``decConnsPerHost`` -> ``dialConnFor``).
 
+A dial (TCP connect plus any TLS handshake) is bounded by the dialer's timeout
+(``net.Dialer.Timeout``; the real engine's ``dial_timeout``): one that would take longer
+fails as a connect error once the timeout has passed (``dial_outcome``), and its slot is
+freed (``dial_failed``).
+
 Not modelled: Go's dial race (a request that dials may take an idle connection freed
 before its dial completes; the dialed one then goes idle) and the transport-wide
 ``MaxIdleConns``.
@@ -30,7 +35,16 @@ from simulator.policies.eventlog import new_log
 if TYPE_CHECKING:
     from simulator.scenario import ConnectionPool
 
-__all__ = ["Acquire", "Release", "ConnectionPoolPolicy"]
+__all__ = ["Acquire", "Release", "ConnectionPoolPolicy", "dial_outcome"]
+
+
+def dial_outcome(connect_s: float, dial_timeout_s: float | None) -> tuple[float, bool]:
+    """A new connection that takes ``connect_s`` to dial (and handshake): (seconds until the
+    dial is over, whether it connected).  Past ``dial_timeout_s`` the dialer gives up: the
+    dial fails (a ``connect`` error) exactly at the timeout."""
+    if dial_timeout_s is not None and connect_s > dial_timeout_s:
+        return dial_timeout_s, False
+    return connect_s, True
 
 
 @dataclass(frozen=True, slots=True)

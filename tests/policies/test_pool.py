@@ -199,3 +199,12 @@ def test_invariants_under_random_use(max_idle: int, max_conns: int, script: list
             assert not waiting
         if waiting:
             assert pool.idle == 0
+
+
+def test_dial_outcome_gives_up_at_the_dial_timeout() -> None:
+    from simulator.policies.pool import dial_outcome
+
+    assert dial_outcome(0.3, None) == (0.3, True)  # no timeout: the dial takes what it takes
+    assert dial_outcome(0.3, 0.5) == (0.3, True)
+    assert dial_outcome(0.5, 0.5) == (0.5, True)  # at the limit exactly: still connected
+    assert dial_outcome(2.0, 0.5) == (0.5, False)  # given up when the timeout has passed

@@ -1,0 +1,77 @@
+"""Simulator halves of the scenario fields that now mean the same in both executors (issue
+13): ``pool.dial_timeout`` (a dial slower than it fails as a connect error at the timeout)
+and the per-round-trip Redis ``op_timeout`` ((event, time) checks on tiny systems)."""
+
+from __future__ import annotations
+
+import copy
+
+import simpy
+
+from simulator.engine import Replication
+from simulator.model.context import Failure
+from simulator.model.http_pool import SimHttpPool
+from simulator.rng import Streams
+from simulator.scenario import ConnectionPool, scenario_from_data
+
+DET = lambda v: {"dist": "deterministic", "value": v}  # noqa: E731
+
+BASE = {
+    "run": {"duration": "3s", "drain": "30s", "replications": 1, "seed": 3},
+    "workload": {"mode": "open", "arrivals": {"process": "burst", "size": 1, "every": "1s"}, "mix": {"chat": 1.0}},
+    "endpoints": {"chat": {"kind": "chat_completions", "model_selection": False, "classes": [{"name": "c", "provider": "a"}]}},
+    "providers": {
+        "a": {"latency": {"model": "plain", "time": DET("100ms")}},
+        "b": {"latency": {"model": "plain", "time": DET("200ms")}},
+    },
+    "fallback": {"mode": "sequential", "max_attempts": 2},
+}
+
+
+def scenario(**patch):
+    data = copy.deepcopy(BASE)
+    for path, value in patch.items():
+        node = data
+        keys = path.split("__")
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
+    return scenario_from_data(data, "<test>")
+
+
+# --------------------------------------------------------------------------- dial_timeout
+
+
+def test_a_dial_slower_than_dial_timeout_fails_as_connect_error_at_the_timeout() -> None:
+    env = simpy.Environment()
+    cfg = ConnectionPool(max_idle_per_host=1, max_conns_per_host=1, dial_time=DET("2s"), dial_timeout="500ms")
+    pool = SimHttpPool(env, cfg, Streams(1, 0)["pool"])
+    log: list[tuple[str, float]] = []
+
+    def caller(name: str, at: float, deadline: float | None = None):
+        yield env.timeout(at)
+        try:
+            lease = yield from pool.acquire(deadline)
+        except Failure as failure:
+            log.append((f"{name}:{failure.kind}", env.now))
+            return
+        log.append((f"{name}:ok", env.now))
+        pool.release(lease)
+
+    env.process(caller("first", 0.0))
+    env.process(caller("waiter", 0.1))  # waits for the one slot, then dials itself when it frees
+    env.process(caller("deadline", 3.0, deadline=3.2))  # its own deadline comes first: a timeout
+    env.run()
+    assert log == [("first:connect", 0.5), ("waiter:connect", 1.0), ("deadline:timeout", 3.2)]
+    assert pool.policy.dial_failures == 3 and pool.policy.active == 0  # every slot given back
+
+
+def test_dial_timeout_in_a_run_fails_over_to_the_next_provider() -> None:
+    """Provider a's dials take 2 s against a 500 ms dial_timeout: each request's first attempt
+    is a connect error at 0.5 s, then b answers in 200 ms (without dial_timeout: 2.1 s on a)."""
+    slow = {"max_idle_per_host": 0, "dial_time": DET("2s")}
+    rec = Replication(scenario(providers__a__pool={**slow, "dial_timeout": "500ms"}), 0, 1).run().records
+    assert (rec.outcome == "ok").all() and (rec.provider == "b").all()
+    assert rec.latency_s.round(9).eq(0.7).all()
+    rec = Replication(scenario(providers__a__pool=slow), 0, 1).run().records
+    assert (rec.provider == "a").all() and rec.latency_s.round(9).eq(2.1).all()
