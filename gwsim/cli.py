@@ -127,6 +127,23 @@ def write_outputs(out: str | None, records, summary: dict, extra: dict[str, Any]
     atomic_write_json(directory / "summary.json", summary)
 
 
+def check_executor(path: str, overrides: tuple[str, ...] | list[str], executor: str, strict: bool) -> None:
+    """Warn (on stderr) about each field the scenario sets that ``executor`` ignores; with
+    ``strict`` refuse the first of them instead (exit 2, before anything is written)."""
+    from simulator.errors import ScenarioError
+    from simulator.executors import unmodelled
+
+    found = unmodelled(path, list(overrides), executor)
+    if strict and found:
+        more = len(found) - 1
+        raise ScenarioError(found[0].message() + (f" (and {more} more field{'s' if more > 1 else ''})" if more else ""))
+    for item in found:
+        click.echo(f"gwsim: warning: {' '.join(item.message().split())}", err=True)
+
+
+_STRICT_HELP = "Refuse (exit 2) a scenario that sets a field this executor ignores, instead of warning."
+
+
 def check_out_dir(out: str | None) -> None:
     if out is not None:
         from gwsim.output import ensure_dir
@@ -156,7 +173,8 @@ _SET_HELP = "Override a scenario field: key.path=value (TOML value; repeatable),
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes for replications [default: one per core].")
 @click.option("--records", "records_mode", type=click.Choice(["all", "none"]), default="all", show_default=True,
               help="none: keep only latency histograms and outcome counts (bounded memory; percentiles within 0.6 %; no records or gauges written).")
-def run(scenario: str, replications: int | None, seed: int | None, overrides: tuple[str, ...], as_json: bool, out: str | None, workers: int | None, records_mode: str) -> None:
+@click.option("--strict", is_flag=True, help=_STRICT_HELP)
+def run(scenario: str, replications: int | None, seed: int | None, overrides: tuple[str, ...], as_json: bool, out: str | None, workers: int | None, records_mode: str, strict: bool) -> None:
     """Predict latency percentiles, throughput and success rate with the simulator.
 
     Prints a table per endpoint (count, completed req/s, success %, mean/P50/P95/P99/max in ms,
@@ -165,6 +183,7 @@ def run(scenario: str, replications: int | None, seed: int | None, overrides: tu
     from simulator.api import run_scenario
 
     sc = load(scenario, overrides)
+    check_executor(scenario, overrides, "simulator", strict)
     check_out_dir(out)
     n = replications or sc.run.replications
     bar, tick = progress_bar(n, f"simulating {sc.run.name}", enabled=True)

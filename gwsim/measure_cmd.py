@@ -42,19 +42,21 @@ def register(cli: click.Group) -> None:
     @click.option("--out", type=click.Path(), default=None, help="Directory for records.parquet and summary.json.")
     @click.option("--target", "target_url", default=None, metavar="URL", help="Measure an external OpenAI-compatible gateway at URL instead of the built-in one.")
     @click.option("--redis-url", default="redis://127.0.0.1:6379/0", show_default=True, help="Redis the built-in gateway uses.")
-    def measure(scenario, duration, overrides, seed, as_json, out, target_url, redis_url) -> None:
+    @click.option("--strict", is_flag=True, help="Refuse (exit 2) a scenario that sets a field the real engine ignores, instead of warning.")
+    def measure(scenario, duration, overrides, seed, as_json, out, target_url, redis_url, strict) -> None:
         """Run the scenario for real: emulated upstreams, the asyncio gateway, a load generator.
 
         Starts the emulators and the gateway (each in its own process) on 127.0.0.1, drives them
         with the scenario's traffic, shuts everything down and prints the same table and JSON as
         `gwsim run` (engine "real"), then the accounting: requests sent = ok + failures by reason.
         """
-        from gwsim.cli import check_out_dir, emit, write_outputs
+        from gwsim.cli import check_executor, check_out_dir, emit, write_outputs
         from real_engine.measure import measure as run_measure
         from simulator import stats
         from simulator.scenario import load_scenario
 
         sc = load_scenario(scenario, list(overrides))
+        check_executor(scenario, overrides, "real", strict)
         check_out_dir(out)
         total = duration if duration is not None else sc.run.duration
         from rich.console import Console

@@ -6,6 +6,7 @@ from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel
 
+from simulator.executors import BOTH, EXECUTOR_NAMES, Declaration, effective
 from simulator.scenario import Scenario
 
 
@@ -39,6 +40,13 @@ def _models(annotation: Any) -> list[type[BaseModel]]:
     return found
 
 
+def _executors_cell(decl: Declaration) -> str:
+    if decl.executors == "both":
+        return "both"
+    name = EXECUTOR_NAMES[decl.executors].removeprefix("the ")
+    return f"{name} only ({decl.reason})"
+
+
 def markdown() -> str:
     lines = [
         "# Scenario file reference",
@@ -50,26 +58,34 @@ def markdown() -> str:
         "file/column/unit, `mixture`",
         "components = [{weight, of = {...}}]).",
         "",
+        "The executors column says who honours a key: `both` (the simulator and the real engine),",
+        "`simulator only` or `real engine only`, with why the other ignores it.  `gwsim run` and",
+        "`gwsim measure` print a warning for each key a scenario sets (in the file or with `--set`, to",
+        "a value other than its default) that their executor ignores; `--strict` makes that an error.",
+        "",
     ]
     seen: set[str] = set()
-    queue: list[tuple[str, type[BaseModel]]] = [("(top level)", Scenario)]
+    queue: list[tuple[str, type[BaseModel], Declaration]] = [("(top level)", Scenario, BOTH)]
     while queue:
-        where, model = queue.pop(0)
+        where, model, table = queue.pop(0)
         if model.__name__ in seen:
             continue
         seen.add(model.__name__)
         doc = (model.__doc__ or "").strip().splitlines()
         lines += [f"## {model.__name__}", "", f"Used at: `{where}`. {doc[0] if doc else ''}".rstrip(), ""]
-        lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
+        lines += ["| key | type | default | executors | meaning |", "|---|---|---|---|---|"]
         for name, field in model.model_fields.items():
             key = field.alias or name
             default = "required" if field.is_required() else repr(field.get_default(call_default_factory=False)) if field.default_factory is None else "(table)"
             if len(default) > 40:
                 default = default[:37] + "..."
             help_text = (field.description or "").replace("|", "\\|")
-            lines.append(f"| `{key}` | {_type_name(field.annotation)} | {default} | {help_text} |")
+            decl = effective(field, table)
+            executors = _executors_cell(decl).replace("|", "\\|")
+            type_name = _type_name(field.annotation).replace("|", "\\|")
+            lines.append(f"| `{key}` | {type_name} | {default} | {executors} | {help_text} |")
             for sub in _models(field.annotation):
                 if sub.__name__ not in seen and not sub.__name__.startswith(("Exponential", "Deterministic", "Uniform", "LogNormal", "Gamma", "Weibull", "Empirical", "Mixture")):
-                    queue.append((f"{where}.{key}" if where != "(top level)" else key, sub))
+                    queue.append((f"{where}.{key}" if where != "(top level)" else key, sub, decl))
         lines.append("")
     return "\n".join(lines)

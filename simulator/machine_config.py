@@ -15,6 +15,11 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 from simulator.distributions import ZERO, Distribution
+from simulator.executors import only
+
+#: Why the real engine ignores every field here: it runs on the machine these fields describe.
+MACHINE_REASON = "the real engine runs on the machine itself and pays these costs for real"
+_SIMULATOR_ONLY = only("simulator", MACHINE_REASON)
 
 
 class Machine(BaseModel):
@@ -26,36 +31,43 @@ class Machine(BaseModel):
         default=0, ge=0,
         description="Cores shared by the load generator, the gateway and the emulators (0 = no machine model: "
         "the gateway's own cpu_workers only, and the costs below are plain delays).",
+        json_schema_extra=_SIMULATOR_ONLY,
     )
     background: float = Field(
         default=0.0, ge=0, allow_inf_nan=False,
         description="Runnable threads of other work on the machine, on average (they take their share of the cores).",
+        json_schema_extra=_SIMULATOR_ONLY,
     )
     background_trace: tuple[tuple[float, float], ...] = Field(
         default=(),
         description="Other work as it varied during a measurement: (run time in seconds, runnable sessions) steps, "
         "each holding until the next; before the first, `background` (set by `gwsim calibrate check`).",
+        json_schema_extra=_SIMULATOR_ONLY,
     )
     gil: bool = Field(
         default=True,
         description="The gateway's CPU workers are threads of one Python process: they stall while its event loop "
         "runs Python (holds the GIL).",
+        json_schema_extra=_SIMULATOR_ONLY,
     )
-    client_cpu: Distribution = Field(default=ZERO, description="Load generator CPU per request (send and receive; one thread).")
-    gateway_cpu: Distribution = Field(default=ZERO, description="Gateway event-loop CPU per request (parse, route, reply; one thread).")
-    gateway_hop_cpu: Distribution = Field(default=ZERO, description="Gateway event-loop CPU per upstream call (encode, decode).")
-    upstream_cpu: Distribution = Field(default=ZERO, description="Emulator CPU per upstream call (one thread for all emulators).")
+    client_cpu: Distribution = Field(default=ZERO, description="Load generator CPU per request (send and receive; one thread).", json_schema_extra=_SIMULATOR_ONLY)
+    gateway_cpu: Distribution = Field(default=ZERO, description="Gateway event-loop CPU per request (parse, route, reply; one thread).", json_schema_extra=_SIMULATOR_ONLY)
+    gateway_hop_cpu: Distribution = Field(default=ZERO, description="Gateway event-loop CPU per upstream call (encode, decode).", json_schema_extra=_SIMULATOR_ONLY)
+    upstream_cpu: Distribution = Field(default=ZERO, description="Emulator CPU per upstream call (one thread for all emulators).", json_schema_extra=_SIMULATOR_ONLY)
     request_latency: Distribution = Field(
-        default=ZERO, description="Wall time per request beyond that CPU: loopback between client and gateway, wake-ups."
+        default=ZERO, description="Wall time per request beyond that CPU: loopback between client and gateway, wake-ups.",
+        json_schema_extra=_SIMULATOR_ONLY,
     )
     timer_lateness: Distribution = Field(
         default=ZERO,
         description="How late an emulator's timer fires (event-loop timers count whole milliseconds): added to the AI "
         "service's batch timeout and batch time and to each provider call.",
+        json_schema_extra=_SIMULATOR_ONLY,
     )
     hop_latency: Distribution = Field(
         default=ZERO,
         description="Wall time per upstream call beyond that CPU and the emulated service time: loopback, timer lateness.",
+        json_schema_extra=_SIMULATOR_ONLY,
     )
 
     @property

@@ -23,7 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from simulator.distributions import ZERO, Distribution
 from simulator.errors import ScenarioError
-from simulator.machine_config import Machine
+from simulator.executors import only
+from simulator.machine_config import MACHINE_REASON, Machine
 from simulator.units import UnitError, parse_duration, parse_rate
 
 ERROR_KINDS = ("timeout", "connect", "reset", "429", "500", "503", "rejected", "breaker_open")
@@ -215,6 +216,7 @@ class Workload(_Model):
         default=(),
         description="Open loop: these requests (arrival time in seconds, endpoint, class) instead of drawing arrivals, "
         "endpoints and classes; `gwsim calibrate check` replays a measurement's traffic this way.",
+        json_schema_extra=only("simulator", "the real load generator draws its own arrivals; replay feeds a measurement's requests back to the simulator"),
     )
 
     _d = _durations("client_timeout")
@@ -259,11 +261,13 @@ class RequestClass(_Model):
         default=None, ge=0, le=1,
         description="Probability that the semantic scan finds a similar entry for this class (a prompt close to one "
         "stored earlier); None = model_selection.semantic_cache.similarity_hit.",
+        json_schema_extra=only("simulator", "the real embedding emulator makes only identical prompts similar, so the real scan finds no similar entry"),
     )
     similar_entry_at: float = Field(
         default=1.0, gt=0, le=1,
         description="Where the first similar entry sits in the scan order, as a fraction of the entries: a lookup that "
         "returns the first match stops there, so a hit pays only that share of the scan (1 = the whole scan).",
+        json_schema_extra=only("simulator", "the real scan finds no similar entry, since only identical prompts are similar: there is no first match to stop at"),
     )
     prompt_cache_opt_in: bool = Field(default=False, description="Whether the request opts in to the prompt cache.")
     prompt_cache_hit: float = Field(default=0.0, ge=0, le=1, description="Probability of a prompt-cache hit when opted in.")
@@ -297,7 +301,10 @@ class Endpoint(_Model):
 class RateLimit(_Model):
     limit: int = Field(gt=0, description="Requests allowed per window and key.")
     window: float = Field(gt=0, description="Sliding window length.")
-    key: Literal["api_key", "ip"] = Field(default="api_key", description="What the limit is counted per.")
+    key: Literal["api_key", "ip"] = Field(
+        default="api_key", description="What the limit is counted per.",
+        json_schema_extra=only("real", "the simulator always counts per API key, spread over keys; with 'ip' the real gateway sees one loopback address"),
+    )
     keys: int = Field(default=1, gt=0, description="How many distinct keys the traffic uses (spread evenly).")
     _d = _durations("window")
 
@@ -327,6 +334,7 @@ class Gateway(_Model):
         description="Real engine: a client that has not sent its whole body within this long gets 408 (outcome "
         "'bad_request', error type 'request_timeout') and its connection closed, so a slow client cannot hold a "
         "handler (None = wait forever).  The simulator's bodies arrive whole, so it never fires there.",
+        json_schema_extra=only("real", "the simulator's request bodies arrive whole, so the timeout never fires there"),
     )
     cancel_on_disconnect: bool = Field(
         default=False,
@@ -334,6 +342,7 @@ class Gateway(_Model):
         "pool waits) and count it as 'client_gone'.  False finishes the work regardless, as the seed's server did.  "
         "The simulator always models False (its handlers finish the work of a client that gave up), so with True "
         "and client timeouts under overload its predictions are pessimistic.",
+        json_schema_extra=only("real", "the simulator always finishes the work of a client that gave up, as with false"),
     )
 
     _d = _durations("body_read_timeout")
@@ -386,8 +395,14 @@ class ConnectionPool(_Model):
     idle_timeout: float = Field(default=90.0, ge=0, description="Idle connections older than this are closed.")
     dial_time: Distribution = Field(default=ZERO, description="TCP connect time for a new connection.")
     tls_handshake_time: Distribution = Field(default=ZERO, description="TLS handshake time for a new connection (0 without TLS).")
-    dial_timeout: float | None = Field(default=None, gt=0, description="Dial gives up after this long.")
-    tls: bool = Field(default=False, description="Real engine: use TLS to the upstream.")
+    dial_timeout: float | None = Field(
+        default=None, gt=0, description="Dial gives up after this long.",
+        json_schema_extra=only("real", "the simulator's dials take dial_time + tls_handshake_time and never time out on their own"),
+    )
+    tls: bool = Field(
+        default=False, description="Real engine: use TLS to the upstream.",
+        json_schema_extra=only("real", "the simulator does no TLS: it charges each new connection tls_handshake_time, which a profile raises when tls = true"),
+    )
     _d = _durations("idle_timeout", "dial_timeout")
 
 
@@ -420,7 +435,10 @@ class SemanticCache(_Model):
     max_entries: int | None = Field(default=None, gt=0, description="Cap on entries (None = unbounded, no TTL, as in the seed).")
     scan_on_miss: bool = Field(default=True, description="On a miss, embed the prompt and compare with every entry (one GET each).")
     scan_batch: int = Field(default=10, gt=0, description="Keys returned per SCAN call.")
-    similarity_hit: float = Field(default=0.0, ge=0, le=1, description="Probability that the scan finds a similar entry (a hit).")
+    similarity_hit: float = Field(
+        default=0.0, ge=0, le=1, description="Probability that the scan finds a similar entry (a hit).",
+        json_schema_extra=only("simulator", "the real embedding emulator makes only identical prompts similar, so the real scan finds no similar entry"),
+    )
     embedding_time: Distribution = Field(default=ZERO, description="Latency of the external embedding API call.")
     embedding_timeout: float | None = Field(
         default=None, gt=0,
@@ -492,6 +510,7 @@ class Provider(_Model):
         default=0.0, ge=0, le=1,
         description="Probability that a call is accepted and never answered (a stuck response stream); only a "
         "deadline (fallback.attempt_timeout) or the client's timeout ends it.",
+        json_schema_extra=only("simulator", "the emulated providers answer every call; only a 'hang' fault window holds calls unanswered"),
     )
     over_limit: Literal["queue", "reject"] = Field(default="queue", description="Beyond concurrency: queue, or reject with 429.")
     network_rtt: Distribution = Field(default=ZERO, description="Round trip between gateway and provider.")
@@ -543,7 +562,10 @@ class Fallback(_Model):
 class Redis(_Model):
     """Redis as the gateway sees it: operation latency, a client pool and timeouts."""
 
-    op_time: Distribution = Field(default=ZERO, description="Latency of one Redis operation (round trip).")
+    op_time: Distribution = Field(
+        default=ZERO, description="Latency of one Redis operation (round trip).",
+        json_schema_extra=only("simulator", "the real engine uses loopback Redis as it is; a profile's redis_op_time stands for that round trip in the simulator"),
+    )
     pool_size: int = Field(default=10, gt=0, description="Client connection-pool size.")
     pool_timeout: float | None = Field(default=None, gt=0, description="How long to wait for a pooled connection (None = forever).")
     op_timeout: float | None = Field(default=None, gt=0, description="Operation timeout; a timeout counts as a cache miss (None = none, as the seed's semantic cache).")
@@ -570,9 +592,15 @@ class Run(_Model):
     duration: float = Field(gt=0, description="Simulated (or measured) time of arrivals.")
     warmup: float = Field(default=0.0, ge=0, description="Requests arriving before this are left out of statistics.")
     drain: float = Field(default=120.0, ge=0, description="Time after the last arrival for requests in flight to finish.")
-    replications: int = Field(default=5, gt=0, le=MAX_REPLICATIONS, description="Independent replications (simulator).")
+    replications: int = Field(
+        default=5, gt=0, le=MAX_REPLICATIONS, description="Independent replications (simulator).",
+        json_schema_extra=only("simulator", "the real engine measures one run"),
+    )
     seed: int = Field(default=1, ge=0, description="Root of the SeedSequence all random streams spawn from.")
-    window: float = Field(default=10.0, gt=0, description="Width of time-series windows.")
+    window: float = Field(
+        default=10.0, gt=0, description="Width of time-series windows.",
+        json_schema_extra=only("simulator", "`gwsim measure` writes no time series"),
+    )
     _d = _durations("duration", "warmup", "drain", "window")
 
     @model_validator(mode="after")
@@ -595,6 +623,7 @@ class Calibration(_Model):
         default_factory=dict,
         description="Free parameters: dotted path (as for --set, e.g. 'ai_service.per_item.value') -> [lo, hi] in the "
         "parameter's base unit (seconds for durations).",
+        json_schema_extra=only("simulator", "read only by `gwsim calibrate fit`, which fits the simulator"),
     )
 
     @field_validator("free")
@@ -624,12 +653,17 @@ class Scenario(_Model):
         description="Machine profile TOML (relative to the scenario file; written by `gwsim calibrate profile`) whose "
         "measured overheads (gateway CPU, loopback round trip, dial/TLS, Redis op time) are added to this scenario's "
         "values when it is loaded for the simulator; 'none' disables it (the real engine pays them for real).",
+        json_schema_extra=only("simulator", "the real engine pays the profiled overheads for real; `gwsim measure` loads the scenario without its profile"),
     )
-    calibration: Calibration | None = Field(default=None, description="Parameters `gwsim calibrate fit` may adjust.")
+    calibration: Calibration | None = Field(
+        default=None, description="Parameters `gwsim calibrate fit` may adjust.",
+        json_schema_extra=only("simulator", "read only by `gwsim calibrate fit`, which fits the simulator"),
+    )
     machine: Machine = Field(
         default_factory=Machine,
         description="The machine a measured run shares with the load generator and emulators (usually filled from the "
         "profile): its cores, and those processes' CPU and wake-up costs.",
+        json_schema_extra=only("simulator", MACHINE_REASON),
     )
 
     @model_validator(mode="after")
