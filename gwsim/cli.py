@@ -32,7 +32,24 @@ class _Interrupted(Exception):
 
 
 class _Group(click.Group):
-    """Turns every failure a user can cause into one line and an exit code."""
+    """Turns every failure a user can cause into one line and an exit code.
+
+    The commands that live in their own modules are imported the first time a command this
+    module does not define is asked for (or the list of commands, for ``--help``): they pull
+    in pandas' plotting and SciPy, which ``gwsim run`` does not need and would pay for at
+    every start."""
+
+    _optional_loaded = False
+
+    def get_command(self, ctx: click.Context, cmd_name: str):  # noqa: ANN201
+        if cmd_name not in self.commands and not _Group._optional_loaded:
+            _register_optional()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        if not _Group._optional_loaded:
+            _register_optional()
+        return super().list_commands(ctx)
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201
         try:
@@ -275,6 +292,7 @@ def _register_optional() -> None:
     """Commands that live in their own modules (measure, calibrate, sweep, ...)."""
     import importlib
 
+    _Group._optional_loaded = True
     for module in ("gwsim.measure_cmd", "gwsim.whatif_cmd", "gwsim.calibrate_cmd", "gwsim.seed"):
         try:
             mod = importlib.import_module(module)
@@ -283,9 +301,6 @@ def _register_optional() -> None:
                 continue
             raise
         mod.register(cli)
-
-
-_register_optional()
 
 
 def main() -> None:

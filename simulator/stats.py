@@ -36,8 +36,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as _sst
 
+from simulator import student_t
 from simulator.records import OUTCOMES
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tup
         return None
     m = float(np.mean(arr))
     s = float(np.std(arr, ddof=1))
-    half = float(_sst.t.ppf(0.5 + level / 2.0, k - 1)) * s / math.sqrt(k)
+    half = student_t.ppf(0.5 + level / 2.0, k - 1) * s / math.sqrt(k)
     return (m - half, m + half)
 
 
@@ -137,7 +137,7 @@ def centred_interval(
     if k < 2 or point is None or not math.isfinite(point):
         return None
     s = float(np.std(arr, ddof=1))
-    half = float(_sst.t.ppf(0.5 + level / 2.0, k - 1)) * s / math.sqrt(k)
+    half = student_t.ppf(0.5 + level / 2.0, k - 1) * s / math.sqrt(k)
     lo = point - half
     if floor is not None and lo < floor:
         lo = floor
@@ -158,6 +158,8 @@ def order_statistic_ranks(n: int, q: float, level: float = 0.95) -> tuple[int, i
     """
     if n < 1 or not 0.0 < q < 1.0:
         return None
+    from scipy import stats as _sst  # here, not at the top: ~0.4 CPU-s that a run with replications never needs
+
     tail = (1.0 - level) / 2.0
     i = int(_sst.binom.ppf(tail, n, q)) - 1  # ppf: the smallest k with P(B <= k) >= tail
     j = int(_sst.binom.ppf(1.0 - tail, n, q))
