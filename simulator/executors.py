@@ -11,7 +11,9 @@ scenario *sets* (present in the file or given with ``--set``, at a value other t
 field's default) that the chosen executor ignores.  A scenario that leaves such a field
 at its default, or writes the default out, gets no warning: both executors then behave
 the same.  The machine profile (``profile = ...``) is not the scenario setting anything:
-the values it fills in are for the simulator and are not looked at here.
+the values it fills in are for the simulator and are not looked at here.  Fields that
+tell one executor how to run (``run.replications``, ``profile``, ``machine``) are declared
+with ``warn=False``: the reference shows them as one-sided, but setting them is no warning.
 """
 
 from __future__ import annotations
@@ -32,11 +34,19 @@ EXECUTORS = ("both", "simulator", "real")
 EXECUTOR_NAMES = {"simulator": "the simulator", "real": "the real engine"}
 _KEY = "executors"
 _REASON = "executors_reason"
+_WARN = "executors_warn"
 
 
-def only(executor: Executor, reason: str) -> dict[str, str]:
-    """The ``json_schema_extra`` of a field only ``executor`` honours; ``reason`` says why the other ignores it."""
-    return {_KEY: executor, _REASON: reason}
+def only(executor: Executor, reason: str, *, warn: bool = True) -> dict[str, Any]:
+    """The ``json_schema_extra`` of a field only ``executor`` honours; ``reason`` says why the other ignores it.
+
+    ``warn=False`` for a field that tells one executor *how to run* rather than describing
+    the gateway (replications, the machine profile): the other executor ignores it by
+    design, so a scenario that sets it is not warned about on every run."""
+    extra: dict[str, Any] = {_KEY: executor, _REASON: reason}
+    if not warn:
+        extra[_WARN] = False
+    return extra
 
 
 @dataclass(frozen=True)
@@ -45,6 +55,7 @@ class Declaration:
 
     executors: str = "both"
     reason: str = ""
+    warn: bool = True  # False: ignored by design (how to run one executor), not worth a warning
 
     def honoured_by(self, executor: str) -> bool:
         return self.executors in ("both", executor)
@@ -68,7 +79,7 @@ def declaration(field: FieldInfo) -> Declaration:
         raise ValueError(f"expected executors from {list(EXECUTORS)}, got {executors!r}")
     if executors != "both" and not (isinstance(reason, str) and reason.strip()):
         raise ValueError(f"expected a reason why only the {executors} executor honours it, got none")
-    return Declaration(executors, reason if executors != "both" else "")
+    return Declaration(executors, reason if executors != "both" else "", bool(extra.get(_WARN, True)))
 
 
 def effective(field: FieldInfo, table: Declaration) -> Declaration:
@@ -141,7 +152,7 @@ def _value(value: Any, raw: Any, loc: tuple[Any, ...], decl: Declaration, execut
                 if i < len(raw):
                     _value(v, raw[i], (*loc, i), decl, executor, source, out)
         return
-    if not decl.honoured_by(executor):
+    if not decl.honoured_by(executor) and decl.warn:
         out.append(Unmodelled(source, _join_loc(loc), executor, decl.reason))
 
 

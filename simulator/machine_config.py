@@ -19,7 +19,7 @@ from simulator.executors import only
 
 #: Why the real engine ignores every field here: it runs on the machine these fields describe.
 MACHINE_REASON = "the real engine runs on the machine itself and pays these costs for real"
-_SIMULATOR_ONLY = only("simulator", MACHINE_REASON)
+_SIMULATOR_ONLY = only("simulator", MACHINE_REASON, warn=False)
 
 
 class Machine(BaseModel):

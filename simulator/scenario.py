@@ -594,12 +594,12 @@ class Run(_Model):
     drain: float = Field(default=120.0, ge=0, description="Time after the last arrival for requests in flight to finish.")
     replications: int = Field(
         default=5, gt=0, le=MAX_REPLICATIONS, description="Independent replications (simulator).",
-        json_schema_extra=only("simulator", "the real engine measures one run"),
+        json_schema_extra=only("simulator", "the real engine measures one run", warn=False),
     )
     seed: int = Field(default=1, ge=0, description="Root of the SeedSequence all random streams spawn from.")
     window: float = Field(
         default=10.0, gt=0, description="Width of time-series windows.",
-        json_schema_extra=only("simulator", "`gwsim measure` writes no time series"),
+        json_schema_extra=only("simulator", "`gwsim measure` writes no time series", warn=False),
     )
     _d = _durations("duration", "warmup", "drain", "window")
 
@@ -623,7 +623,7 @@ class Calibration(_Model):
         default_factory=dict,
         description="Free parameters: dotted path (as for --set, e.g. 'ai_service.per_item.value') -> [lo, hi] in the "
         "parameter's base unit (seconds for durations).",
-        json_schema_extra=only("simulator", "read only by `gwsim calibrate fit`, which fits the simulator"),
+        json_schema_extra=only("simulator", "read only by `gwsim calibrate fit`, which fits the simulator", warn=False),
     )
 
     @field_validator("free")
@@ -653,17 +653,17 @@ class Scenario(_Model):
         description="Machine profile TOML (relative to the scenario file; written by `gwsim calibrate profile`) whose "
         "measured overheads (gateway CPU, loopback round trip, dial/TLS, Redis op time) are added to this scenario's "
         "values when it is loaded for the simulator; 'none' disables it (the real engine pays them for real).",
-        json_schema_extra=only("simulator", "the real engine pays the profiled overheads for real; `gwsim measure` loads the scenario without its profile"),
+        json_schema_extra=only("simulator", "the real engine pays the profiled overheads for real; `gwsim measure` loads the scenario without its profile", warn=False),
     )
     calibration: Calibration | None = Field(
         default=None, description="Parameters `gwsim calibrate fit` may adjust.",
-        json_schema_extra=only("simulator", "read only by `gwsim calibrate fit`, which fits the simulator"),
+        json_schema_extra=only("simulator", "read only by `gwsim calibrate fit`, which fits the simulator", warn=False),
     )
     machine: Machine = Field(
         default_factory=Machine,
         description="The machine a measured run shares with the load generator and emulators (usually filled from the "
         "profile): its cores, and those processes' CPU and wake-up costs.",
-        json_schema_extra=only("simulator", MACHINE_REASON),
+        json_schema_extra=only("simulator", MACHINE_REASON, warn=False),
     )
 
     @model_validator(mode="after")

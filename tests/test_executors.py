@@ -14,7 +14,7 @@ from gwsim.reference import markdown
 from simulator.distributions import MixtureComponent, _Dist
 from simulator.executors import EXECUTORS, declaration, only, unmodelled
 from simulator.machine_config import Machine
-from simulator.scenario import ConnectionPool, Gateway, RequestClass, Run, Scenario, json_schema
+from simulator.scenario import ConnectionPool, Gateway, RequestClass, Run, Scenario, Workload, json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -165,8 +165,16 @@ def test_what_the_profile_fills_in_is_not_the_scenario_setting_it(tmp_path) -> N
     (tmp_path / "profile.toml").write_text('[machine]\ncores = 2\nredis_op_time = "1ms"\ndial_time = "1ms"\n')
     path = _scenario(tmp_path)
     path.write_text('profile = "profile.toml"\n' + path.read_text())  # a top-level key, before the tables
-    assert [u.path for u in unmodelled(path, [], "real")] == ["profile"]
+    # profile tells the simulator how to run (declared simulator-only, warn=False): no warning either way
+    assert declaration(Scenario.model_fields["profile"]).warn is False
+    assert unmodelled(path, [], "real") == []
     assert unmodelled(path, [], "simulator") == []
+
+
+def test_fields_that_say_how_to_run_one_executor_do_not_warn(tmp_path) -> None:
+    path = _scenario(tmp_path, replications=3)
+    assert declaration(Run.model_fields["replications"]).executors == "simulator"
+    assert unmodelled(path, ["run.window=5s"], "real") == []
 
 
 # ----------------------------------------------------------------------------- the commands
@@ -210,10 +218,11 @@ def test_run_on_defaults_does_not_warn(tmp_path, capsys) -> None:
 def test_measure_strict_refuses_a_simulator_only_field_before_starting_anything(tmp_path, capsys) -> None:
     path = _scenario(tmp_path, replications=3)
     out_dir = tmp_path / "measured"
-    code, out, err = _cli(["measure", str(path), "--strict", "--duration", "1s", "--out", str(out_dir)], capsys)
+    code, out, err = _cli(["measure", str(path), "--strict", "--duration", "1s", "--out", str(out_dir),
+                           "--set", 'workload.replay=[[0.5, "chat", "job"]]'], capsys)
     assert code == 2
     assert out == ""
     assert err.splitlines() == [
-        f"gwsim: error: {path}: run.replications is not modelled by the real engine ({_reason(Run, 'replications')})"
+        f"gwsim: error: {path}: workload.replay is not modelled by the real engine ({_reason(Workload, 'replay')})"
     ]
     assert not out_dir.exists()
