@@ -4,7 +4,8 @@ It plays the scenario's workload against a target URL and writes one
 ``RequestRecord`` per request, the same records the simulator produces.
 
 Open loop (``workload.mode = "open"``): requests are due at the instants of the arrival
-process (poisson, constant or burst, scaled over time by ``rate_profile``), whether or
+process (poisson, constant or burst, scaled over time by ``rate_profile``; gamma, MMPP and
+request traces as ``simulator.arrivals`` plans them for both executors), whether or
 not earlier ones have been answered.  Latency is measured from the *due* time by default
 (``latency_from = "scheduled"``) so that a slow system cannot hide its queueing behind a
 slow client (no coordinated omission); the generator's own lateness (send lag = when the
@@ -45,6 +46,7 @@ import numpy as np
 
 from real_engine.clock import DEFAULT_NAP_S, DEFAULT_SPIN_S, RunClock, sleep_until_monotonic
 from real_engine.rng import Streams
+from simulator.arrivals import plan, time_scaled, uses_plan
 from simulator.records import OUTCOMES, STAGES, RequestRecord, records_frame
 from simulator.scenario import BurstArrivals, ConstantArrivals, PoissonArrivals, Scenario, Workload, load_scenario
 from simulator.units import UnitError, parse_duration
@@ -163,6 +165,8 @@ class Planned:
     due: float  # run time the request is due
     semantic_hit: bool
     prompt_hit: bool
+    input_tokens: int = -1  # the request's own token counts (a trace's, or workload.tokens'); -1: none
+    output_tokens: int = -1
 
 
 def canonical_prompt(endpoint: str, class_name: str) -> str:
@@ -170,16 +174,25 @@ def canonical_prompt(endpoint: str, class_name: str) -> str:
     return f"gwsim:{endpoint}:{class_name}"
 
 
-def build_body(endpoint: str, class_name: str, request_id: int, semantic_hit: bool, request_bytes: int) -> bytes:
+def build_body(endpoint: str, class_name: str, request_id: int, semantic_hit: bool, request_bytes: int,
+               input_tokens: int = -1, output_tokens: int = -1) -> bytes:
     """OpenAI-style body; the prompt is canonical on a semantic hit, with ``" #<id>"`` on a miss.
 
+    A request with its own token counts (a trace's) asks for its output tokens
+    (``max_tokens``) and carries both counts as ``gwsim_output_tokens`` and
+    ``gwsim_input_tokens``, which the gateway passes on and the emulated provider generates.
     Padded with a ``"user"`` field (so the prompt, hence cache keys, stay as they are)
     to exactly ``request_bytes`` when the body is not already longer.
     """
     prompt = canonical_prompt(endpoint, class_name)
     if not semantic_hit:
         prompt += f" #{request_id}"
-    body = {"model": "auto", "messages": [{"role": "user", "content": prompt}], "max_tokens": 256}
+    body: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": prompt}], "max_tokens": 256}
+    if output_tokens >= 0:
+        body["max_tokens"] = max(1, output_tokens)
+        body["gwsim_output_tokens"] = output_tokens
+    if input_tokens >= 0:
+        body["gwsim_input_tokens"] = input_tokens
     raw = json.dumps(body, separators=(",", ":"))
     pad = request_bytes - len(raw) - len(',"user":""')
     if pad >= 0:
@@ -200,6 +213,7 @@ class _Chooser:
             classes = list(scenario.endpoints[name].classes)
             w = np.array([c.weight for c in classes], dtype=float)
             self._classes[name] = (classes, np.cumsum(w / w.sum()))
+        self._scenario = scenario
         self._mix = streams["mix"]
         self._cls = streams["classes"]
         self._cache = streams["cache"]
@@ -208,14 +222,21 @@ class _Chooser:
     def _pick(cum: np.ndarray, u: float) -> int:
         return min(int(np.searchsorted(cum, u, side="right")), len(cum) - 1)
 
-    def plan(self, request_id: int, due: float) -> tuple[Planned, Any]:
-        endpoint = self._endpoints[self._pick(self._ep_cum, self._mix.random())]
+    def plan(self, request_id: int, due: float, endpoint: str | None = None, input_tokens: int = -1,
+             output_tokens: int = -1) -> tuple[Planned, Any]:
+        """``endpoint``: the one a trace names (else drawn from the mix); tokens: the request's own."""
+        if endpoint is None:
+            endpoint = self._endpoints[self._pick(self._ep_cum, self._mix.random())]
+        elif endpoint not in self._classes:  # named by a trace, not in the mix
+            classes = list(self._scenario.endpoints[endpoint].classes)
+            w = np.array([c.weight for c in classes], dtype=float)
+            self._classes[endpoint] = (classes, np.cumsum(w / w.sum()))
         classes, cum = self._classes[endpoint]
         cls = classes[self._pick(cum, self._cls.random())]
         u_sem, u_prompt = self._cache.random(2)
         semantic = bool(u_sem < cls.semantic_cache_hit)
         prompt = bool(cls.prompt_cache_opt_in and u_prompt < cls.prompt_cache_hit)
-        return Planned(request_id, endpoint, cls.name, due, semantic, prompt), cls
+        return Planned(request_id, endpoint, cls.name, due, semantic, prompt, input_tokens, output_tokens), cls
 
 
 # --------------------------------------------------------------------------- replies
@@ -403,7 +424,15 @@ class LoadGenerator:
         t0 = self.clock.t0
         spin, nap = self.spin_s, self.nap_s
         loop = asyncio.get_running_loop()
-        for due in arrival_times(self.workload, self.duration_s, rng):
+        # workload.replay is the simulator's (calibration feeds a measurement back to it)
+        wl = self.workload.model_copy(update={"replay": ()}) if self.workload.replay else self.workload
+        if uses_plan(wl):  # a trace, gamma or MMPP arrivals, drawn tokens: as the simulator plans them
+            for due, endpoint, _, input_tokens, output_tokens in plan(wl, self.duration_s, rng, self._streams["tokens"]):
+                await sleep_until_monotonic(t0 + due, spin, nap)
+                planned, cls = self._chooser.plan(self.sent, due, endpoint, input_tokens, output_tokens)
+                self._dispatch(loop, planned, cls)
+            return
+        for due in arrival_times(time_scaled(wl), self.duration_s, rng):
             await sleep_until_monotonic(t0 + due, spin, nap)
             planned, cls = self._chooser.plan(self.sent, due)
             self._dispatch(loop, planned, cls)
@@ -481,7 +510,8 @@ class LoadGenerator:
 
     async def _exchange(self, planned: Planned, cls, began: float, started: float) -> None:
         ep = self.scenario.endpoints[planned.endpoint]
-        body = build_body(planned.endpoint, planned.request_class, planned.id, planned.semantic_hit, cls.request_bytes)
+        body = build_body(planned.endpoint, planned.request_class, planned.id, planned.semantic_hit, cls.request_bytes,
+                          planned.input_tokens, planned.output_tokens)
         headers = {
             "Content-Type": "application/json",
             "X-Gwsim-Request-Id": str(planned.id),

@@ -33,6 +33,7 @@ from simulator.model.gateway import SimGateway
 from simulator.model.slots import Slots
 from simulator.records import RECORD_FIELDS, rows_frame
 from simulator.rng import Streams
+from simulator.arrivals import plan, time_scaled, uses_plan
 from simulator.scenario import BurstArrivals, ConstantArrivals, PoissonArrivals, Scenario
 
 
@@ -221,12 +222,13 @@ class Replication:
         env = self.env
         wl = self.scenario.workload
         arrivals = wl.arrivals
-        rng = self.streams["arrivals"]
         end = self.scenario.run.duration
-        factor_at = wl.factor_at
-        if wl.replay:
-            yield from self._replay(wl.replay, end)
+        if uses_plan(wl):  # a trace, replayed traffic, gamma or MMPP arrivals, drawn tokens
+            yield from self._replay(plan(wl, end, self.streams["arrivals"], self.streams["tokens"]), end)
             return
+        wl = time_scaled(wl)
+        rng = self.streams["arrivals"]
+        factor_at = wl.factor_at
         if isinstance(arrivals, BurstArrivals):
             t = 0.0
             while t < end:
@@ -265,20 +267,37 @@ class Replication:
             self._send(self._new_context())
 
     def _replay(self, requests, end: float):
-        """Given traffic (a measurement's): each request at its time, to its endpoint and class."""
+        """Planned traffic (``simulator.arrivals.plan``: a trace, a measurement's requests, ...):
+        each request at its time, to its endpoint and class when given (else drawn), with its
+        token counts when given."""
         env = self.env
         classes = {
             (name, c.name): (name, k) for name, ep in self.scenario.endpoints.items() for k, c in enumerate(ep.classes)
         }
-        for at, endpoint, class_name in sorted(requests, key=lambda r: r[0]):  # stable: a burst keeps its order
+        for at, endpoint, class_name, input_tokens, output_tokens in requests:
             if at >= end:
                 return
-            replayed = classes.get((endpoint, class_name))
-            if replayed is None:
-                continue  # not this scenario's endpoint or class: nothing to send it to
+            if endpoint is None:
+                replayed = None
+            elif class_name is None:
+                replayed = (endpoint, self._class_choice(endpoint)())
+            else:
+                replayed = classes.get((endpoint, class_name))
+                if replayed is None:
+                    continue  # not this scenario's endpoint or class: nothing to send it to
             if at > env.now:
                 yield env.timeout(at - env.now)
-            self._send(self._new_context(replayed))
+            ctx = self._new_context(replayed)
+            ctx.input_tokens = input_tokens
+            ctx.output_tokens = output_tokens
+            self._send(ctx)
+
+    def _class_choice(self, endpoint: str) -> _Choice:
+        choice = self.class_choice.get(endpoint)
+        if choice is None:  # an endpoint the trace names that is not in the mix
+            classes = self.scenario.endpoints[endpoint].classes
+            choice = self.class_choice[endpoint] = _Choice([c.weight for c in classes], self.streams["classes"])
+        return choice
 
     def _user(self, think):
         env = self.env
@@ -322,7 +341,7 @@ class Replication:
     def run(self) -> ReplicationResult:
         run = self.scenario.run
         env = self.env
-        if self.scenario.workload.mode == "open":
+        if self.scenario.workload.mode != "closed":  # open loop or a trace
             Flow(self._open_loop())  # lighter than a process: one wake-up per arrival
         else:
             env.process(self._closed_loop())

@@ -14,7 +14,7 @@ import numpy as np
 #: Fixed sources; a source's stream depends only on (seed, replication, name).
 SOURCES = (
     "arrivals", "mix", "classes", "think", "cache", "redis", "embedding", "cpu", "network",
-    "ai_service", "ai_client", "pool", "fallback",
+    "ai_service", "ai_client", "pool", "fallback", "tokens",
 )
 
 

@@ -19,7 +19,7 @@ import types
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from simulator.distributions import ZERO, Distribution
 from simulator.errors import ScenarioError
@@ -186,7 +186,116 @@ class BurstArrivals(_Model):
         return self.size / self.every
 
 
-Arrivals = Annotated[Union[PoissonArrivals, ConstantArrivals, BurstArrivals], Field(discriminator="process")]
+class GammaArrivals(_Model):
+    """A renewal process with gamma-distributed gaps: burstier (cv > 1) or more regular (cv < 1) than Poisson."""
+
+    process: Literal["gamma"] = Field(default="gamma", description="Renewal arrivals with gamma-distributed gaps (cv = 1 is Poisson).")
+    rate: float = Field(description="Mean arrival rate, e.g. '10/s'.")
+    cv: float = Field(gt=0, le=100, description="Coefficient of variation of the gaps between arrivals (1 = Poisson, > 1 = bursty).")
+    _r = field_validator("rate", mode="before")(classmethod(lambda cls, v: _rate(v)))
+
+    @property
+    def mean_rate(self) -> float:
+        return self.rate
+
+
+class MMPPArrivals(_Model):
+    """A two-state Markov-modulated Poisson process: Poisson at a high rate for an exponential
+    while, then at a low rate for another; the mean over both states is ``rate``."""
+
+    process: Literal["mmpp"] = Field(default="mmpp", description="Two-state Markov-modulated Poisson arrivals (bursts and lulls).")
+    rate: float = Field(description="Mean arrival rate over both states, e.g. '10/s'.")
+    low_ratio: float = Field(ge=0, lt=1, description="Rate in the low state as a fraction of the high state's (0 = silent lulls).")
+    high_for: float = Field(gt=0, description="Mean time in the high state at the mean rate (exponential; shorter when a rate profile or time_scale speeds traffic up).")
+    low_for: float = Field(gt=0, description="Mean time in the low state at the mean rate.")
+    _r = field_validator("rate", mode="before")(classmethod(lambda cls, v: _rate(v)))
+    _d = _durations("high_for", "low_for")
+
+    @property
+    def mean_rate(self) -> float:
+        return self.rate
+
+    @property
+    def high_rate(self) -> float:
+        """Rate in the high state (the low state's is ``low_ratio`` of it)."""
+        weight = (self.high_for + self.low_ratio * self.low_for) / (self.high_for + self.low_for)
+        return self.rate / weight
+
+
+Arrivals = Annotated[
+    Union[PoissonArrivals, ConstantArrivals, BurstArrivals, GammaArrivals, MMPPArrivals], Field(discriminator="process")
+]
+
+
+class TokenCopula(_Model):
+    """Input and output tokens of each request, drawn together: each marginal is a quantile table
+    (piecewise linear between quantiles), and their dependence a Gaussian copula."""
+
+    model: Literal["copula"] = Field(default="copula", description="Gaussian copula over two quantile tables (what `gwsim fit workload` writes).")
+    levels: tuple[float, ...] = Field(min_length=2, description="Probabilities of the quantiles, increasing from 0 to 1.")
+    input: tuple[float, ...] = Field(min_length=2, description="Input (prompt) tokens at each level.")
+    output: tuple[float, ...] = Field(min_length=2, description="Output (generated) tokens at each level: the provider's token latency model uses them.")
+    correlation: float = Field(default=0.0, ge=-1, le=1, description="Correlation of the normal scores of input and output tokens (the copula's parameter).")
+
+    @model_validator(mode="after")
+    def _tables(self) -> "TokenCopula":
+        levels = self.levels
+        if len(self.input) != len(levels) or len(self.output) != len(levels):
+            raise ValueError(f"expected input and output with one value per level ({len(levels)}), got {len(self.input)} and {len(self.output)}")
+        if levels[0] != 0 or levels[-1] != 1 or any(b <= a for a, b in zip(levels, levels[1:])):
+            raise ValueError("at levels: expected probabilities increasing from 0 to 1, got " + _levels_text(levels))
+        for name, values in (("input", self.input), ("output", self.output)):
+            if any(v < 0 for v in values) or any(b < a for a, b in zip(values, values[1:])):
+                raise ValueError(f"at {name}: expected token counts >= 0 that never decrease, got {_levels_text(values)}")
+        return self
+
+
+def _levels_text(values: tuple[float, ...]) -> str:
+    shown = ", ".join(f"{v:g}" for v in values[:4])
+    return f"[{shown}{', ...' if len(values) > 4 else ''}]"
+
+
+class TraceColumns(_Model):
+    """Which column of a generic trace (format csv or jsonl) holds what."""
+
+    timestamp: str = Field(description="Arrival time of each request (a number in timestamp_unit, or ISO 8601 date-times).")
+    endpoint: str | None = Field(default=None, description="Endpoint or model of each request (a scenario endpoint name, or mapped to one by map).")
+    input_tokens: str | None = Field(default=None, description="Input (prompt) tokens.")
+    output_tokens: str | None = Field(default=None, description="Output (generated) tokens; the providers' token latency model uses them.")
+    status: str | None = Field(default=None, description="HTTP status the request got (read for `gwsim fit workload`'s report; every request is replayed).")
+    latency: str | None = Field(default=None, description="Latency the request had (in latency_unit; read for `gwsim fit workload`'s report).")
+
+
+class Trace(_Model):
+    """A request trace replayed as the traffic: each request at its time, with its endpoint and token counts."""
+
+    file: str = Field(description="Trace file, relative to the scenario file; '{data}/...' is in the data directory (GWSIM_DATA_DIR, else ../shared/data).")
+    format: Literal["azure2023", "csv", "jsonl"] = Field(
+        default="csv",
+        description="azure2023: the Azure LLM inference trace 2023 (TIMESTAMP, ContextTokens, GeneratedTokens); csv or "
+        "jsonl: any trace, with columns.",
+    )
+    columns: TraceColumns | None = Field(default=None, description="Column mapping of a csv or jsonl trace.")
+    timestamp_unit: Literal["s", "ms", "us", "ns", "datetime"] = Field(default="s", description="Unit of numeric timestamps, or 'datetime' for ISO 8601 date-times (csv, jsonl).")
+    latency_unit: Literal["s", "ms", "us"] = Field(default="ms", description="Unit of the latency column.")
+    start: float = Field(default=0.0, ge=0, description="Start of the window replayed, from the trace's first request.")
+    duration: float | None = Field(default=None, gt=0, description="Length of the window replayed, in the trace's time (None = to the end).")
+    loop: bool = Field(default=False, description="Replay the window again and again until run.duration (else arrivals stop at its end).")
+    map: dict[str, str] = Field(default_factory=dict, description="Endpoint or model values of the trace -> scenario endpoint names (other values must be endpoint names).")
+    _data: Any = PrivateAttr(default=None)
+    _d = _durations("start", "duration")
+
+    @model_validator(mode="after")
+    def _load(self, info: ValidationInfo) -> "Trace":
+        from simulator.trace import load_for_scenario
+
+        self._data = load_for_scenario(self, (info.context or {}).get("base_dir", "."))
+        return self
+
+    @property
+    def data(self):
+        """The trace in memory (``simulator.trace.TraceData``)."""
+        return self._data
 
 
 class RatePoint(_Model):
@@ -198,7 +307,9 @@ class RatePoint(_Model):
 class Workload(_Model):
     """The traffic: open loop (arrivals regardless of answers) or closed loop (users)."""
 
-    mode: Literal["open", "closed"] = Field(default="open", description="open: an arrival process; closed: N users with think time.")
+    mode: Literal["open", "closed", "trace"] = Field(
+        default="open", description="open: an arrival process; closed: N users with think time; trace: a request trace replayed (trace)."
+    )
     arrivals: Arrivals | None = Field(default=None, description="Arrival process (open loop).")
     users: int | None = Field(default=None, gt=0, le=MAX_COUNT, description="Number of users (closed loop).")
     think_time: Distribution = Field(default=ZERO, description="Think time between a user's answer and its next request (closed loop).")
@@ -220,6 +331,18 @@ class Workload(_Model):
     )
 
     _d = _durations("client_timeout")
+    trace: Trace | None = Field(default=None, description="The request trace replayed when mode = 'trace'.")
+    time_scale: float = Field(
+        default=1.0, gt=0, le=1e6,
+        description="Speed-up of open-loop and trace traffic: 2 = twice as fast (trace times and rate-profile times "
+        "halved, rates doubled, burst and state times halved).",
+    )
+    tokens: TokenCopula | None = Field(
+        default=None,
+        description="Open loop: input and output tokens of each request, drawn together (output tokens replace the "
+        "classes' output_tokens); `gwsim fit workload` writes it from a trace.",
+    )
+
 
     @model_validator(mode="after")
     def _consistent(self) -> "Workload":
@@ -228,6 +351,21 @@ class Workload(_Model):
         if self.mode == "closed" and self.users is None:
             raise ValueError("expected users for a closed-loop workload")
         total = sum(self.mix.values())
+        if self.mode == "trace":
+            if self.trace is None:
+                raise ValueError("at workload.trace: expected a trace table (file, format, ...) with mode = 'trace', got nothing")
+            for key, value in (("arrivals", self.arrivals), ("tokens", self.tokens)):
+                if value is not None:
+                    raise ValueError(f"at workload.{key}: expected no {key} with mode = 'trace' (the trace gives them), got a table")
+            if self.replay:
+                raise ValueError("at workload.replay: expected no replay with mode = 'trace', got an array")
+        elif self.trace is not None:
+            raise ValueError(f"at workload.trace: expected a trace only with mode = 'trace', got one with mode = {self.mode!r}")
+        if self.mode == "closed":
+            if self.time_scale != 1:
+                raise ValueError(f"at workload.time_scale: expected 1 for a closed-loop workload (scale users instead), got {self.time_scale:g}")
+            if self.tokens is not None:
+                raise ValueError("at workload.tokens: expected tokens only for open-loop traffic, got a table with mode = 'closed'")
         if any(v < 0 for v in self.mix.values()) or not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(f"expected mix shares >= 0 that sum to 1, got sum {total:g}")
         return self
@@ -711,6 +849,14 @@ class Scenario(_Model):
 
 # Limits on what a scenario file may hold.  They sit far above anything a real scenario
 # needs; they exist so that junk gets one line instead of a crash deep inside the TOML
+    @model_validator(mode="after")
+    def _trace_endpoints(self) -> "Scenario":
+        if self.workload.trace is not None:
+            from simulator.trace import check_scenario
+
+            check_scenario(self)
+        return self
+
 # parser, pydantic or numpy (recursion limit, int-to-str limit, C integer overflow).
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_DEPTH = 32

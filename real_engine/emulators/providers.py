@@ -1,11 +1,12 @@
 """An LLM provider's chat-completions API (OpenAI-style) as a real HTTP server.
 
 ``POST /v1/chat/completions`` answers after the provider's latency: ``ttft + tokens /
-tokens_per_s`` for a token model (tokens drawn from the request class's
-``output_tokens``, else the provider's ``default_output_tokens``) or a plain whole-reply
-time.  With ``"stream": true`` the reply is Server-Sent Events: a first chunk at ttft,
-then the tokens at their decode times (grouped so chunks are at least ``MIN_CHUNK_S``
-apart, which keeps the emulator's own cost small), then ``data: [DONE]``.
+tokens_per_s`` for a token model (the request's own ``gwsim_output_tokens`` when the load
+generator sends a trace's, else drawn from the request class's ``output_tokens``, else the
+provider's ``default_output_tokens``) or a plain whole-reply time.  With ``"stream": true``
+the reply is Server-Sent Events: a first chunk at ttft, then the tokens at their decode
+times (grouped so chunks are at least ``MIN_CHUNK_S`` apart, which keeps the emulator's own
+cost small), then ``data: [DONE]``.
 
 ``Provider.errors`` answers 429 (with ``Retry-After: 1``), 500 or 503 with the given
 probabilities, about when the first token would have come.  ``concurrency`` bounds
@@ -128,20 +129,25 @@ class ProviderEmulator(EmulatorServer):
                 return int(status)
         return None
 
-    def _latency(self, endpoint: str, class_name: str) -> tuple[float, float, int]:
+    def _latency(self, endpoint: str, class_name: str, own_tokens: int | None = None) -> tuple[float, float, int]:
         """(time to first token, decode time after it, output tokens to send).
 
-        Timing uses the drawn token count as is (as the simulator does); the reply
-        carries it rounded, at least one.
+        ``own_tokens``: the request's own output tokens (a trace's, sent by the load
+        generator as ``gwsim_output_tokens``), else drawn from the class (or the default).
+        Timing uses the token count as is (as the simulator does); the reply carries it
+        rounded, at least one.
         """
         lat = self.cfg.latency
         cls = self._classes.get((endpoint, class_name))
         if isinstance(lat, PlainLatency):
             dist = cls.output_tokens if cls is not None and cls.output_tokens is not None else None
-            tokens = dist.sample(self._rng) if dist is not None else 16.0
+            tokens = float(own_tokens) if own_tokens is not None else dist.sample(self._rng) if dist is not None else 16.0
             return lat.time.sample(self._rng), 0.0, max(1, int(round(tokens)))
-        dist = cls.output_tokens if cls is not None and cls.output_tokens is not None else lat.default_output_tokens
-        tokens = max(dist.sample(self._rng), 0.0)
+        if own_tokens is not None:
+            tokens = float(own_tokens)
+        else:
+            dist = cls.output_tokens if cls is not None and cls.output_tokens is not None else lat.default_output_tokens
+            tokens = max(dist.sample(self._rng), 0.0)
         return lat.ttft.sample(self._rng), tokens / lat.tokens_per_s, max(1, int(round(tokens)))
 
     # ------------------------------------------------------------------ handler
@@ -181,7 +187,9 @@ class ProviderEmulator(EmulatorServer):
             ):
                 self.hung += 1
                 return await self.hold_until_client_leaves(request)
-            first, decode, tokens = self._latency(endpoint, class_name)
+            own = body.get("gwsim_output_tokens") if isinstance(body, dict) else None
+            own = own if isinstance(own, int) and not isinstance(own, bool) and own >= 0 else None
+            first, decode, tokens = self._latency(endpoint, class_name, own)
             err = self._draw_error()
             if fault is not None:
                 if fault.kind == "slow":

@@ -31,7 +31,7 @@ class RequestContext:
         "prompt_cache_hit", "breaker_state", "new_prompt",
         "client_wait_s", "cpu_wait_s", "cpu_s", "cache_s", "embedding_s", "ai_pool_wait_s", "ai_connect_s",
         "ai_queue_s", "ai_service_s", "provider_pool_wait_s", "provider_connect_s", "provider_queue_s",
-        "provider_s", "prompt_cache_s", "store_s",
+        "provider_s", "prompt_cache_s", "store_s", "input_tokens", "output_tokens",
     )
 
     def __init__(self, rid: int, endpoint: str, endpoint_cfg, klass, class_index: int, arrived_at: float) -> None:
@@ -57,6 +57,10 @@ class RequestContext:
         self.ai_pool_wait_s = self.ai_connect_s = self.ai_queue_s = self.ai_service_s = 0.0
         self.provider_pool_wait_s = self.provider_connect_s = self.provider_queue_s = self.provider_s = 0.0
         self.prompt_cache_s = self.store_s = 0.0
+        # the request's own token counts (a trace's, or drawn by workload.tokens); -1: the
+        # provider draws output tokens from the class (or its default)
+        self.input_tokens = -1
+        self.output_tokens = -1
 
     def as_row(self, replication: int, latency_from_sent: bool) -> tuple:
         start = self.started_at if latency_from_sent else self.arrived_at

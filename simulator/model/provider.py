@@ -55,11 +55,13 @@ class SimProvider:
             and self._plain is not None and self.slots is None
         )
 
-    def _service_time(self, class_key) -> float:
+    def _service_time(self, class_key, tokens: float = -1) -> float:
+        """``tokens``: the request's own output tokens (a trace's), or -1 to draw them."""
         if self._plain is not None:
             return self._plain()
-        tokens_sampler = self._tokens.get(class_key)
-        tokens = tokens_sampler() if tokens_sampler is not None else self._default_tokens()
+        if tokens < 0:
+            tokens_sampler = self._tokens.get(class_key)
+            tokens = tokens_sampler() if tokens_sampler is not None else self._default_tokens()
         return self._ttft() + max(tokens, 0.0) / self._tokens_per_s
 
     def _draw_error(self) -> int:
@@ -99,7 +101,7 @@ class SimProvider:
             if servers is not None:
                 servers.book(at, start, math.inf)
             return math.inf, None
-        service = self._service_time(class_key)
+        service = self._service_time(class_key, ctx.output_tokens)
         status = self._draw_error()
         failure = None
         if fault is not None:
