@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from gwsim import datafiles
 from gwsim.cli import cli
 from gwsim.whatif.fit import best_snippet, fit_latency, read_samples
 from simulator.errors import UsageError
 from simulator.scenario import PlainLatency
 
-_ROOT = Path(__file__).resolve().parents[1]
-_CANDIDATES = [_ROOT / "data", _ROOT / "gwsim" / "data", _ROOT.parent / "shared" / "data"]
-SEED_DATA = next((d / "heavy_load_2025-08-14.csv" for d in _CANDIDATES if (d / "heavy_load_2025-08-14.csv").exists()),
-                 _CANDIDATES[-1] / "heavy_load_2025-08-14.csv")
+# third-party data, not shipped: GWSIM_DATA_DIR or ../shared/data (the test using it skips without)
+SEED_DATA = datafiles.available()
 
 
 def _csv(tmp_path: Path, values: np.ndarray, column: str = "latency_ms") -> Path:
@@ -103,8 +102,8 @@ def test_prometheus_buckets(tmp_path: Path) -> None:
 
 
 def test_fit_command_on_the_seed_data_filters_and_prints_a_snippet(tmp_path: Path) -> None:
-    if not SEED_DATA.exists():
-        pytest.skip("seed data not present")
+    if SEED_DATA is None:
+        pytest.skip(datafiles.skip_reason())
     res = CliRunner().invoke(cli, ["fit", "latency", str(SEED_DATA), "--column", "latency_ms", "--where",
                                    "endpoint=select_model", "--out", str(tmp_path / "fit"), "--json"])
     assert res.exit_code == 0, res.output

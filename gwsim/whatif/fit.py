@@ -159,10 +159,12 @@ def _filter(frame: pd.DataFrame, where: Sequence[str], all_outcomes: bool, sourc
 
 def read_samples(path: str | Path, column: str | None = None, unit: str | None = None, where: Sequence[str] = (),
                  all_outcomes: bool = False) -> Samples:
-    path = Path(path)
+    from gwsim.datafiles import missing_hint, resolve_user_path
+
+    path = resolve_user_path(path)  # a bare name of a data file gwsim knows: its data directory
     source = str(path)
     if not path.is_file():
-        raise UsageError(f"{source}: expected a file of latencies, found nothing there")
+        raise UsageError(f"{source}: expected a file of latencies, found nothing there{missing_hint(path)}")
     if path.suffix == ".parquet":
         try:
             frame = pd.read_parquet(path)
