@@ -17,6 +17,7 @@ import signal
 import tempfile
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -350,22 +351,8 @@ class Replication:
         horizon = run.duration + run.drain
         if self.cap is not None and self.client_timeout is not None:
             env.process(self._client_deadlines())
-        # The run allocates millions of short-lived objects, so the collector runs often; a full
-        # collection would walk every object the process holds (pandas, pydantic, a notebook's
-        # data) rather than the run's own.  Those are set aside for the run's duration.  Most of
-        # the run's objects die young, so the youngest generation is collected less often: by
-        # then fewer are still alive to be walked.
-        freeze = gc.get_freeze_count() == 0
-        if freeze:
-            gc.freeze()
-        thresholds = gc.get_threshold()
-        gc.set_threshold(max(thresholds[0], 20_000), *thresholds[1:])
-        try:
+        with run_gc():
             env.run_until(horizon)
-        finally:
-            gc.set_threshold(*thresholds)
-            if freeze:
-                gc.unfreeze()
         for ctx in list(self.in_flight.values()):
             timeout = self.client_timeout
             if timeout is not None and ctx.started_at + timeout <= horizon:
@@ -388,6 +375,27 @@ class Replication:
             ],
         )
         return ReplicationResult(self.replication, records, gauges, len(self.rows))
+
+
+@contextmanager
+def run_gc():
+    """Python's garbage collector as a run wants it.  A run allocates millions of short-lived
+    objects, so the collector runs often; a full collection would walk every object the
+    process holds (pandas, pydantic, a notebook's data) rather than the run's own.  Those are
+    set aside for the run's duration (``gc.freeze``).  Most of the run's objects die young, so
+    the youngest generation is collected every 20,000 allocations instead of 700: by then fewer
+    are still alive to be walked.  ``benchmarks/vs_ciw.py`` runs Ciw under the same settings."""
+    freeze = gc.get_freeze_count() == 0
+    if freeze:
+        gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(max(thresholds[0], 20_000), *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        if freeze:
+            gc.unfreeze()
 
 
 def run_replication(scenario: Scenario, replication: int, seed: int, keep_records: bool = True) -> ReplicationResult:
