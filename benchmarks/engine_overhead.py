@@ -29,6 +29,7 @@ import numpy as np
 
 from real_engine.clock import sleep_until_monotonic
 from real_engine.measure import ChildProcess, check_redis, wait_ready
+from real_engine.settings import redis_url
 
 UPSTREAM_STAGES = (
     "cache", "embedding", "ai_queue", "ai_service", "provider_queue", "provider", "prompt_cache", "store",
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rate", type=float, default=200.0)
     ap.add_argument("--duration", type=float, default=10.0)
     ap.add_argument("--semantic-cache", action="store_true", help="Keep the semantic cache on (an exact GET per request).")
-    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    ap.add_argument("--redis-url", default=redis_url(), help="Redis server [default: $REDIS_URL, else the local one].")
     args = ap.parse_args(argv)
     check_redis(args.redis_url)
     with tempfile.TemporaryDirectory(prefix="gwsim-overhead-") as tmp:

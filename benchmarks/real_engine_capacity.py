@@ -39,6 +39,7 @@ import engine_overhead as eo  # noqa: E402
 import loadgen_lag as lg  # noqa: E402
 
 from real_engine.measure import ChildProcess, check_redis, wait_ready  # noqa: E402
+from real_engine.settings import redis_url  # noqa: E402
 
 
 def _run(coro):
@@ -171,7 +172,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    ap.add_argument("--redis-url", default=redis_url(), help="Redis server [default: $REDIS_URL, else the local one].")
     ap.add_argument("--loadgen-seconds", type=float, default=3.0)
     ap.add_argument("--loadgen-rates", default="500,1000,2000,3000,4000,6000,8000")
     ap.add_argument("--skip-loadgen", action="store_true")

@@ -7,6 +7,7 @@ import json
 import click
 
 from gwsim.measure_cmd import _duration
+from real_engine.settings import DEFAULT_REDIS_URL, REDIS_URL_ENV
 
 
 def register(cli: click.Group) -> None:
@@ -19,7 +20,7 @@ def register(cli: click.Group) -> None:
     @click.option("-n", "--samples", type=click.IntRange(min=10), default=200, show_default=True, help="Samples per micro-benchmark (connect, TLS, Redis).")
     @click.option("--duration", callback=_duration, default="12s", show_default=True, help="Length of each of the two real-engine runs.")
     @click.option("--rate", type=click.FloatRange(min=1.0, max=200.0), default=20.0, show_default=True, help="Requests per second in those runs.")
-    @click.option("--redis-url", default="redis://127.0.0.1:6379/0", show_default=True)
+    @click.option("--redis-url", envvar=REDIS_URL_ENV, show_envvar=True, default=DEFAULT_REDIS_URL, show_default=True, help="Redis the gateway of the two runs and the Redis benchmark use.")
     @click.option("--json", "as_json", is_flag=True, help="Print the measured values (seconds; cores and background as counts) as one JSON object.")
     def profile(out: str, samples: int, duration: float, rate: float, redis_url: str, as_json: bool) -> None:
         """Measure this machine: CPU per request and per upstream call of the load generator, the

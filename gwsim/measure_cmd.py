@@ -6,6 +6,7 @@ import json
 
 import click
 
+from real_engine.settings import DEFAULT_REDIS_URL, REDIS_URL_ENV
 from simulator.units import UnitError, parse_duration
 
 
@@ -41,7 +42,7 @@ def register(cli: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object (the summary) on stdout.")
     @click.option("--out", type=click.Path(), default=None, help="Directory for records.parquet and summary.json.")
     @click.option("--target", "target_url", default=None, metavar="URL", help="Measure an external OpenAI-compatible gateway at URL instead of the built-in one.")
-    @click.option("--redis-url", default="redis://127.0.0.1:6379/0", show_default=True, help="Redis the built-in gateway uses.")
+    @click.option("--redis-url", envvar=REDIS_URL_ENV, show_envvar=True, default=DEFAULT_REDIS_URL, show_default=True, help="Redis the built-in gateway uses.")
     @click.option("--strict", is_flag=True, help="Refuse (exit 2) a scenario that sets a field the real engine ignores, instead of warning.")
     def measure(scenario, duration, overrides, seed, as_json, out, target_url, redis_url, strict) -> None:
         """Run the scenario for real: emulated upstreams, the asyncio gateway, a load generator.

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from real_engine import settings
 from simulator.errors import GwsimError
 from simulator.records import RECORD_FIELDS, RequestRecord
 from simulator.scenario import Scenario, load_scenario
@@ -218,7 +219,7 @@ def measure(
     target_url: str | None = None,
     seed: int | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
-    redis_url: str = "redis://127.0.0.1:6379/0",
+    redis_url: str | None = None,
     startup_s: float = DEFAULT_STARTUP_S,
     workdir: str | Path | None = None,
 ) -> MeasureResult:
@@ -233,6 +234,7 @@ def measure(
     scenario = load_scenario(scenario_path, overrides)
     seed = scenario.run.seed if seed is None else int(seed)
     duration = scenario.run.duration if duration_s is None else float(duration_s)
+    redis_url = settings.redis_url(redis_url)
     if target_url is None:
         check_redis(redis_url)
     own_dir = workdir is None

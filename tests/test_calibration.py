@@ -194,6 +194,7 @@ def test_read_measured_seed_csv():
     assert df["latency_s"].median() == pytest.approx(4.508, abs=0.01)
 
 
+@pytest.mark.real
 @pytest.mark.timeout(120)
 def test_end_to_end_check_on_a_5s_real_scenario():
     from gwsim.calibration.check import check_scenario

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from real_engine import settings
+
 log = logging.getLogger(__name__)
 
 
@@ -381,9 +383,10 @@ class Profile:
 
 
 def measure_profile(
-    *, n: int = 200, duration_s: float = 12.0, rate: float = 20.0, redis_url: str = "redis://127.0.0.1:6379/0"
+    *, n: int = 200, duration_s: float = 12.0, rate: float = 20.0, redis_url: str | None = None
 ) -> Profile:
     """All machine parameters of this machine (see the module docstring)."""
+    redis_url = settings.redis_url(redis_url)
     values = asyncio.run(_loopback_benchmarks(n, redis_url))
     values.pop("hop_rtt", None)  # the null runs measure a whole upstream call instead
     one = _null_run(1, duration_s, rate, redis_url)

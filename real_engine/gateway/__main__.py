@@ -26,6 +26,7 @@ from typing import Any
 from simulator.errors import UsageError
 from simulator.scenario import load_scenario
 from real_engine.process import run_event_loop, setup_logging
+from real_engine.settings import DEFAULT_REDIS_URL
 
 log = logging.getLogger("real_engine.gateway")
 
@@ -55,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-file", default=None, help="Where to write stats on exit (default READY-FILE.stats.json).")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
-    p.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    p.add_argument("--redis-url", default=None, help=f"Redis server [default: $REDIS_URL, else {DEFAULT_REDIS_URL}].")
     p.add_argument("--key-prefix", default=None, help="Redis key prefix (default: a fresh random one).")
     return p
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from aiohttp import hdrs, http_exceptions, web
 
+from real_engine import settings
 from real_engine.gateway.flow import OUTCOME_STATUS, FlowError, GatewayCore, RequestContext
 from real_engine.gateway.metrics import GatewayMetrics
 from simulator.scenario import Endpoint, Scenario
@@ -441,7 +442,7 @@ async def start_gateway(
     upstream_urls: dict[str, Any],
     t0: float,
     seed: int,
-    redis_url: str = "redis://127.0.0.1:6379/0",
+    redis_url: str | None = None,
     *,
     host: str = "127.0.0.1",
     port: int = 0,
@@ -450,7 +451,7 @@ async def start_gateway(
     """Build and start the gateway; Redis seeded and the port bound when it returns."""
     prefix = key_prefix or f"gwsim:{uuid.uuid4().hex[:12]}:"
     metrics = GatewayMetrics()
-    core = GatewayCore(scenario, upstream_urls, t0, seed, redis_url, prefix, metrics)
+    core = GatewayCore(scenario, upstream_urls, t0, seed, settings.redis_url(redis_url), prefix, metrics)
     runner: web.AppRunner | None = None
     try:
         await core.prepare()

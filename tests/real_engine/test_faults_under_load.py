@@ -1,5 +1,5 @@
 """Faults under load on the real engine (issue 7): the project's load generator plays a few
-seconds of open-loop traffic through the real gateway (real Redis at 127.0.0.1:6379,
+seconds of open-loop traffic through the real gateway (the session's real Redis, tests/conftest.py;
 emulated upstreams on loopback), with one fault in force from 1 s to 2 s of the run.
 
 For each fault the test asserts:
@@ -33,13 +33,14 @@ import numpy as np
 import pytest
 
 from real_engine.gateway import start_gateway
+from real_engine.settings import redis_url
 from real_engine.loadgen import arrival_times, run_load
 from simulator.records import RequestRecord
 from simulator.scenario import Scenario
 
 pytestmark = pytest.mark.real
 
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = redis_url()  # the session's Redis (tests/conftest.py)
 START, END = 1.0, 2.0  # the fault window, run time
 DURATION = 3.0
 #: Scheduling slack on top of a configured bound: other processes share the two cores.

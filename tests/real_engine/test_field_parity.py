@@ -1,7 +1,7 @@
 """Scenario fields that now mean the same thing in the real engine as in the simulator
 (issue 13): a provider's ``hang_probability``, a class's ``similarity_hit`` and
 ``similar_entry_at``, ``redis.op_time`` and the per-round-trip ``redis.op_timeout``.
-Real sockets, real emulators, real Redis at 127.0.0.1:6379."""
+Real sockets, real emulators, the session's real Redis (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import uuid
 import aiohttp
 import pytest
 
+from real_engine.settings import redis_url
+
 pytestmark = pytest.mark.real
 
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = redis_url()  # the session's Redis (tests/conftest.py)
 DET = lambda v: {"dist": "deterministic", "value": v}  # noqa: E731
 
 

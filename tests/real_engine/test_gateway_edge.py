@@ -20,13 +20,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from real_engine.gateway import start_gateway
+from real_engine.settings import redis_url
 from real_engine.gateway.app import MAX_JSON_DEPTH
 from real_engine.gateway.flow import OUTCOME_STATUS
 from simulator.records import OUTCOMES
 
 pytestmark = pytest.mark.real
 
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = redis_url()  # the session's Redis (tests/conftest.py)
 SELECT, CHAT = "/v1/select-model", "/v1/chat/completions"
 OK_BODY = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
 

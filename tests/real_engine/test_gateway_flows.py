@@ -11,10 +11,11 @@ import aiohttp
 import pytest
 
 from real_engine.gateway import start_gateway
+from real_engine.settings import redis_url
 
 pytestmark = pytest.mark.real
 
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = redis_url()  # the session's Redis (tests/conftest.py)
 CHAT = "/v1/chat/completions"
 SELECT = "/v1/select-model"
 

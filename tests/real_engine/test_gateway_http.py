@@ -9,10 +9,11 @@ import aiohttp
 import pytest
 
 from real_engine.gateway import start_gateway
+from real_engine.settings import redis_url
 
 pytestmark = pytest.mark.real
 
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = redis_url()  # the session's Redis (tests/conftest.py)
 RECORD_HEADERS = (
     "X-Gwsim-Outcome", "X-Gwsim-Provider", "X-Gwsim-Attempts", "X-Gwsim-Fallback", "X-Gwsim-Selection-Fallback",
     "X-Gwsim-Cache-Hit", "X-Gwsim-Prompt-Cache-Hit", "X-Gwsim-Breaker",

@@ -8,6 +8,7 @@ import pytest
 import redis
 
 from real_engine.measure import MeasureError, measure
+from real_engine.settings import redis_url
 
 pytestmark = pytest.mark.real
 
@@ -33,12 +34,18 @@ latency = {model = "plain", time = {dist = "deterministic", value = "5ms"}}
 """
 
 
-def _children() -> list[int]:
+def _children() -> set[int]:
+    """This process's children, less the ones it had before any test ran (the session's own
+    redis-server, tests/conftest.py): what a test leaves behind."""
     try:
         with open(f"/proc/{os.getpid()}/task/{os.getpid()}/children") as fh:
-            return [int(x) for x in fh.read().split()]
+            return {int(x) for x in fh.read().split()} - _BEFORE
     except OSError:
-        return []
+        return set()
+
+
+_BEFORE: set[int] = set()
+_BEFORE = _children()
 
 
 def test_measure_runs_three_processes_and_balances(tmp_path):
@@ -57,9 +64,9 @@ def test_measure_runs_three_processes_and_balances(tmp_path):
     assert result.gateway_stats["outcomes"].get("ok", 0) == acc["ok"]
     assert result.emulator_stats["ai_service"]["requests"] > 0
     assert seen and seen[-1]["sent"] == 50
-    assert _children() == []
+    assert _children() == set()
     prefix = result.gateway_stats["key_prefix"]
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    client = redis.Redis.from_url(redis_url())
     try:
         assert list(client.scan_iter(match=prefix + "*")) == []
     finally:
@@ -85,4 +92,4 @@ def test_measure_with_tls_to_the_upstreams(tmp_path):
     )
     acc = result.accounting
     assert acc["sent"] == 40 and acc["ok"] == 40, acc
-    assert _children() == []
+    assert _children() == set()

@@ -13,13 +13,14 @@ import pytest
 from aiohttp import web
 
 from real_engine.gateway import start_gateway
+from real_engine.settings import redis_url
 from real_engine.gateway.http_pool import HttpPool
 from real_engine.tls import make_self_signed
 from simulator.scenario import ConnectionPool
 
 pytestmark = pytest.mark.real
 
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = redis_url()  # the session's Redis (tests/conftest.py)
 
 
 def recording_handler(ports: list[int], delay_s: float):

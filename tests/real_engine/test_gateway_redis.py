@@ -1,4 +1,4 @@
-"""The gateway's Redis caches against the real Redis at 127.0.0.1:6379: a server stall
+"""The gateway's Redis caches against the session's real Redis (tests/conftest.py): a server stall
 (``CLIENT PAUSE`` from the test) becomes cache timeouts counted as misses with latency
 bounded by the op timeout; a miss really SCANs and GETs every entry; stores and the
 prompt cache round-trip; every key lives under the run's prefix and is gone at shutdown."""
@@ -14,10 +14,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from real_engine.gateway import start_gateway
+from real_engine.settings import redis_url
 
 pytestmark = pytest.mark.real
 
-REDIS = "redis://127.0.0.1:6379/0"
+REDIS = redis_url()  # the session's Redis (tests/conftest.py)
 
 
 async def post(session, url: str, path: str, prompt: str, cls: str, rid: int, nonce: str | None = None):
