@@ -69,6 +69,18 @@ class Machine(BaseModel):
         description="Wall time per upstream call beyond that CPU and the emulated service time: loopback, timer lateness.",
         json_schema_extra=_SIMULATOR_ONLY,
     )
+    redis_cpu: Distribution = Field(
+        default=ZERO,
+        description="Gateway event-loop CPU per Redis round trip (the Python client encoding the command and parsing the "
+        "reply); the pooled connection stays held while the reply waits for the loop.",
+        json_schema_extra=_SIMULATOR_ONLY,
+    )
+    scan_entry_cpu: Distribution = Field(
+        default=ZERO,
+        description="Gateway event-loop CPU per entry a semantic-cache scan compares (decoding its stored vector, the "
+        "cosine), beyond the entry's round trip.",
+        json_schema_extra=_SIMULATOR_ONLY,
+    )
 
     @property
     def active(self) -> bool:
@@ -76,5 +88,5 @@ class Machine(BaseModel):
         return self.cores > 0 or any(
             d != ZERO
             for d in (self.client_cpu, self.gateway_cpu, self.gateway_hop_cpu, self.upstream_cpu, self.request_latency,
-                      self.hop_latency, self.timer_lateness)
+                      self.hop_latency, self.timer_lateness, self.redis_cpu, self.scan_entry_cpu)
         )

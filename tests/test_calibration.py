@@ -420,3 +420,43 @@ def test_timer_lateness_delays_ai_batches_and_provider_calls(tmp_path):
     on_time = run_scenario(load_scenario(path, ['machine.timer_lateness={dist="deterministic", value=0}']), replications=1).records
     # one late timer in the AI service's batch and one per provider call: 2 ms per request
     assert (late["latency_s"] - on_time["latency_s"]).to_numpy() == pytest.approx(0.002)
+
+
+def test_a_semantic_scan_costs_the_gateway_loop_cpu_per_round_trip_and_entry(tmp_path):
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "scan.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "6s"
+        replications = 1
+        [workload]
+        mode = "open"
+        arrivals = { process = "burst", size = 1, every = "1s" }
+        mix = { select = 1.0 }
+        [endpoints.select]
+        kind = "select_model"
+        classes = [{ name = "q" }]
+        [model_selection]
+        candidates = ["p"]
+        semantic_cache = { initial_entries = 100, scan_batch = 10, embedding_time = { dist = "deterministic", value = "5ms" } }
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "10ms" } }
+        [machine]
+        cores = 2
+        redis_cpu = { dist = "deterministic", value = "100us" }
+        scan_entry_cpu = { dist = "deterministic", value = "50us" }
+        upstream_cpu = { dist = "deterministic", value = "1ms" }
+    """))
+    alone = run_scenario(load_scenario(path), replications=1).records
+    # the exact GET (1 round trip) and 10 SCAN batches of 1 + 10 round trips, 100 entries compared
+    assert alone["cache_s"].to_numpy() == pytest.approx(0.0001 + 110 * 0.0001 + 100 * 0.00005, abs=1e-6)
+    # the embedding call is an upstream call on the machine: the emulator's CPU is paid too
+    assert alone["embedding_s"].to_numpy() == pytest.approx(0.006, abs=1e-6)
+    # two scans at once share the one event loop, a SCAN batch at a time: each takes about twice as long
+    pair = run_scenario(load_scenario(path, ["workload.arrivals.size=2"]), replications=1).records
+    assert pair["cache_s"].mean() == pytest.approx(2 * 0.0161, rel=0.08)
+    # without the client's CPU in the machine model, the scan is round trips on the wire only
+    wire = run_scenario(load_scenario(path, ['machine.redis_cpu={dist="deterministic", value=0}', 'machine.scan_entry_cpu={dist="deterministic", value=0}']), replications=1).records
+    assert wire["cache_s"].max() < 0.001

@@ -123,6 +123,51 @@ async def _loopback_benchmarks(n: int, redis_url: str) -> dict[str, float]:
     return out
 
 
+async def _redis_client_costs(redis_url: str, n: int, entries: int = 200) -> dict[str, float]:
+    """The gateway's own Redis code (``RedisCaches``) on this process's event loop: its CPU per
+    round trip (redis.asyncio encoding a command and parsing the reply), its CPU per entry a
+    semantic scan compares (decode the vector, cosine) beyond that entry's round trip, and the
+    round trip's wall time beyond the CPU (``redis_op_time``: loopback and the server)."""
+    from real_engine.gateway.caches import RedisCaches
+    from simulator.scenario import scenario_from_data
+
+    data = {
+        "run": {"duration": "1s"},
+        "workload": {"mode": "open", "arrivals": {"process": "constant", "rate": "1/s"}, "mix": {"ep": 1.0}},
+        "endpoints": {"ep": {"kind": "select_model", "classes": [{"name": "c"}]}},
+        "model_selection": {"candidates": ["p"], "semantic_cache": {"enabled": True, "initial_entries": entries}},
+        "providers": {"p": {"latency": {"model": "plain", "time": {"dist": "deterministic", "value": "1ms"}}}},
+    }
+    caches = RedisCaches(scenario_from_data(data, "<profile>"), redis_url, f"gwsim:calibrate:{os.getpid()}:", run_clock=time.monotonic)
+    rng = np.random.default_rng(7)
+    try:
+        await caches.seed({}, {}, rng, {})
+        probe = "a prompt nobody stored"
+        for _ in range(50):  # warm the connection and the code paths
+            await caches.semantic_get(probe)
+        ops = 5 * n
+        wall = []
+        cpu0 = time.process_time()
+        for _ in range(ops):
+            t = time.perf_counter()
+            await caches.semantic_get(probe)
+            wall.append(time.perf_counter() - t)
+        per_op = (time.process_time() - cpu0) / ops
+        vector = rng.standard_normal(64)
+        vector /= np.linalg.norm(vector)
+        await caches.semantic_scan(vector)
+        calls, keys = caches.scan_calls, caches.scanned_keys
+        cpu0 = time.process_time()
+        for _ in range(5):
+            await caches.semantic_scan(vector)
+        cpu = time.process_time() - cpu0
+        calls, keys = caches.scan_calls - calls, caches.scanned_keys - keys
+    finally:
+        await caches.close()
+    per_entry = max(0.0, (cpu - (calls + keys) * per_op) / keys) if keys else 0.0
+    return {"redis_cpu": per_op, "scan_entry_cpu": per_entry, "redis_op_time": max(statistics.median(wall) - per_op, 0.0)}
+
+
 _NULL_SCENARIO = """
 [run]
 name = "null-{kind}"
@@ -389,6 +434,8 @@ def measure_profile(
     redis_url = settings.redis_url(redis_url)
     values = asyncio.run(_loopback_benchmarks(n, redis_url))
     values.pop("hop_rtt", None)  # the null runs measure a whole upstream call instead
+    # the Redis round trip split into the gateway loop's CPU and the rest (replaces the plain wall time)
+    values.update(asyncio.run(_redis_client_costs(redis_url, n)))
     one = _null_run(1, duration_s, rate, redis_url)
     two = _null_run(2, duration_s, rate, redis_url)
     cores = os.cpu_count() or 1
@@ -502,6 +549,9 @@ def profile_toml(values: dict[str, float], note: str = "", sample_files: dict[st
     for key in ("client_cpu", "gateway_cpu", "gateway_hop_cpu", "upstream_cpu"):
         if key in values:
             lines.append(f'{key} = {{ dist = "deterministic", value = "{values[key] * 1e6:.0f}us" }}')
+    for key in ("redis_cpu", "scan_entry_cpu"):
+        if key in values:
+            lines.append(f'{key} = {{ dist = "deterministic", value = "{values[key] * 1e6:.1f}us" }}')
     if timer_lateness is not None:
         inner = ", ".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v:.6g}" for k, v in timer_lateness.items())
         lines.append("timer_lateness = { " + inner.replace("'", '"') + " }")

@@ -19,7 +19,7 @@ import math
 
 import simpy
 
-from simulator.distributions import Sampler
+from simulator.distributions import ZERO, Sampler
 from simulator.model.ai_service import SimAIService
 from simulator.model.context import Failure, RequestContext
 from simulator.model.cpu import GatewayCPU
@@ -29,6 +29,7 @@ from simulator.model.http_pool import SimHttpPool
 from simulator.model.machine import MachineModel
 from simulator.model.provider import SimProvider
 from simulator.model.redis import SimRedis
+from simulator.model.redis_loop import LoopRedis
 from simulator.policies.admission import InFlightLimit
 from simulator.policies.breaker import make_breaker
 from simulator.policies.cache import (
@@ -84,6 +85,11 @@ class _Uniforms:
 
 
 class SimGateway:
+    #: Test hook, not a scenario field: False sends every request through ``handle`` (the general
+    #: flow) instead of the direct and plain shortcuts, so closed-form tests hold the machinery
+    #: real scenarios run to queueing theory (tests/sim/test_closed_forms_general.py).
+    shortcuts = True
+
     def __init__(self, env: simpy.Environment, scenario: Scenario, streams) -> None:
         self.env = env
         self.scenario = scenario
@@ -97,6 +103,12 @@ class SimGateway:
         self.client_build = Sampler(gw.provider_client.construction_cpu, streams["cpu"])
         self.race_setup = Sampler(scenario.fallback.race_setup_cpu, streams["cpu"])
         self.redis = SimRedis(env, scenario.redis, streams["redis"])
+        #: Redis through the Python client on the measured gateway's event loop (its CPU per round trip)
+        self.loop_redis = (
+            LoopRedis(env, scenario.redis, self.machine, streams["redis"])
+            if self.machine is not None and (scenario.machine.redis_cpu != ZERO or scenario.machine.scan_entry_cpu != ZERO)
+            else None
+        )
         self.embedding = Sampler(ms.semantic_cache.embedding_time, streams["embedding"])
         extra = {}
         tokens = {}
@@ -125,6 +137,7 @@ class SimGateway:
         self.limiter_keys = [f"key{i}" for i in range(rl.keys)] if rl is not None else []
         r = ms.ai_client.retries
         self.retry = RetryPolicy(r.count, r.backoff, r.on)
+        self._trigger_on = frozenset(scenario.fallback.trigger_on)  # not one per request's plan
         self.cache_coin = _Uniforms(streams["cache"])
         self.semantic_entries = ms.semantic_cache.initial_entries
         self.stored_keys: set = set()
@@ -151,6 +164,8 @@ class SimGateway:
             for key, primary in self._direct_classes.items()
             if primary and self._no_gateway_work() and self.providers[primary].uniform
         }
+        if not self.shortcuts:
+            self._direct_classes, self._plain_classes = {}, {}
 
     # ------------------------------------------------------------------ helpers
 
@@ -262,9 +277,12 @@ class SimGateway:
             begun = env.now
             coin = self.cache_coin()
             similar_coin = self.cache_coin()
-            wait, ok = self.redis.operation(1)
-            if wait > 0:
-                yield env.timeout(wait)
+            if self.loop_redis is None:
+                wait, ok = self.redis.operation(1)
+                if wait > 0:
+                    yield env.timeout(wait)
+            else:
+                ok = yield from self.loop_redis.operation(1)
             hit = counts_as_hit(ok, coin < ctx.klass.semantic_cache_hit)
             ctx.new_prompt = not hit and coin >= ctx.klass.semantic_cache_hit
             embedded = 0.0
@@ -274,10 +292,13 @@ class SimGateway:
                 if embedded_ok:
                     similar = similar_coin < similarity_hit_probability(ctx.klass.similarity_hit, sc.similarity_hit)
                     found_at = ctx.klass.similar_entry_at if similar else 1.0
-                    trips = scan_round_trips(self.semantic_entries, sc.scan_batch, found_at)
-                    wait, ok = self.redis.operation(trips)
-                    if wait > 0:
-                        yield env.timeout(wait)
+                    if self.loop_redis is None:
+                        trips = scan_round_trips(self.semantic_entries, sc.scan_batch, found_at)
+                        wait, ok = self.redis.operation(trips)
+                        if wait > 0:
+                            yield env.timeout(wait)
+                    else:
+                        ok = yield from self._loop_scan(sc.scan_batch, found_at)
                     hit = counts_as_hit(ok, similar)
                 # a failed embedding call skips the scan: the lookup is a miss
             ctx.cache_s += env.now - begun - embedded
@@ -371,6 +392,19 @@ class SimGateway:
         finally:
             self.ai_pool.release(lease, reusable)
 
+    def _loop_scan(self, scan_batch: int, found_at: float):
+        """Generator, with the event loop's Redis client: a semantic scan as one pooled operation
+        per SCAN batch (the SCAN and a GET per key, each key's vector decoded and compared), up
+        to the first similar entry; returns whether every batch succeeded."""
+        entries = self.semantic_entries
+        left = entries if found_at >= 1.0 else min(entries, math.ceil(found_at * entries))
+        while True:
+            keys = min(scan_batch, left)
+            ok = yield from self.loop_redis.operation(1 + keys, entries=keys)
+            left -= keys
+            if not ok or left <= 0:
+                return ok
+
     def _embed(self, ctx: RequestContext):
         """Generator: one embedding API call (CPU hop, then the call); returns (seconds in
         the call, ok).  Faults are judged when the call is made, as the emulator judges them
@@ -379,10 +413,16 @@ class SimGateway:
         sc = self.scenario.model_selection.semantic_cache
         embedded = self.embedding()
         hop = self.cpu_hop()
+        machine = self.machine
         if self.cpu.booked is not None:
             at = env.now + self._cpu_delay(ctx, hop)  # the call goes out; slept through with it below
         else:
             yield from self._cpu(ctx, hop)
+            at = env.now
+        if machine is not None:
+            # an HTTP call to the embedding API on the machine, as to any upstream
+            sent = env.now
+            yield from machine.hop_start()
             at = env.now
         ok = True
         if sc.embedding_faults:
@@ -406,6 +446,10 @@ class SimGateway:
         wait = at - env.now + embedded
         if wait > 0:
             yield env.timeout(wait)
+        if machine is not None:
+            if ok:
+                yield from machine.hop_end(timer=True)
+            return env.now - sent, ok
         return embedded, ok
 
     def _store_selection(self, ctx: RequestContext):
@@ -413,9 +457,12 @@ class SimGateway:
         sc = self.scenario.model_selection.semantic_cache
         begun = env.now
         yield from self._embed(ctx)  # without a vector the selection is stored all the same
-        wait, ok = self.redis.operation(1)
-        if wait > 0:
-            yield env.timeout(wait)
+        if self.loop_redis is None:
+            wait, ok = self.redis.operation(1)
+            if wait > 0:
+                yield env.timeout(wait)
+        else:
+            ok = yield from self.loop_redis.operation(1)
         if ok:
             key = (ctx.endpoint, ctx.klass.name) if not ctx.new_prompt else ctx.id
             new_key = key not in self.stored_keys if not ctx.new_prompt else True
@@ -429,7 +476,10 @@ class SimGateway:
     def chat(self, ctx: RequestContext):
         env = self.env
         scenario = self.scenario
-        primary, alternatives = yield from self.select(ctx)
+        if ctx.endpoint_cfg.model_selection:
+            primary, alternatives = yield from self.select(ctx)
+        else:
+            primary, alternatives = self._ranked(ctx)  # a fixed choice: no generator to run
         build = self._client_cpu(primary)
         pc = scenario.prompt_cache
         opted = pc.enabled and ctx.klass.prompt_cache_opt_in
@@ -438,9 +488,12 @@ class SimGateway:
             build = 0.0
             begun = env.now
             coin = self.cache_coin()
-            wait, ok = self.redis.operation(1, pc.op_timeout)
-            if wait > 0:
-                yield env.timeout(wait)
+            if self.loop_redis is None:
+                wait, ok = self.redis.operation(1, pc.op_timeout)
+                if wait > 0:
+                    yield env.timeout(wait)
+            else:
+                ok = yield from self.loop_redis.operation(1, pc.op_timeout)
             ctx.prompt_cache_s += env.now - begun
             if counts_as_hit(ok, coin < ctx.klass.prompt_cache_hit):
                 ctx.prompt_cache_hit = True
@@ -449,9 +502,14 @@ class SimGateway:
         candidates = [primary] + [p for p in alternatives if p != primary]
         yield from self._call_with_fallback(ctx, candidates, build)
         if opted:
-            wait, _ = self.redis.operation(1, pc.op_timeout)
-            if wait > 0:
-                yield env.timeout(wait)
+            if self.loop_redis is None:
+                wait, _ = self.redis.operation(1, pc.op_timeout)
+                if wait > 0:
+                    yield env.timeout(wait)
+            else:
+                begun = env.now
+                yield from self.loop_redis.operation(1, pc.op_timeout)
+                wait = env.now - begun
             ctx.prompt_cache_s += wait
         sc = scenario.model_selection.semantic_cache
         if (
@@ -471,14 +529,18 @@ class SimGateway:
         return self.client_build()
 
     def _call_with_fallback(self, ctx: RequestContext, candidates: list[str], build: float):
-        """``build``: the first attempt's client-building CPU, one slice with its encoding."""
+        """For ``yield from``: the provider calls.  ``build``: the first attempt's
+        client-building CPU, one slice with its encoding.  Returns the mode's generator itself
+        (one frame less for every wake-up of the request to pass through)."""
         fb = self.scenario.fallback
-        plan = FallbackPlan(fb.mode, candidates, fb.max_attempts, fb.race_width, fb.hedge_delay, fb.trigger_on)
+        plan = FallbackPlan(fb.mode, candidates, fb.max_attempts, fb.race_width, fb.hedge_delay, self._trigger_on)
         if fb.mode in ("none", "sequential"):
-            yield from self._sequential(ctx, plan, build)
-        else:
-            yield from self._cpu(ctx, build)
-            yield from self._concurrent(ctx, plan)
+            return self._sequential(ctx, plan, build)
+        return self._built_then_concurrent(ctx, plan, build)
+
+    def _built_then_concurrent(self, ctx: RequestContext, plan: FallbackPlan, build: float):
+        yield from self._cpu(ctx, build)
+        yield from self._concurrent(ctx, plan)
 
     def _sequential(self, ctx: RequestContext, plan: FallbackPlan, build: float):
         env = self.env

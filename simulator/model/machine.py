@@ -185,6 +185,8 @@ class MachineModel:
         self.request_latency = Sampler(cfg.request_latency, rng)
         self.hop_latency = Sampler(cfg.hop_latency, rng)
         self.timer_lateness = Sampler(cfg.timer_lateness, rng)
+        self.redis_cpu = Sampler(cfg.redis_cpu, rng)
+        self.scan_entry_cpu = Sampler(cfg.scan_entry_cpu, rng)
         if self.cpu is not None and cfg.background_trace:
             env.process(self._follow_background(cfg.background_trace))
 
