@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from real_engine.gateway.redis_link import LINK_FAULTS, RedisFaultLink
+from real_engine.gateway.redis_link import LINK_FAULTS, DelayedConnection, OpDelay, RedisFaultLink, injects_delay
 from simulator.policies.cache import counts_as_hit
 from simulator.scenario import Scenario
 
@@ -79,6 +79,7 @@ class RedisCaches:
         *,
         run_clock: Callable[[], float],
         on_result: Callable[[str, str], None] | None = None,
+        op_time_rng: np.random.Generator | None = None,
     ) -> None:
         self.scenario = scenario
         self.redis_url = redis_url
@@ -88,17 +89,29 @@ class RedisCaches:
         self._run_clock = run_clock
         self._on_result = on_result
         rcfg = scenario.redis
+        self.op_delay: OpDelay | None = None
+        delayed: dict[str, Any] = {}
+        if injects_delay(rcfg.op_time):
+            self.op_delay = OpDelay(rcfg.op_time, op_time_rng if op_time_rng is not None else np.random.default_rng())
+            delayed = {"connection_class": DelayedConnection, "op_delay": self.op_delay}
         self.pool = aioredis.BlockingConnectionPool.from_url(
             redis_url,
             max_connections=rcfg.pool_size,
             timeout=rcfg.pool_timeout,
             driver_info=None,  # no CLIENT SETINFO round trip on every new connection
+            # no hidden limit (redis-py 8 defaults to 5 s): each operation is bounded by its
+            # own timeout, in ``_op``
+            socket_timeout=None,
+            socket_connect_timeout=None,
+            **delayed,
         )
         self.link: RedisFaultLink | None = None
         if any(f.kind in LINK_FAULTS for f in rcfg.faults):
             kw = self.pool.connection_kwargs
             self.link = RedisFaultLink(kw.get("host", "127.0.0.1"), int(kw.get("port", 6379)), rcfg.faults)
             kw.update(host=self.link.host, port=self.link.port)
+            if self.op_delay is not None:
+                self.op_delay.link = self.link
         self.client = aioredis.Redis(connection_pool=self.pool)
         self.entries = 0
         self.counts: dict[str, dict[str, int]] = {
@@ -273,7 +286,10 @@ class RedisCaches:
         log.info("seeded %d semantic entries and %d prompt entries under %s", len(items), len(prompt_entries), self.prefix)
 
     def start_faults(self, t0: float) -> None:
-        """Play the Redis fault windows (relative to ``t0`` on ``time.monotonic()``)."""
+        """Play the Redis fault windows (relative to ``t0`` on ``time.monotonic()``) and start
+        injecting ``redis.op_time`` into each round trip."""
+        if self.op_delay is not None:
+            self.op_delay.active = True
         if self.link is not None:
             self.link.start_schedule(t0)
 

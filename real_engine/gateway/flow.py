@@ -73,7 +73,9 @@ OUTCOME_STATUS = {
 STAGE_NAMES = tuple(s.removesuffix("_s") for s in STAGES)
 
 #: The gateway's random sources, in spawn order (append only).
-GATEWAY_SOURCES = ("cpu", "construction", "race_setup", "ai_pool", "embedding_pool", "providers", "cache_filler")
+GATEWAY_SOURCES = (
+    "cpu", "construction", "race_setup", "ai_pool", "embedding_pool", "providers", "cache_filler", "redis_op_time",
+)
 
 _EMU_TIMING = re.compile(r"(\w+);dur=([0-9.eE+-]+)")
 
@@ -238,6 +240,7 @@ class GatewayCore:
         self.caches = RedisCaches(
             scenario, redis_url, key_prefix, run_clock=self.clock.now,
             on_result=lambda cache, status: metrics.cache.labels(cache, status).inc(),
+            op_time_rng=streams["redis_op_time"],
         )
         self._built_clients: dict[str, asyncio.Future] = {}  # pooled provider clients
         self._background: set[asyncio.Task] = set()  # losers left running (cancel_losers=false)

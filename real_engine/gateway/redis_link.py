@@ -23,6 +23,15 @@ These are the simulator's semantics (``simulator.model.redis``: outage, reset an
 fail the operation at once; stall and hang hold it until the window ends; slow multiplies
 the operation's time, judged when it starts).  Outside the windows the link costs one
 loopback hop per round trip, so it is only put in when the scenario has Redis faults.
+
+``redis.op_time`` stands for the round trip to a Redis on another machine.  The gateway
+pays the loopback round trip for real, so each round trip is held back by one draw of
+``op_time`` on top of it (``OpDelay``, in the client's connection: ``DelayedConnection``
+sleeps after reading each reply, holding its pooled connection as a remote round trip
+would, at no cost of an extra hop); a ``slow`` window in force when the command went out
+stretches that draw too.  The simulator adds the machine profile's loopback time to
+``op_time``; the real engine, loading the scenario without its profile, injects
+``op_time`` alone.
 """
 
 from __future__ import annotations
@@ -32,6 +41,10 @@ import logging
 import socket
 import time
 
+import numpy as np
+import redis.asyncio as aioredis
+
+from simulator.distributions import Deterministic, Distribution
 from simulator.scenario import Fault
 
 log = logging.getLogger(__name__)
@@ -306,3 +319,61 @@ class RedisFaultLink:
             self._sock.close()
             self._sock = None
         await asyncio.sleep(0)  # let the aborted transports close their sockets
+
+
+def injects_delay(op_time: Distribution) -> bool:
+    """Whether ``op_time`` asks for any delay (not the default 0)."""
+    return not (isinstance(op_time, Deterministic) and op_time.value == 0)
+
+
+class OpDelay:
+    """Per-round-trip delays drawn from ``redis.op_time`` (one stream of the gateway's own).
+
+    Off until ``active`` is set (the start-up seeding pays none); ``link``, when the scenario
+    also has Redis faults, lends its ``slow`` factor.  ``count`` and ``total_s`` say what was
+    injected.
+    """
+
+    def __init__(self, op_time: Distribution, rng: np.random.Generator, link: "RedisFaultLink | None" = None) -> None:
+        self.op_time = op_time
+        self.rng = rng
+        self.link = link
+        self.active = False
+        self.count = 0
+        self.total_s = 0.0
+
+    def factor(self) -> float:
+        return self.link.slow_factor if self.link is not None else 1.0
+
+    def draw(self, factor: float = 1.0) -> float:
+        if not self.active:
+            return 0.0
+        delay = max(self.op_time.sample(self.rng), 0.0) * factor
+        self.count += 1
+        self.total_s += delay
+        return delay
+
+    def __repr__(self) -> str:
+        return f"<OpDelay active={self.active} count={self.count} total_s={self.total_s:.6f}>"
+
+
+class DelayedConnection(aioredis.Connection):
+    """A redis-py connection whose every reply comes ``op_delay`` later than Redis sent it:
+    the remote part of a round trip, slept with the connection held (the caller's operation
+    timeout still bounds it)."""
+
+    def __init__(self, *args, op_delay: OpDelay, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._op_delay = op_delay
+        self._factor = 1.0
+
+    async def send_packed_command(self, command, check_health: bool = True) -> None:
+        self._factor = self._op_delay.factor()  # a slow window is judged when the command goes out
+        await super().send_packed_command(command, check_health)
+
+    async def read_response(self, *args, **kwargs):
+        response = await super().read_response(*args, **kwargs)
+        delay = self._op_delay.draw(self._factor)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return response

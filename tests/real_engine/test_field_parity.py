@@ -58,3 +58,71 @@ def test_provider_hang_probability_leaves_that_share_of_calls_unanswered(run_asy
     assert stats["hung"] == hung
     assert abs(hung / n - p) < 4 * math.sqrt(p * (1 - p) / n), hung
     assert stats["in_flight"] == 0  # the hung handlers ended when their clients went away
+
+
+# --------------------------------------------------------------------------- redis.op_time and op_timeout
+
+
+async def _select(session, url: str, prompt: str, cls: str, rid: int):
+    body = {"model": "auto", "messages": [{"role": "user", "content": prompt}]}
+    headers = {"X-Gwsim-Request-Id": str(rid), "X-Gwsim-Class": cls}
+    async with session.post(url + "/v1/select-model", json=body, headers=headers) as r:
+        await r.read()
+        stages = {}
+        for part in r.headers.get("Server-Timing", "").split(","):
+            key, _, dur = part.strip().partition(";dur=")
+            if key:
+                stages[key] = float(dur) / 1e3
+        return r.status, dict(r.headers), stages
+
+
+def _gateway_run(make_scenario, emulator_set, run_async, data: dict, requests: list[tuple[str, str]]):
+    """Start emulators and the gateway on ``data``; send the (prompt, class) select-model
+    requests one after the other; return the replies and the gateway's stats."""
+    from real_engine.gateway import start_gateway
+
+    sc = make_scenario(data)
+
+    async def main():
+        async with emulator_set(sc) as emu, aiohttp.ClientSession() as s:
+            async with await start_gateway(sc, emu.urls, time.monotonic(), 1, REDIS, key_prefix=_prefix()) as gw:
+                replies = [await _select(s, gw.url, prompt, cls, i + 1) for i, (prompt, cls) in enumerate(requests)]
+                return replies, gw.stats(), gw
+
+    replies, stats, gw = run_async(main(), timeout=30)
+    return replies, stats, gw
+
+
+def test_redis_op_time_is_injected_into_each_round_trip(make_scenario, emulator_set, run_async):
+    """op_time 8 ms: an exact GET takes 8 ms plus loopback; a miss's scan over 30 entries pays
+    it once per round trip (30 GETs and the SCAN calls), so at least 33 x 8 ms."""
+    data = {
+        "model_selection": {"semantic_cache": {"initial_entries": 30, "scan_batch": 10, "write_on_select": False}},
+        "redis": {"op_time": DET("8ms")},
+    }
+    (hit, miss), stats, gw = _gateway_run(
+        make_scenario, emulator_set, run_async, data, [("gwsim:select:s1", "s1"), ("new prompt #2", "s1")]
+    )
+    assert hit[1]["X-Gwsim-Cache-Hit"] == "1"
+    assert 0.008 <= hit[2]["cache"] < 0.008 + 0.02
+    trips = 1 + stats["semantic_scan"]["scan_calls"] + stats["semantic_scan"]["keys_read"]
+    assert stats["semantic_scan"]["keys_read"] == 30 and trips >= 34
+    assert miss[1]["X-Gwsim-Cache-Hit"] == "0"
+    assert trips * 0.008 <= miss[2]["cache"] < trips * 0.008 + 0.25  # GET + scan, every round trip held back
+    delay = gw.core.caches.op_delay
+    assert delay.count == trips + 1 and delay.total_s == pytest.approx((trips + 1) * 0.008)  # and the hit's GET
+
+
+def test_redis_op_timeout_bounds_each_round_trip_not_the_scan(make_scenario, emulator_set, run_async):
+    """Each round trip takes 8 ms against a 40 ms op_timeout: a scan of 30 entries (over
+    260 ms in all) completes; at 60 ms a round trip the first one times out at 40 ms."""
+    base = {"model_selection": {"semantic_cache": {"initial_entries": 30, "scan_batch": 10, "write_on_select": False}}}
+    fine = {**base, "redis": {"op_time": DET("8ms"), "op_timeout": "40ms"}}
+    (miss,), stats, _ = _gateway_run(make_scenario, emulator_set, run_async, fine, [("new prompt #1", "s1")])
+    assert stats["semantic_scan"]["keys_read"] == 30 and miss[2]["cache"] > 0.26
+    assert stats["caches"]["semantic"]["timeout"] == 0 and stats["caches"]["semantic"]["miss"] == 1
+    slow = {**base, "redis": {"op_time": DET("60ms"), "op_timeout": "40ms"}}
+    (miss,), stats, _ = _gateway_run(make_scenario, emulator_set, run_async, slow, [("new prompt #1", "s1")])
+    assert stats["semantic_scan"]["keys_read"] == 0  # the exact GET and the first SCAN call time out
+    assert stats["caches"]["semantic"]["timeout"] == 2
+    assert 0.08 <= miss[2]["cache"] < 0.08 + 0.05

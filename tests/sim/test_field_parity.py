@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import simpy
 
 from simulator.engine import Replication
 from simulator.model.context import Failure
 from simulator.model.http_pool import SimHttpPool
-from simulator.rng import Streams
+from simulator.rng import Streams, stream
 from simulator.scenario import ConnectionPool, scenario_from_data
 
 DET = lambda v: {"dist": "deterministic", "value": v}  # noqa: E731
@@ -75,3 +76,43 @@ def test_dial_timeout_in_a_run_fails_over_to_the_next_provider() -> None:
     assert rec.latency_s.round(9).eq(0.7).all()
     rec = Replication(scenario(providers__a__pool=slow), 0, 1).run().records
     assert (rec.provider == "a").all() and rec.latency_s.round(9).eq(2.1).all()
+
+
+# --------------------------------------------------------------------------- redis op_timeout
+
+
+def _redis(op_time, op_timeout=None, faults=(), pool_size=1):
+    from simulator.model.redis import SimRedis
+    from simulator.scenario import Redis
+
+    env = simpy.Environment()
+    cfg = Redis(op_time=op_time, op_timeout=op_timeout, faults=list(faults), pool_size=pool_size)
+    return env, SimRedis(env, cfg, Streams(1, 0)["redis"])
+
+
+def test_redis_op_timeout_bounds_each_round_trip_not_the_whole_scan() -> None:
+    env, redis = _redis(DET("8ms"), "40ms")
+    wait, ok = redis.operation(35)  # 280 ms in all, each round trip well within 40 ms
+    assert ok and wait == pytest.approx(0.28)
+    env, redis = _redis(DET("60ms"), "40ms")
+    wait, ok = redis.operation(35)  # the first round trip times out
+    assert not ok and wait == pytest.approx(0.04) and redis.timeouts == 1
+
+
+def test_redis_op_timeout_sampled_round_trips_and_a_stall() -> None:
+    """Round trips drawn from a distribution: the operation ends at the first one longer than
+    the timeout, after the ones before it.  A stall holds the first round trip to its end."""
+    env, redis = _redis({"dist": "uniform", "low": "1ms", "high": "100ms"}, "50ms")
+    draws = stream(1, 0, "redis")  # the stream the model draws its round trips from
+    trips = [draws.uniform(0.001, 0.1) for _ in range(200)]
+    first_slow = next(i for i, t in enumerate(trips) if t > 0.05)
+    wait, ok = redis.operation(200)
+    assert not ok and wait == pytest.approx(sum(trips[:first_slow]) + 0.05)
+
+    stall = [{"kind": "stall", "start": "0s", "end": "30ms"}]
+    env, redis = _redis(DET("5ms"), "40ms", stall)
+    wait, ok = redis.operation(10)  # 30 ms held + 5 ms, then 9 x 5 ms
+    assert ok and wait == pytest.approx(0.035 + 0.045)
+    env, redis = _redis(DET("5ms"), "20ms", stall)
+    wait, ok = redis.operation(10)
+    assert not ok and wait == pytest.approx(0.02)
