@@ -182,6 +182,19 @@ def arrival_times(workload: Workload, end_s: float, rng: np.random.Generator) ->
         yield t
 
 
+def draw_tokens(copula: TokenCopula, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` (input, output) token pairs: correlated normal scores, mapped through each
+    marginal's quantile table (linear between quantiles), rounded to whole tokens."""
+    from scipy.special import ndtr
+
+    z1 = rng.standard_normal(n)
+    z2 = copula.correlation * z1 + math.sqrt(max(1.0 - copula.correlation**2, 0.0)) * rng.standard_normal(n)
+    levels = np.asarray(copula.levels)
+    inputs = np.rint(np.interp(ndtr(z1), levels, np.asarray(copula.input))).astype(np.int64)
+    outputs = np.rint(np.interp(ndtr(z2), levels, np.asarray(copula.output))).astype(np.int64)
+    return inputs, outputs
+
+
 class TokenSampler:
     """(input, output) token pairs from a ``TokenCopula``, drawn in blocks."""
 
@@ -192,14 +205,7 @@ class TokenSampler:
         self._i = 0
 
     def _fill(self) -> None:
-        from scipy.special import ndtr
-
-        c = self._c
-        z1 = self._rng.standard_normal(_BLOCK)
-        z2 = c.correlation * z1 + math.sqrt(max(1.0 - c.correlation**2, 0.0)) * self._rng.standard_normal(_BLOCK)
-        levels = np.asarray(c.levels)
-        inputs = np.rint(np.interp(ndtr(z1), levels, np.asarray(c.input))).astype(np.int64)
-        outputs = np.rint(np.interp(ndtr(z2), levels, np.asarray(c.output))).astype(np.int64)
+        inputs, outputs = draw_tokens(self._c, self._rng, _BLOCK)
         self._pairs = list(zip(inputs.tolist(), outputs.tolist()))
         self._i = 0
 
