@@ -44,7 +44,10 @@ def register(cli: click.Group) -> None:
     @click.option("--target", "target_url", default=None, metavar="URL", help="Measure an external OpenAI-compatible gateway at URL instead of the built-in one.")
     @click.option("--redis-url", envvar=REDIS_URL_ENV, show_envvar=True, default=DEFAULT_REDIS_URL, show_default=True, help="Redis the built-in gateway uses.")
     @click.option("--strict", is_flag=True, help="Refuse (exit 2) a scenario that sets a field the real engine ignores, instead of warning.")
-    def measure(scenario, duration, overrides, seed, as_json, out, target_url, redis_url, strict) -> None:
+    @click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
+                  help="Header the load generator sends with every request, e.g. 'Authorization: Bearer sk-...' for a "
+                  "gateway that requires a key (repeatable); $GWSIM_API_KEY sends 'Authorization: Bearer $GWSIM_API_KEY'.")
+    def measure(scenario, duration, overrides, seed, as_json, out, target_url, redis_url, strict, headers) -> None:
         """Run the scenario for real: emulated upstreams, the asyncio gateway, a load generator.
 
         Starts the emulators and the gateway (each in its own process) on 127.0.0.1, drives them
@@ -56,8 +59,14 @@ def register(cli: click.Group) -> None:
         from simulator import stats
         from simulator.scenario import load_scenario
 
+        from real_engine.loadgen import request_headers
+
         sc = load_scenario(scenario, list(overrides))
         check_executor(scenario, overrides, "real", strict)
+        try:
+            request_headers(headers, {})
+        except ValueError as exc:
+            raise click.BadParameter(str(exc).removeprefix("--header "), param_hint="--header") from None
         check_out_dir(out)
         total = duration if duration is not None else sc.run.duration
         from rich.console import Console
@@ -79,9 +88,11 @@ def register(cli: click.Group) -> None:
 
         if bar is not None:
             with bar:
-                result = run_measure(scenario, list(overrides), duration_s=duration, target_url=target_url, seed=seed, progress=tick, redis_url=redis_url)
+                result = run_measure(scenario, list(overrides), duration_s=duration, target_url=target_url, seed=seed, progress=tick,
+                                     redis_url=redis_url, headers=headers)
         else:
-            result = run_measure(scenario, list(overrides), duration_s=duration, target_url=target_url, seed=seed, redis_url=redis_url)
+            result = run_measure(scenario, list(overrides), duration_s=duration, target_url=target_url, seed=seed, redis_url=redis_url,
+                                 headers=headers)
         records = result.frame()
         warmup = min(sc.run.warmup, result.duration_s / 2)
         summary = stats.summarize(

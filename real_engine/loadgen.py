@@ -66,6 +66,7 @@ __all__ = [
     "outcome_for_status",
     "parse_server_timing",
     "renice",
+    "request_headers",
     "run_load",
     "write_results",
 ]
@@ -175,8 +176,11 @@ def canonical_prompt(endpoint: str, class_name: str) -> str:
 
 
 def build_body(endpoint: str, class_name: str, request_id: int, semantic_hit: bool, request_bytes: int,
-               input_tokens: int = -1, output_tokens: int = -1) -> bytes:
+               input_tokens: int = -1, output_tokens: int = -1, model: str | None = None) -> bytes:
     """OpenAI-style body; the prompt is canonical on a semantic hit, with ``" #<id>"`` on a miss.
+
+    ``model``: the class's model name (a model group of an external gateway such as LiteLLM);
+    ``"auto"`` when the class names none (the built-in gateway's model selection chooses).
 
     A request with its own token counts (a trace's) asks for its output tokens
     (``max_tokens``) and carries both counts as ``gwsim_output_tokens`` and
@@ -187,7 +191,7 @@ def build_body(endpoint: str, class_name: str, request_id: int, semantic_hit: bo
     prompt = canonical_prompt(endpoint, class_name)
     if not semantic_hit:
         prompt += f" #{request_id}"
-    body: dict[str, Any] = {"model": "auto", "messages": [{"role": "user", "content": prompt}], "max_tokens": 256}
+    body: dict[str, Any] = {"model": model or "auto", "messages": [{"role": "user", "content": prompt}], "max_tokens": 256}
     if output_tokens >= 0:
         body["max_tokens"] = max(1, output_tokens)
         body["gwsim_output_tokens"] = output_tokens
@@ -198,6 +202,41 @@ def build_body(endpoint: str, class_name: str, request_id: int, semantic_hit: bo
     if pad >= 0:
         raw = raw[:-1] + ',"user":"' + "x" * pad + '"}'
     return raw.encode()
+
+
+#: An API key for an external gateway: sent as ``Authorization: Bearer KEY`` unless a header says otherwise.
+API_KEY_ENV = "GWSIM_API_KEY"
+#: Headers handed from ``gwsim measure`` to the load generator's process (JSON object): in the
+#: environment rather than on the command line, where other users could read a key.
+HEADERS_ENV = "GWSIM_LOADGEN_HEADERS"
+
+
+def request_headers(given: list[str] | tuple[str, ...] = (), environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Headers sent with every request: ``given`` ("Name: value" each, as curl's ``-H``), those
+    in ``$GWSIM_LOADGEN_HEADERS``, and ``Authorization: Bearer $GWSIM_API_KEY`` when no
+    Authorization header is given.  ValueError with one line on a malformed header."""
+    env = os.environ if environ is None else environ
+    out: dict[str, str] = {}
+    raw = env.get(HEADERS_ENV, "")
+    if raw:
+        try:
+            passed = json.loads(raw)
+        except ValueError:
+            passed = None
+        if not isinstance(passed, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in passed.items()):
+            raise ValueError(f"${HEADERS_ENV}: expected a JSON object of header names to strings, got {raw[:40]!r}")
+        out.update(passed)
+    for item in given:
+        name, sep, value = str(item).partition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or not name or any(c.isspace() for c in name) or "\n" in value or "\r" in value:
+            shown = str(item).split(":", 1)[0][:40]
+            raise ValueError(f"--header {shown!r}...: expected 'Name: value' on one line, got no name or no ':'")
+        out[name] = value
+    key = env.get(API_KEY_ENV, "").strip()
+    if key and not any(k.lower() == "authorization" for k in out):
+        out["Authorization"] = f"Bearer {key}"
+    return out
 
 
 class _Chooser:
@@ -302,8 +341,11 @@ class LoadGenerator:
         drain_s: float | None = None,
         progress_interval_s: float = 1.0,
         replication: int = 0,
+        headers: dict[str, str] | None = None,
     ):
         self.scenario = scenario
+        #: sent with every request (an external gateway's Authorization); see ``request_headers``
+        self.extra_headers = dict(headers or {})
         self.workload = scenario.workload
         self.target = target_url.rstrip("/")
         self.clock = RunClock(t0)
@@ -511,8 +553,9 @@ class LoadGenerator:
     async def _exchange(self, planned: Planned, cls, began: float, started: float) -> None:
         ep = self.scenario.endpoints[planned.endpoint]
         body = build_body(planned.endpoint, planned.request_class, planned.id, planned.semantic_hit, cls.request_bytes,
-                          planned.input_tokens, planned.output_tokens)
+                          planned.input_tokens, planned.output_tokens, cls.model)
         headers = {
+            **self.extra_headers,
             "Content-Type": "application/json",
             "X-Gwsim-Request-Id": str(planned.id),
             "X-Gwsim-Endpoint": planned.endpoint,
@@ -677,6 +720,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=_duration_arg, default=None, help="Seconds of arrivals (default: run.duration).")
     p.add_argument("--out", required=True, help="Parquet file of records; accounting goes to OUT.accounting.json.")
     p.add_argument("--progress-fd", type=int, default=None, help="File descriptor for JSON progress lines.")
+    p.add_argument("--header", dest="headers", action="append", default=[], metavar="'NAME: VALUE'",
+                   help=f"Header sent with every request (repeatable); ${API_KEY_ENV} adds 'Authorization: Bearer KEY'.")
     p.add_argument("--nice", type=int, default=0,
                    help="Add this to the process's niceness; negative (needs privilege) makes sends more punctual "
                         "when other processes compete for the cores.")
@@ -705,7 +750,7 @@ async def _main_async(args: argparse.Namespace) -> int:
     seed = scenario.run.seed if args.seed is None else args.seed
     t0 = args.t0 if args.t0 is not None else time.monotonic() + 0.2
     progress = _fd_progress(args.progress_fd) if args.progress_fd is not None else None
-    gen = LoadGenerator(scenario, args.target, t0, seed, args.duration, progress)
+    gen = LoadGenerator(scenario, args.target, t0, seed, args.duration, progress, headers=request_headers(args.headers))
     # Move everything alive now (imports, the scenario) out of the collector's sight so
     # that full collections during the run, which pause sending, stay short.
     gc.collect()

@@ -108,11 +108,12 @@ def _die_with_parent() -> None:
 class ChildProcess:
     """One child process with its log file; ``stop()`` is SIGTERM, then SIGKILL after a grace."""
 
-    def __init__(self, name: str, argv: list[str], workdir: Path, pass_fds: tuple[int, ...] = ()) -> None:
+    def __init__(self, name: str, argv: list[str], workdir: Path, pass_fds: tuple[int, ...] = (),
+                 extra_env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log_path = workdir / f"{name}.log"
         self._log = open(self.log_path, "wb")
-        env = dict(os.environ)
+        env = {**os.environ, **(extra_env or {})}
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Own session: a Ctrl-C in the terminal reaches the orchestrator only, which then
         # stops the children in the right order.
@@ -222,12 +223,19 @@ def measure(
     redis_url: str | None = None,
     startup_s: float = DEFAULT_STARTUP_S,
     workdir: str | Path | None = None,
+    headers: list[str] | tuple[str, ...] = (),
 ) -> MeasureResult:
     """Run the scenario on the real engine (or against ``target_url``) and collect the results.
 
     ``workdir``: where the processes' ready files, logs and results go (a temporary
-    directory, removed afterwards, when not given).
+    directory, removed afterwards, when not given).  ``headers`` ("Name: value"): sent by the
+    load generator with every request (an external gateway's key), handed to it in its
+    environment, never on its command line.
     """
+    from real_engine.loadgen import HEADERS_ENV, request_headers
+
+    # checked here, before any process starts (ValueError with one line)
+    loadgen_env = {HEADERS_ENV: json.dumps(request_headers(headers, {}))} if headers else None
     # The machine profile stands for overheads the simulator must add; the real engine pays
     # them for real, so its processes load the scenario without it.
     overrides = list(overrides) + ['profile="none"']
@@ -275,6 +283,7 @@ def measure(
                  "--out", str(out), "--progress-fd", str(write_fd)],
                 wd,
                 pass_fds=(write_fd,),
+                extra_env=loadgen_env,
             )
             os.close(write_fd)
             write_fd = -1

@@ -412,6 +412,11 @@ class RequestClass(_Model):
     ai_work: float = Field(default=1.0, gt=0, description="AI-service per-item work relative to the base per-item time.")
     ai_extra: Distribution = Field(default=ZERO, description="Per-request AI-service time after its batch (token counting, filtering).")
     provider: str | None = Field(default=None, description="Provider this class is routed to when selection is off or falls back.")
+    model: str | None = Field(
+        default=None,
+        description="Model name the client sends (the request body's `model`); with a [router], the model group that "
+        "serves the class (None: 'auto', or the router's only group).",
+    )
 
 
 class Endpoint(_Model):
