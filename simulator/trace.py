@@ -150,7 +150,8 @@ def _read_csv(file: str, path: Path, columns: list[str]) -> tuple[pd.DataFrame, 
         shown = ", ".join(map(repr, list(header.columns)[:8])) + (", ..." if len(header.columns) > 8 else "")
         raise TraceError(file, 1, missing[0], f"a column named {missing[0]!r} in the header", f"columns {shown}")
     try:
-        frame = pd.read_csv(path, usecols=columns, dtype=str, keep_default_na=False, skip_blank_lines=True)
+        # every column is read (not usecols), so that a row with a field too many is an error
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=True)[columns]
     except pd.errors.ParserError as exc:
         m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
         if m:
