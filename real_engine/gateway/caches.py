@@ -33,7 +33,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from real_engine.gateway.redis_link import LINK_FAULTS, DelayedConnection, OpDelay, RedisFaultLink, injects_delay
-from simulator.policies.cache import counts_as_hit
+from simulator.policies.cache import SemanticEntries, Store, counts_as_hit
+from simulator.policies.eventlog import RUN_LOG_LIMIT
 from simulator.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -113,15 +114,20 @@ class RedisCaches:
             if self.op_delay is not None:
                 self.op_delay.link = self.link
         self.client = aioredis.Redis(connection_pool=self.pool)
-        self.entries = 0
+        #: the entry count and the store decisions, as the simulator makes them (seeded in ``seed``)
+        self.policy = SemanticEntries(0, scenario.model_selection.semantic_cache.max_entries, log_limit=RUN_LOG_LIMIT)
         self.counts: dict[str, dict[str, int]] = {
             "semantic": {"hit": 0, "miss": 0, "timeout": 0, "error": 0},
             "prompt": {"hit": 0, "miss": 0, "timeout": 0, "error": 0},
-            "store": {"ok": 0, "timeout": 0, "error": 0, "skipped_full": 0},
+            "store": {"ok": 0, "timeout": 0, "error": 0, "skipped_full": 0, "evicted": 0},
         }
         self.scan_calls = 0  # SCAN round trips made by semantic scans
         self.scanned_keys = 0  # GETs made by semantic scans
         self._closed = False
+
+    @property
+    def entries(self) -> int:
+        return self.policy.entries
 
     def __repr__(self) -> str:
         sem = self.counts["semantic"]
@@ -200,23 +206,32 @@ class RedisCaches:
         self._count("semantic", "miss")
 
     async def semantic_store(self, prompt: str, selection: dict, vector: np.ndarray | None) -> str:
-        """SET the selection (with its vector) under the prompt; ``ok``, ``timeout``, ``error``, ``skipped_full``."""
-        cap = self.scenario.model_selection.semantic_cache.max_entries
-        if cap is not None and self.entries >= cap:
+        """SET the selection (with its vector) under the prompt, and DEL the entry a full cache
+        evicts for it (``simulator.policies.cache.SemanticEntries`` decides); ``ok``,
+        ``timeout``, ``error``, ``skipped_full``."""
+        key = self.sem_prefix + prompt
+        plan: Store = self.policy.plan(key, self._run_clock())
+        if not plan.writes:
             self.counts["store"]["skipped_full"] += 1
             return "skipped_full"
         value = dict(selection)
         if vector is not None:
             value["embedding"] = [round(float(x), 6) for x in vector]
+        timeout = self.scenario.redis.op_timeout
         try:
-            created = await self._op(
-                self.scenario.redis.op_timeout, self.client.set, self.sem_prefix + prompt, json.dumps(value)
-            )
+            await self._op(timeout, self.client.set, key, json.dumps(value))
         except _OpFailed as exc:
+            self.policy.done(plan, self._run_clock(), False)
             self.counts["store"][exc.status] += 1
             return exc.status
-        if created:
-            self.entries += 1  # an overwrite of a known key also lands here: a bound, not a census
+        deleted = True
+        if plan.evicted is not None:
+            try:
+                await self._op(timeout, self.client.delete, plan.evicted)
+                self.counts["store"]["evicted"] += 1
+            except _OpFailed:
+                deleted = False
+        self.policy.done(plan, self._run_clock(), True, deleted)
         self.counts["store"]["ok"] += 1
         return "ok"
 
@@ -277,7 +292,10 @@ class RedisCaches:
         for start in range(0, len(keys), 500):
             chunk = {k: items[k] for k in keys[start : start + 500]}
             await self.client.mset(chunk)
-        self.entries = len(items)
+        # kept for the whole run: the exact lookups' hits and the fillers stand for the scenario's cache
+        self.policy = SemanticEntries(
+            0, self.scenario.model_selection.semantic_cache.max_entries, items, log_limit=RUN_LOG_LIMIT
+        )
         if prompt_entries:
             async with self.client.pipeline(transaction=False) as pipe:
                 for key, value in prompt_entries.items():

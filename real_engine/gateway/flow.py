@@ -33,6 +33,7 @@ from real_engine.gateway.http_pool import CallTiming, HttpPool, HttpResponse, Up
 from real_engine.gateway.metrics import GatewayMetrics
 from simulator.policies.admission import InFlightLimit
 from simulator.policies.breaker import CircuitBreaker, make_breaker
+from simulator.policies.cache import stores_selection
 from simulator.policies.eventlog import RUN_LOG_LIMIT
 from simulator.policies.fallback import FallbackPlan, rank_candidates, ranked_selection
 from simulator.policies.ratelimit import SlidingWindowLimiter
@@ -372,7 +373,7 @@ class GatewayCore:
             ctx.selection_fallback = True
             fc = ms.fallback_choice
             return {"provider": fc.provider, "model": f"{fc.provider}-model", "alternatives": list(fc.alternatives)}
-        if ep.kind == "select_model" and sc.enabled and sc.write_on_select:
+        if sc.enabled and stores_selection(ep.kind, sc.write_on_select, False, succeeded=True):
             await self._store_selection(ctx, prompt, selection)
         return selection
 
@@ -514,7 +515,7 @@ class GatewayCore:
             await self.caches.prompt_set(pc_key, resp.body)
             ctx.add("prompt_cache", time.perf_counter() - started)
         sc = self.scenario.model_selection.semantic_cache
-        if ep.store_selection_on_success and ep.model_selection and sc.enabled:
+        if ep.model_selection and sc.enabled and stores_selection(ep.kind, False, ep.store_selection_on_success, True):
             await self._store_selection(ctx, prompt, selection)
         return resp.body, resp.headers.get("content-type", "application/json")
 

@@ -33,9 +33,10 @@ from simulator.model.redis_loop import LoopRedis
 from simulator.policies.admission import InFlightLimit
 from simulator.policies.breaker import make_breaker
 from simulator.policies.cache import (
+    SemanticEntries,
     counts_as_hit,
-    entries_after_store,
     scan_round_trips,
+    similar_found,
     similarity_hit_probability,
     stores_selection,
 )
@@ -139,8 +140,14 @@ class SimGateway:
         self.retry = RetryPolicy(r.count, r.backoff, r.on)
         self._trigger_on = frozenset(scenario.fallback.trigger_on)  # not one per request's plan
         self.cache_coin = _Uniforms(streams["cache"])
-        self.semantic_entries = ms.semantic_cache.initial_entries
-        self.stored_keys: set = set()
+        sc = ms.semantic_cache
+        # the canonical selections seeded for each class (the exact lookups' hits), fillers up to initial_entries
+        canonical = [
+            (ep_name, klass.name) for ep_name, ep in scenario.endpoints.items() if ep.model_selection for klass in ep.classes
+        ] if sc.enabled else []
+        self.cache_entries = SemanticEntries(
+            max(0, sc.initial_entries - len(canonical)), sc.max_entries, canonical, log_limit=RUN_LOG_LIMIT
+        )
         self.clients_built: set[str] = set()
         self.provider_order = scenario.provider_order()
         self.in_system = 0
@@ -166,6 +173,10 @@ class SimGateway:
         }
         if not self.shortcuts:
             self._direct_classes, self._plain_classes = {}, {}
+
+    @property
+    def semantic_entries(self) -> int:
+        return self.cache_entries.entries
 
     # ------------------------------------------------------------------ helpers
 
@@ -299,14 +310,14 @@ class SimGateway:
                             yield env.timeout(wait)
                     else:
                         ok = yield from self._loop_scan(sc.scan_batch, found_at)
-                    hit = counts_as_hit(ok, similar)
+                    hit = counts_as_hit(ok, similar_found(self.semantic_entries, similar))
                 # a failed embedding call skips the scan: the lookup is a miss
             ctx.cache_s += env.now - begun - embedded
             if hit:
                 ctx.cache_hit = True
                 return self._ranked(ctx)
         selection = yield from self._ask_ai_service(ctx)
-        if sc.enabled and stores_selection(ctx.endpoint_cfg.kind, sc.write_on_select, False, True):
+        if sc.enabled and stores_selection(ctx.endpoint_cfg.kind, sc.write_on_select, False, not ctx.selection_fallback):
             yield from self._store_selection(ctx)
         return selection
 
@@ -452,23 +463,29 @@ class SimGateway:
             return env.now - sent, ok
         return embedded, ok
 
+    def _redis_op(self):
+        """Generator: one single-round-trip Redis operation; returns whether it succeeded."""
+        if self.loop_redis is not None:
+            return (yield from self.loop_redis.operation(1))
+        wait, ok = self.redis.operation(1)
+        if wait > 0:
+            yield self.env.timeout(wait)
+        return ok
+
     def _store_selection(self, ctx: RequestContext):
+        """The seed's store: an embedding call, then a SET (and the DEL of the entry a full
+        cache evicts), as ``policies.cache.SemanticEntries`` decides."""
         env = self.env
-        sc = self.scenario.model_selection.semantic_cache
         begun = env.now
         yield from self._embed(ctx)  # without a vector the selection is stored all the same
-        if self.loop_redis is None:
-            wait, ok = self.redis.operation(1)
-            if wait > 0:
-                yield env.timeout(wait)
-        else:
-            ok = yield from self.loop_redis.operation(1)
-        if ok:
-            key = (ctx.endpoint, ctx.klass.name) if not ctx.new_prompt else ctx.id
-            new_key = key not in self.stored_keys if not ctx.new_prompt else True
-            if not ctx.new_prompt:
-                self.stored_keys.add(key)
-            self.semantic_entries = entries_after_store(self.semantic_entries, new_key, sc.max_entries)
+        key = (ctx.endpoint, ctx.klass.name) if not ctx.new_prompt else ctx.id
+        plan = self.cache_entries.plan(key, env.now, fresh=ctx.new_prompt)
+        if plan.writes:
+            ok = yield from self._redis_op()
+            deleted = True
+            if ok and plan.evicted is not None:
+                deleted = yield from self._redis_op()
+            self.cache_entries.done(plan, env.now, ok, deleted)
         ctx.store_s += env.now - begun
 
     # ------------------------------------------------------------------ chat

@@ -126,3 +126,39 @@ def test_redis_op_timeout_bounds_each_round_trip_not_the_scan(make_scenario, emu
     assert stats["semantic_scan"]["keys_read"] == 0  # the exact GET and the first SCAN call time out
     assert stats["caches"]["semantic"]["timeout"] == 2
     assert 0.08 <= miss[2]["cache"] < 0.08 + 0.05
+
+
+# --------------------------------------------------------------------------- the cache's entries
+
+
+def test_a_full_semantic_cache_evicts_the_oldest_stored_entry(make_scenario, emulator_set, run_async):
+    """The simulator's test of the same shape (tests/sim/test_sim_field_parity.py): 3 entries at the
+    start (two canonical, one filler), a cap of 5, six new prompts stored: two added, four
+    evicting the oldest stored one with a real DEL; Redis holds 5 entries, the last two prompts'."""
+    import redis.asyncio as aioredis
+
+    from real_engine.gateway import start_gateway
+
+    sc = make_scenario({
+        "model_selection": {"semantic_cache": {"initial_entries": 3, "max_entries": 5, "scan_on_miss": False,
+                                               "write_on_select": True}},
+    })
+    p = _prefix()
+
+    async def main():
+        admin = aioredis.Redis.from_url(REDIS)
+        try:
+            async with emulator_set(sc) as emu, aiohttp.ClientSession() as s:
+                async with await start_gateway(sc, emu.urls, time.monotonic(), 1, REDIS, key_prefix=p) as gw:
+                    for i in range(6):
+                        await _select(s, gw.url, f"new prompt #{i}", "s1", i + 1)
+                    keys = sorted([k.decode() async for k in admin.scan_iter(match=p + "sem:*", count=1000)])
+                    return keys, gw.stats(), gw.core.caches.policy
+        finally:
+            await admin.aclose()
+
+    keys, stats, policy = run_async(main(), timeout=20)
+    stored = [k.removeprefix(p + "sem:") for k in keys if "new prompt" in k]
+    assert len(keys) == 5 and stored == ["new prompt #4", "new prompt #5"]
+    assert stats["cache_entries"] == 5 and stats["caches"]["store"]["evicted"] == 4
+    assert (policy.adds, policy.evictions) == (2, 4)

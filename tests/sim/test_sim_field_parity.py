@@ -116,3 +116,25 @@ def test_redis_op_timeout_sampled_round_trips_and_a_stall() -> None:
     env, redis = _redis(DET("5ms"), "20ms", stall)
     wait, ok = redis.operation(10)
     assert not ok and wait == pytest.approx(0.02)
+
+
+# --------------------------------------------------------------------------- the cache's entries
+
+
+def test_a_full_semantic_cache_evicts_with_a_set_and_a_del() -> None:
+    """3 entries at the start, a cap of 5, every request a new prompt stored after the AI
+    service's answer: the first two stores add an entry (one 10 ms SET), the others evict
+    the oldest stored one (SET + DEL, 20 ms); the count stays at the cap."""
+    sc = scenario(
+        workload__mix={"select": 1.0},
+        endpoints={"select": {"kind": "select_model", "classes": [{"name": "s"}]}},
+        model_selection={"semantic_cache": {"initial_entries": 3, "max_entries": 5, "scan_on_miss": False, "write_on_select": True}},
+        redis={"op_time": DET("10ms")},
+        run__duration="6s",
+    )
+    rep = Replication(sc, 0, 1)
+    rec = rep.run().records.sort_values("arrived_at")
+    assert len(rec) == 6
+    assert rec.store_s.round(9).tolist() == [0.01, 0.01, 0.02, 0.02, 0.02, 0.02]
+    entries = rep.gateway.cache_entries
+    assert entries.entries == 5 and (entries.adds, entries.evictions) == (2, 4)
