@@ -64,10 +64,10 @@ def register(cli: click.Group) -> None:
         two-sample KS statistic against its 1 % critical value.  Exit 1 unless every figure is decided and within its
         threshold and no KS statistic exceeds its critical value."""
         from gwsim.calibration.check import check_scenario, format_checks, suite_document, suite_files
-        from gwsim.output import atomic_write_json, atomic_write_parquet, ensure_dir
+        from gwsim.output import atomic_write_json, atomic_write_parquet, check_dir, ensure_dir
 
         files = suite_files(suite_dir)
-        directory = ensure_dir(out) if out else None
+        directory = check_dir(out) if out else None
         if (traffic, background) != ("own", "profile"):
             click.echo("gwsim: diagnostic run: the simulator is given the measured "
                        + " and ".join(x for x, on in (("traffic", traffic == "measured"), ("background", background == "measured")) if on)
@@ -78,11 +78,12 @@ def register(cli: click.Group) -> None:
             c = check_scenario(path, duration_s=duration, replications=replications, overrides=overrides, seed=seed, keep_frames=directory is not None, background=background, traffic=traffic)
             checks.append(c)
             if directory is not None:
+                ensure_dir(directory)
                 atomic_write_parquet(directory / f"{path.stem}.measured.parquet", c.measured)
                 atomic_write_parquet(directory / f"{path.stem}.predicted.parquet", c.predicted)
         doc = suite_document(str(suite_dir), checks, traffic=traffic, background=background)
         if directory is not None:
-            atomic_write_json(directory / "check.json", doc)
+            atomic_write_json(ensure_dir(directory) / "check.json", doc)
         if as_json:
             click.echo(json.dumps(doc, allow_nan=False, default=float))
         else:

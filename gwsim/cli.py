@@ -131,17 +131,29 @@ def progress_bar(total: int, label: str, enabled: bool = True):
     return bar, (lambda done, total_: bar.update(task, completed=done))
 
 
-def write_outputs(out: str | None, records, summary: dict, extra: dict[str, Any] | None = None) -> None:
+def write_outputs(out: str | None, records, summary: dict, extra: dict[str, Any] | None = None) -> list[str]:
+    """Write records.parquet, the ``extra`` tables and summary.json (last: its presence says the
+    rest is complete) to ``out``; the paths written."""
     if out is None:
-        return
+        return []
     from gwsim.output import atomic_write_json, atomic_write_parquet, ensure_dir
 
     directory = ensure_dir(out)
+    written = []
     if records is not None:
         atomic_write_parquet(directory / "records.parquet", records)
+        written.append(directory / "records.parquet")
     for name, frame in (extra or {}).items():
         atomic_write_parquet(directory / name, frame)
+        written.append(directory / name)
     atomic_write_json(directory / "summary.json", summary)
+    return [str(p) for p in [*written, directory / "summary.json"]]
+
+
+def say_written(files: list[str], as_json: bool) -> None:
+    """``wrote PATH`` per file: after the table, or on stderr when stdout holds the one JSON object."""
+    for f in files:
+        click.echo(f"wrote {f}", err=as_json)
 
 
 def check_executor(path: str, overrides: tuple[str, ...] | list[str], executor: str, strict: bool) -> None:
@@ -162,6 +174,8 @@ _STRICT_HELP = "Refuse (exit 2) a scenario that sets a field this executor ignor
 
 
 def check_out_dir(out: str | None) -> None:
+    """Refuse an unusable ``--out`` before any work: made here, once every input is checked
+    (a run has nothing left to refuse after its scenario is loaded)."""
     if out is not None:
         from gwsim.output import ensure_dir
 
@@ -224,11 +238,12 @@ def _report_run(result, records_mode: str, out: str | None, as_json: bool) -> No
     from simulator import stats
 
     if records_mode == "none":
-        write_outputs(out, None, result.summary)
+        files = write_outputs(out, None, result.summary)
     else:
         extra = {"gauges.parquet": result.gauges, "timeseries.parquet": result.time_series()}
-        write_outputs(out, result.records, result.summary, extra)
+        files = write_outputs(out, result.records, result.summary, extra)
     emit(result.summary, as_json, stats.format_table(result.summary))
+    say_written(files, as_json)
 
 
 @cli.command()
@@ -240,7 +255,9 @@ def _report_run(result, records_mode: str, out: str | None, as_json: bool) -> No
 @click.option("--seed", type=click.IntRange(min=0), default=None, help="Root seed shared by both sides (common random numbers).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with both summaries and the deltas.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes.")
-def compare(scenario_a: str, scenario_b: str | None, overrides: tuple[str, ...], overrides_b: tuple[str, ...], replications: int | None, seed: int | None, as_json: bool, workers: int | None) -> None:
+@click.option("--out", type=click.Path(), default=None,
+              help="Directory for summary.json (both summaries and the deltas), deltas.parquet, and a/ and b/ with each side's records.parquet and summary.json.")
+def compare(scenario_a: str, scenario_b: str | None, overrides: tuple[str, ...], overrides_b: tuple[str, ...], replications: int | None, seed: int | None, as_json: bool, workers: int | None, out: str | None) -> None:
     """Compare two configurations side by side, with common random numbers.
 
     Either two files (A B), or one file and --set-b variants. For every endpoint and metric it
@@ -253,18 +270,28 @@ def compare(scenario_a: str, scenario_b: str | None, overrides: tuple[str, ...],
         raise UsageError("compare needs a second scenario file or at least one --set-b override")
     sc_a = load(scenario_a, overrides)
     sc_b = load(scenario_b or scenario_a, list(overrides) + list(overrides_b))
+    check_out_dir(out)
     n = replications or max(sc_a.run.replications, 2)
     s = seed if seed is not None else sc_a.run.seed
     run_a = run_scenario(sc_a, replications=n, seed=s, workers=workers)
     run_b = run_scenario(sc_b, replications=n, seed=s, workers=workers)
     rows = stats.compare_summaries(run_a.summary, run_b.summary, run_a.per_replication(), run_b.per_replication())
     payload = {"a": run_a.summary, "b": run_b.summary, "deltas": rows}
+    files: list[str] = []
+    if out is not None:
+        from gwsim.output import atomic_write_parquet, rows_frame
+
+        files += write_outputs(str(Path(out) / "a"), run_a.records, run_a.summary)
+        files += write_outputs(str(Path(out) / "b"), run_b.records, run_b.summary)
+        atomic_write_parquet(Path(out) / "deltas.parquet", rows_frame(rows))
+        files += [str(Path(out) / "deltas.parquet"), *write_outputs(out, None, payload)]
     if as_json:
         click.echo(json.dumps(payload, allow_nan=False))
     else:
         click.echo(f"A: {scenario_a} {' '.join(overrides)}".rstrip())
         click.echo(f"B: {scenario_b or scenario_a} {' '.join(list(overrides) + list(overrides_b))}".rstrip())
         click.echo(stats.format_compare(rows))
+    say_written(files, as_json)
 
 
 @cli.command()

@@ -54,7 +54,7 @@ def register(cli: click.Group) -> None:
         with the scenario's traffic, shuts everything down and prints the same table and JSON as
         `gwsim run` (engine "real"), then the accounting: requests sent = ok + failures by reason.
         """
-        from gwsim.cli import check_executor, check_out_dir, emit, write_outputs
+        from gwsim.cli import check_executor, check_out_dir, emit, say_written, write_outputs
         from real_engine.measure import measure as run_measure
         from simulator import stats
         from simulator.scenario import load_scenario
@@ -106,8 +106,9 @@ def register(cli: click.Group) -> None:
             endpoints=list(sc.endpoints),
         )
         summary["accounting"] = result.accounting
-        write_outputs(out, records, summary)
+        files = write_outputs(out, records, summary)
         emit(summary, as_json, stats.format_table(summary) + "\n" + accounting_line(result.accounting))
+        say_written(files, as_json)
         if as_json:
             click.echo(accounting_line(result.accounting), err=True)
         if result.interrupted:

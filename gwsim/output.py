@@ -24,6 +24,29 @@ def _reason(exc: OSError) -> str:
     return (exc.strerror or exc.__class__.__name__).lower()
 
 
+def check_dir(path: str | Path) -> Path:
+    """Refuse an ``--out`` that cannot become a writable directory, creating nothing.
+
+    Commands call this before their work and ``ensure_dir`` when they write their first file,
+    so bad input found on the way (a sweep point, a sensitivity key) leaves no empty directory.
+    """
+    out = Path(path)
+    if out.exists():
+        if not out.is_dir():
+            raise UsageError(f"--out {out}: expected a directory, got a file")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise UsageError(f"--out {out}: expected a writable directory, got permission denied")
+        return out
+    ancestor = out.absolute().parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"--out {out}: expected a directory, got a file at {ancestor}")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UsageError(f"--out {out}: expected a writable directory, got permission denied at {ancestor}")
+    return out
+
+
 def ensure_dir(path: str | Path) -> Path:
     out = Path(path)
     if out.exists() and not out.is_dir():
@@ -103,6 +126,23 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, obj: object) -> None:
     # serialise first: a value JSON cannot hold fails before anything touches the disk
     atomic_write_text(path, json.dumps(obj, indent=2, allow_nan=False) + "\n")
+
+
+def rows_frame(rows: list[dict]) -> pd.DataFrame:
+    """A table of JSON-shaped rows: an interval ``[lo, hi]`` under ``key`` becomes the columns
+    ``key_lo`` and ``key_hi`` (Parquet readers want scalars); a missing interval gives NaNs."""
+    pairs = {k for row in rows for k, v in row.items() if isinstance(v, (list, tuple))}
+    flat = []
+    for row in rows:
+        out = {}
+        for key, value in row.items():
+            if key in pairs:
+                lo, hi = value if isinstance(value, (list, tuple)) and len(value) == 2 else (None, None)
+                out[f"{key}_lo"], out[f"{key}_hi"] = lo, hi
+            else:
+                out[key] = value
+        flat.append(out)
+    return pd.DataFrame(flat)
 
 
 def atomic_write_parquet(path: str | Path, frame: pd.DataFrame) -> None:

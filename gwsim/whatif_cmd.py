@@ -55,9 +55,16 @@ class _Bar:
 
 
 def _out_dir(out: str) -> Path:
+    """``--out`` checked, not yet made: bad input found later leaves no empty directory."""
+    from gwsim.output import check_dir
+
+    return check_dir(out)
+
+
+def _make_dir(directory: Path) -> Path:
     from gwsim.output import ensure_dir
 
-    return ensure_dir(out)
+    return ensure_dir(directory)
 
 
 def _keep_interrupted_sweep(result, directory: Path) -> None:  # noqa: ANN001 - a SweepResult
@@ -69,6 +76,8 @@ def _keep_interrupted_sweep(result, directory: Path) -> None:  # noqa: ANN001 - 
     from gwsim.output import atomic_write_parquet
 
     kept = []
+    if not (result.per_replication.empty and result.points.empty):
+        _make_dir(directory)
     if not result.per_replication.empty:
         atomic_write_parquet(directory / "replications.parquet", result.per_replication)
         kept.append(f"{len(result.per_replication)} replications")
@@ -155,6 +164,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
         if column not in result.points.columns:
             raise UsageError(f"--metric {metric}: expected p50, p95, p99, mean, success, throughput, wait or a result column")
 
+        _make_dir(directory)
         atomic_write_parquet(directory / "points.parquet", result.points)
         atomic_write_parquet(directory / "replications.parquet", result.per_replication)
         companion = "success_rate" if column != "success_rate" else "p95_ms"
@@ -190,7 +200,9 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
     @click.option("--workers", type=click.IntRange(min=1), default=None, help="Worker processes [default: one per core].")
     @click.option("--dask", default=None, metavar="local|ADDRESS", help=_DASK_HELP)
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every verdict.")
-    def validate(scenario, slos, stress, report, overrides, replications, seed, workers, dask, as_json):  # noqa: ANN001, ANN202
+    @click.option("--out", type=click.Path(), default=None,
+                  help="Directory for summary.json (every verdict), verdicts.parquet (one row per stress scenario and SLO) and replications.parquet.")
+    def validate(scenario, slos, stress, report, overrides, replications, seed, workers, dask, as_json, out):  # noqa: ANN001, ANN202
         """The rollout gate: do the SLOs hold on the scenario and under stress?
 
         Runs the proposed configuration on its scenario and on each stress scenario (default
@@ -211,6 +223,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             parent = Path(report).resolve().parent
             if not parent.is_dir():
                 raise UsageError(f"--report {report}: expected an existing directory for the report, found none")
+        directory = _out_dir(out) if out else None
         bar = _Bar(f"validate {base.run.name}")
         try:
             with _executor(workers, dask) as ex:
@@ -221,12 +234,24 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             from gwsim.output import atomic_write_text
 
             atomic_write_text(report, format_markdown(result))
+        files = [report] if report is not None else []
+        if directory is not None:
+            from gwsim.output import atomic_write_json, atomic_write_parquet, rows_frame
+
+            _make_dir(directory)
+            verdicts = rows_frame([{"stress": name, **v.as_dict()} for name, vs in result.verdicts.items() for v in vs])
+            atomic_write_parquet(directory / "verdicts.parquet", verdicts)
+            atomic_write_parquet(directory / "replications.parquet", result.per_replication)
+            atomic_write_json(directory / "summary.json", _clean(result.as_dict()))
+            files += [str(directory / n) for n in ("verdicts.parquet", "replications.parquet", "summary.json")]
         if as_json:
-            click.echo(_dump(_clean(result.as_dict())))
+            payload = result.as_dict()
+            payload["files"] = files
+            click.echo(_dump(_clean(payload)))
         else:
             click.echo(format_text(result))
-            if report is not None:
-                click.echo(f"wrote {report}")
+            for f in files:
+                click.echo(f"wrote {f}")
         return result.exit_code
 
     # ------------------------------------------------------------------ capacity
@@ -277,6 +302,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             from gwsim.whatif.charts import capacity_chart, save_chart, utilisation_chart
 
             probes = result.probes_frame()
+            _make_dir(directory)
             atomic_write_parquet(directory / "probes.parquet", probes)
             atomic_write_parquet(directory / "utilisation.parquet", result.utilisation)
             files += [str(directory / "probes.parquet"), str(directory / "utilisation.parquet")]
@@ -334,7 +360,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             from gwsim.output import atomic_write_json
             from gwsim.whatif.charts import save_chart
 
-            directory = _out_dir(out)
+            directory = _make_dir(_out_dir(out))
             atomic_write_json(directory / "fit.json", _clean(payload))
             frame = cdf_frame(samples, fits)
             chart = alt.Chart(frame).mark_line().encode(
@@ -393,6 +419,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             from gwsim.output import atomic_write_parquet
             from gwsim.whatif.charts import save_chart, tornado_chart
 
+            _make_dir(directory)
             atomic_write_parquet(directory / "sensitivity.parquet", result.table)
             files = [str(directory / "sensitivity.parquet")]
             files += [str(p) for p in save_chart(tornado_chart(result.table, result.metric), directory / "tornado", _fmt_choice(fmt))]
