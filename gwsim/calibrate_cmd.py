@@ -16,7 +16,9 @@ def register(cli: click.Group) -> None:
         """Check the simulator against real measurements and fit it to them."""
 
     @calibrate.command()
-    @click.option("--out", type=click.Path(), default="scenarios/calibration/profiles/this_machine.toml", show_default=True, help="Profile TOML to write (two sample CSVs go next to it).")
+    @click.option("--out", type=click.Path(dir_okay=False), required=True,
+                  help="Profile TOML to write (two sample CSVs go next to it). Required, so the shipped profile the "
+                  "calibration suite reads (scenarios/calibration/profiles/this_machine.toml) is replaced only when named.")
     @click.option("-n", "--samples", type=click.IntRange(min=10), default=200, show_default=True, help="Samples per micro-benchmark (connect, TLS, Redis).")
     @click.option("--duration", callback=_duration, default="12s", show_default=True, help="Length of each of the two real-engine runs.")
     @click.option("--rate", type=click.FloatRange(min=1.0, max=200.0), default=20.0, show_default=True, help="Requests per second in those runs.")
@@ -27,8 +29,19 @@ def register(cli: click.Group) -> None:
         gateway's event loop and the emulators, other work on the cores, the wall time per request
         and per call beyond that (sample files), TCP connect, TLS handshake and Redis operation;
         write a profile TOML scenarios can refer to."""
-        from gwsim.calibration.profile import measure_profile, write_profile
+        from pathlib import Path
 
+        from gwsim.calibration.profile import measure_profile, write_profile
+        from gwsim.output import check_dir
+        from simulator.errors import UsageError
+
+        # refuse an unwritable place before a minute of measuring, not after
+        if Path(out).is_dir():
+            raise UsageError(f"--out {out}: expected a profile TOML file path, got a directory")
+        try:
+            check_dir(Path(out).parent)
+        except UsageError:
+            raise UsageError(f"--out {out}: expected a file in a writable directory") from None
         prof = measure_profile(n=samples, duration_s=duration, rate=rate, redis_url=redis_url)
         paths = write_profile(prof, out)
         values = prof.values

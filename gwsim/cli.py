@@ -64,7 +64,8 @@ class _Group(click.Group):
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
             sys.exit(0)
         except click.UsageError as exc:
-            hint = f" (see `gwsim {exc.ctx.info_name} --help`)" if exc.ctx is not None and exc.ctx.info_name != "gwsim" else " (see `gwsim --help`)"
+            # the whole command path: `gwsim calibrate profile --help`, not `gwsim profile --help`
+            hint = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else " (see `gwsim --help`)"
             _err(exc.format_message() + hint)
             sys.exit(EXIT_BAD_INPUT)
         except click.ClickException as exc:

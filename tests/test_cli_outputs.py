@@ -84,3 +84,17 @@ def test_bad_input_leaves_no_output_directory(args, tmp_path, capsys) -> None:
     assert code == 2, stderr
     assert len(stderr.strip().splitlines()) == 1 and stderr.startswith("gwsim: error: ")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_calibrate_profile_replaces_no_profile_unless_one_is_named(tmp_path, capsys) -> None:
+    shipped = ROOT / "scenarios" / "calibration" / "profiles" / "this_machine.toml"
+    before = shipped.read_bytes()
+    code, stdout, stderr = _cli(["calibrate", "profile", "-n", "10"], capsys)
+    assert code == 2 and stdout == ""
+    assert stderr == "gwsim: error: Missing option '--out'. (see `gwsim calibrate profile --help`)\n"
+    # a place it cannot write is refused before a minute of measuring
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, stderr = _cli(["calibrate", "profile", "--out", str(blocker / "p.toml")], capsys)
+    assert code == 2 and stderr == f"gwsim: error: --out {blocker / 'p.toml'}: expected a file in a writable directory\n"
+    assert shipped.read_bytes() == before
