@@ -194,7 +194,7 @@ def poisson_interval(k: int, level: float = 0.95) -> tuple[float, float]:
 
 
 #: Why the throughput figure is printed but not counted.
-THROUGHPUT_NOTE = "not evidence: set by the arrival schedule (10 req/s offered, all served)"
+THROUGHPUT_NOTE = "not evidence: set by the arrival schedule, 10 req/s offered and all served"
 
 
 def compare(model_records: pd.DataFrame, published: pd.DataFrame | None = None, tolerance: float = TOLERANCE) -> list[Check]:
@@ -213,15 +213,18 @@ def compare(model_records: pd.DataFrame, published: pd.DataFrame | None = None, 
     pub = tool_figures(load_published() if published is None else published)
     mod = tool_figures(model_records)
     checks: list[Check] = []
+    # a fixed order (not the data's order of appearance), so checks of two stretches line up
+    order = list(dict.fromkeys([e for e, _ in PAYLOADS] + [f"{e}/{c}" for (e, _), c in PAYLOADS.items()]))
+    rank = {name: i for i, name in enumerate(order)}
     for scope, pb, mb in [("all", pub["overall"], mod["overall"])] + [
-        (name, pub["endpoints"][name], mod["endpoints"].get(name, {})) for name in pub["endpoints"]
+        (name, pub["endpoints"][name], mod["endpoints"].get(name, {})) for name in sorted(pub["endpoints"], key=lambda n: rank.get(n, len(rank)))
     ]:
         for key in ("p50_ms", "p95_ms", "p99_ms"):
             checks.append(_rel(f"{scope} {key[:3].upper()}", pb[key], mb.get(key, float("nan")), "ms", tolerance))
     t = _rel("all completed req/s", pub["overall"]["throughput_rps"], mod["overall"]["throughput_rps"], "req/s", tolerance)
     checks.append(Check(t.name, t.published, t.model, t.error, t.unit, t.ok, evidence=False, note=THROUGHPUT_NOTE))
-    for name, pb in pub["payloads"].items():
-        mb = mod["payloads"].get(name, {})
+    for name in sorted(pub["payloads"], key=lambda n: rank.get(n, len(rank))):
+        pb, mb = pub["payloads"][name], mod["payloads"].get(name, {})
         checks.append(_rel(f"{name} P50", pb["p50_ms"], mb.get("p50_ms", float("nan")), "ms", tolerance))
     pf, mf = pub["failures"], mod["failures"]
     ps, ms = pub["overall"]["success_rate"] * 100, mod["overall"]["success_rate"] * 100

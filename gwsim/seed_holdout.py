@@ -34,6 +34,7 @@ from gwsim import seed
 
 #: The two halves of the run, by the instant a request was sent.
 HALVES: tuple[tuple[float, float], tuple[float, float]] = ((0.0, 300.0), (300.0, 600.0))
+WHOLE = (HALVES[0][0], HALVES[1][1])
 #: Width of the windows of the time series compared (s).
 SERIES_WINDOW_S = 10.0
 #: Select payloads that the data shows answered in the AI service's batches.
@@ -84,6 +85,8 @@ class Row:
     error: float
     unit: str
     detail: str = ""
+    #: False for a magnitude (an RMS, a mean absolute error): printed without a sign
+    signed: bool = True
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,8 @@ class Direction:
     held_out: list[seed.Check]
     extra_in_sample: list[Row]
     extra_held_out: list[Row]
+    #: the model's P50 per 10 s of sends over the whole run (ms), for charts
+    p50_series: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,9 @@ class Holdout:
     fit_replications: int
     replications: int
     elapsed_s: float = 0.0
+    #: P50 per 10 s of sends over the whole run (ms): published, and the whole-run fit's
+    published_p50_series: list[float] = field(default_factory=list)
+    whole_run_p50_series: list[float] = field(default_factory=list)
     fitted_count: int = field(default=sum(len(g) for g in seed.FIT_GROUPS.values()))
 
 
@@ -222,14 +230,14 @@ def extra_figures(published: pd.DataFrame, model: pd.DataFrame, lo: float, hi: f
     rows: list[Row] = []
     pc, mc = _completion_series(published, lo, hi), _completion_series(model, lo, hi)
     rms = float(np.sqrt(np.mean((mc - pc) ** 2)))
-    rows.append(Row("completions per 10 s (RMS)", float(pc.mean()), float(mc.mean()), rms / float(pc.mean()), "count",
-                    f"RMS difference {rms:.1f} per window over {len(pc)} windows, relative to the mean; "
+    rows.append(Row("completions per 10 s (RMS)", float(pc.mean()), float(mc.mean()), rms / float(pc.mean()), "count", signed=False,
+                    detail=f"RMS difference {rms:.1f} per window over {len(pc)} windows, relative to the mean; "
                     "mostly set by the arrival schedule"))
     pp, mp = _p50_series(published, lo, hi), _p50_series(model, lo, hi)
     err = (mp - pp) / pp
     worst = int(np.nanargmax(np.abs(err)))
-    rows.append(Row("P50 per 10 s (mean |error|)", float(np.nanmedian(pp)), float(np.nanmedian(mp)), float(np.nanmean(np.abs(err))), "ms",
-                    f"P50 of the requests sent in each window; worst window {lo + worst * SERIES_WINDOW_S:.0f}-{lo + (worst + 1) * SERIES_WINDOW_S:.0f} s: "
+    rows.append(Row("P50 per 10 s (mean |error|)", float(np.nanmedian(pp)), float(np.nanmedian(mp)), float(np.nanmean(np.abs(err))), "ms", signed=False,
+                    detail=f"P50 of the requests sent in each window; worst window {lo + worst * SERIES_WINDOW_S:.0f}-{lo + (worst + 1) * SERIES_WINDOW_S:.0f} s: "
                     f"{pp[worst]:.0f} vs {mp[worst]:.0f} ms ({err[worst] * 100:+.0f} %)"))
     pd_, md = in_flight_distribution(published, lo, hi), in_flight_distribution(model, lo, hi)
     n = max(len(pd_), len(md))
@@ -330,10 +338,13 @@ def holdout(*, max_evals: int = DEFAULT_MAX_EVALS, fit_replications: int = 1, re
             seed.compare(a, pa), seed.compare(b, pb),
             extra_figures(published, sim.records, *fit_on),
             extra_figures(published, sim.records, *predict),
+            _p50_series(sim.records, *WHOLE).tolist(),
         ))
     return Holdout(directions, seed.compare(whole.records, published), whole_halves,
-                   extra_figures(published, whole.records, HALVES[0][0], HALVES[1][1]), max_evals, fit_replications, whole.replications,
-                   elapsed_s=time.monotonic() - began)
+                   extra_figures(published, whole.records, *WHOLE), max_evals, fit_replications, whole.replications,
+                   elapsed_s=time.monotonic() - began,
+                   published_p50_series=_p50_series(published, *WHOLE).tolist(),
+                   whole_run_p50_series=_p50_series(whole.records, *WHOLE).tolist())
 
 
 # ----------------------------------------------------------------------------- output
@@ -344,6 +355,11 @@ def _success_cell(c: seed.Check) -> str:
     model = c.note.split(" failures per run")[0]
     published = c.note.split("published ")[1].split(",")[0]
     return f"{model} vs {published}{'' if c.ok else '!'}"
+
+
+def _named(checks: list, name: str):
+    """The check (or row) called ``name``: lists of two stretches are matched by name, never by position."""
+    return next(c for c in checks if c.name == name)
 
 
 def _cell(c: seed.Check) -> str:
@@ -358,7 +374,9 @@ def _cell(c: seed.Check) -> str:
 def _row_cell(r: Row) -> str:
     if not np.isfinite(r.error):
         return "n/a"
-    return f"{r.error:.3f}" if r.unit == "distance" else f"{r.error * 100:+.1f}%"
+    if r.unit == "distance":
+        return f"{r.error:.3f}"
+    return f"{r.error * 100:+.1f}%" if r.signed else f"{r.error * 100:.1f}%"
 
 
 def _half(w: tuple[float, float]) -> str:
@@ -389,7 +407,7 @@ def format_holdout(h: Holdout) -> str:
 
     for i, c in enumerate(h.whole_run):
         name = "failures per run, model vs pub" if c.unit == "pp" else c.name + (" *" if not c.evidence else "")
-        lines.append(line(name, _cell(c), [(_cell(d.in_sample[i]), _cell(d.held_out[i])) for d in ds]))
+        lines.append(line(name, _cell(c), [(_cell(_named(d.in_sample, c.name)), _cell(_named(d.held_out, c.name))) for d in ds]))
     lines.append(line("loss (mean sq. log error)", f"{seed.loss(h.whole_run):.5f}",
                       [(f"{seed.loss(d.in_sample):.5f}", f"{seed.loss(d.held_out):.5f}") for d in ds]))
 
@@ -402,7 +420,7 @@ def format_holdout(h: Holdout) -> str:
                  "what the first half alone shows")
     lines += ["", "figures in no fit's loss (error: relative, or a distance between distributions in 0-1)"]
     for i, r in enumerate(h.whole_run_extra):
-        lines.append(line(r.name[:31], _row_cell(r), [(_row_cell(d.extra_in_sample[i]), _row_cell(d.extra_held_out[i])) for d in ds]))
+        lines.append(line(r.name[:31], _row_cell(r), [(_row_cell(_named(d.extra_in_sample, r.name)), _row_cell(_named(d.extra_held_out, r.name))) for d in ds]))
     lines += ["", "whole run, published vs model:"]
     for r in h.whole_run_extra:
         if np.isfinite(r.published):
@@ -424,6 +442,25 @@ def format_holdout(h: Holdout) -> str:
     lines += [f"  {k}: {why}" for k, why in READ_OFF_WHOLE_RUN.items()]
     lines.append(f"took {h.elapsed_s:.0f} s")
     return "\n".join(lines)
+
+
+def holdout_frame(h: Holdout) -> pd.DataFrame:
+    """One row per figure: the error of the whole-run fit, then in-sample and held-out error of
+    each direction (relative; the failure count as model failures per run minus published)."""
+
+    def err(c: seed.Check) -> float:
+        if c.unit == "pp":
+            return float(c.note.split(" failures per run")[0]) - float(c.note.split("published ")[1].split(",")[0])
+        return c.error
+
+    rows = []
+    for i, c in enumerate(h.whole_run):
+        row = {"figure": c.name, "evidence": c.evidence, "whole run": err(c)}
+        for d in h.directions:
+            row[f"{d.label}: in-sample"] = err(_named(d.in_sample, c.name))
+            row[f"{d.label}: held-out"] = err(_named(d.held_out, c.name))
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("figure")
 
 
 def _file_value(raw: dict, key: str) -> float:
@@ -455,7 +492,8 @@ def holdout_json(h: Holdout) -> dict:
         "fit_replications": h.fit_replications,
         "replications": h.replications,
         "elapsed_s": round(h.elapsed_s, 1),
-        "whole_run": {"checks": [_check_json(c) for c in h.whole_run], "loss": seed.loss(h.whole_run),
+        "published_p50_series_ms": h.published_p50_series,
+        "whole_run": {"p50_series_ms": h.whole_run_p50_series, "checks": [_check_json(c) for c in h.whole_run], "loss": seed.loss(h.whole_run),
                       "halves": [{"window": list(w), "checks": [_check_json(c) for c in cs], "loss": seed.loss(cs)}
                                  for w, cs in zip(HALVES, h.whole_run_halves)],
                       "extra": [_row_json(r) for r in h.whole_run_extra]},
@@ -473,6 +511,7 @@ def holdout_json(h: Holdout) -> dict:
                              "within": sum(c.ok for c in seed.evidence(d.held_out))},
                 "extra_in_sample": [_row_json(r) for r in d.extra_in_sample],
                 "extra_held_out": [_row_json(r) for r in d.extra_held_out],
+                "p50_series_ms": d.p50_series,
             }
             for d in h.directions
         ],

@@ -166,6 +166,10 @@ def test_holdout_predicts_each_half_from_a_fit_on_the_other() -> None:
         assert d["reestimated"]["providers.provider_c.hang_probability"] == pytest.approx(
             (weather & (fit_half["outcome"] != "ok")).sum() / weather.sum())
         assert all(f["evaluations"] == 1 for f in d["fits"])
+        # the figures of every stretch line up by name with the whole run's (the data's order of
+        # appearance differs between halves)
+        names = [c["name"] for c in out["whole_run"]["checks"]]
+        assert [c["name"] for c in d["in_sample"]["checks"]] == names == [c["name"] for c in d["held_out"]["checks"]]
     # the 'no step' fit is told nothing of the Redis slowdown that ended at ~420 s
     assert out["directions"][2]["fitted"]["redis.faults.0.latency_factor"] == 1.0
     assert "redis.faults.0.latency_factor" not in out["directions"][2]["fits"][0]["best"]
