@@ -97,7 +97,11 @@ async def start_emulators(scenario: Scenario, t0: float, seed: int, host: str = 
         if scenario.model_selection.ai_client.pool.tls:
             ai.ssl_context = server_context()
         await ai.start()
-        emb = EmbeddingEmulator(scenario, clock, streams["embedding"], host, fault_rng=streams["embedding_faults"])
+        emb = EmbeddingEmulator(
+            scenario, clock, streams["embedding"], host, fault_rng=streams["embedding_faults"],
+            # a text's similarity draws: a child of the embedding stream keyed by the text
+            text_rng=lambda text: streams.child("embedding", ["similar:" + text])["similar:" + text],
+        )
         started.append(emb)
         await emb.start()
         providers: dict[str, ProviderEmulator] = {}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -121,6 +122,8 @@ class RedisCaches:
             "prompt": {"hit": 0, "miss": 0, "timeout": 0, "error": 0},
             "store": {"ok": 0, "timeout": 0, "error": 0, "skipped_full": 0, "evicted": 0},
         }
+        #: canonical prompt -> (1-based place in the scan order of its similar entry, entries then)
+        self.similar_at: dict[str, tuple[int, int]] = {}
         self.scan_calls = 0  # SCAN round trips made by semantic scans
         self.scanned_keys = 0  # GETs made by semantic scans
         self._closed = False
@@ -267,17 +270,29 @@ class RedisCaches:
         rng: np.random.Generator,
         prompt_entries: dict[str, bytes],
         dim: int = 64,
+        *,
+        similar: dict[str, float] | None = None,
     ) -> None:
         """Write the start-up entries: the classes' canonical selections, ``initial_entries``
-        filler entries (random unit vectors: similar to nothing) and prompt-cache entries."""
+        filler entries (random unit vectors: similar to nothing) and prompt-cache entries.
+
+        ``similar``: canonical prompt -> fraction of the scan order.  Prompts of that class are
+        now and then close to its canonical prompt (the embedding emulator decides which), and
+        the first entry close to it must sit that far into the scan, as the scenario's
+        ``similar_entry_at`` says: once everything is written, the filler at that place in
+        Redis's SCAN order takes the canonical selection and vector, and the canonical entry
+        itself keeps no vector (it serves the exact lookup only).  Stores during the run land
+        at random places in the order, so the fraction holds as the cache grows.
+        """
         if self.link is not None:
             await self.link.start()
         sc = self.scenario.model_selection.semantic_cache
+        similar = similar or {}
         items: dict[str, str] = {}
         for prompt, selection in canonical.items():
             value = dict(selection)
             vec = canonical_vectors.get(prompt)
-            if vec is not None:
+            if vec is not None and prompt not in similar:
                 value["embedding"] = [round(float(x), 6) for x in vec]
             items[self.sem_prefix + prompt] = json.dumps(value)
         fillers = max(0, sc.initial_entries - len(items))
@@ -292,6 +307,8 @@ class RedisCaches:
         for start in range(0, len(keys), 500):
             chunk = {k: items[k] for k in keys[start : start + 500]}
             await self.client.mset(chunk)
+        if similar:
+            await self._place_similar(canonical, canonical_vectors, similar, sc.scan_batch)
         # kept for the whole run: the exact lookups' hits and the fillers stand for the scenario's cache
         self.policy = SemanticEntries(
             0, self.scenario.model_selection.semantic_cache.max_entries, items, log_limit=RUN_LOG_LIMIT
@@ -302,6 +319,40 @@ class RedisCaches:
                     pipe.set(self.pc_prefix + key, value, ex=PROMPT_CACHE_TTL_S)
                 await pipe.execute()
         log.info("seeded %d semantic entries and %d prompt entries under %s", len(items), len(prompt_entries), self.prefix)
+
+    async def _place_similar(
+        self, canonical: dict[str, dict], vectors: dict[str, np.ndarray | None], similar: dict[str, float], batch: int
+    ) -> None:
+        """Put each similar class's entry at its fraction of the SCAN order (see ``seed``)."""
+        order: list[str] = []
+        seen: set[str] = set()
+        async for raw in self.client.scan_iter(match=self.sem_prefix + "*", count=batch):
+            key = raw.decode()
+            if key not in seen:  # SCAN may return a key twice
+                seen.add(key)
+                order.append(key)
+        own = {self.sem_prefix + prompt for prompt in canonical}
+        free = {i for i, key in enumerate(order) if key not in own}
+        writes: dict[str, str] = {}
+        for prompt, at in similar.items():
+            vec = vectors.get(prompt)
+            if vec is None:
+                continue  # the embedding call failed at start-up: nothing can be similar to it
+            want = max(0, math.ceil(at * len(order)) - 1)
+            spot = min(free, key=lambda i: (abs(i - want), -i), default=None)
+            if spot is None:
+                key = self.sem_prefix + prompt  # no filler to place: its own entry, wherever it sits
+                spot = order.index(key) if key in seen else -1
+            else:
+                free.discard(spot)
+                key = order[spot]
+            value = dict(canonical[prompt])
+            value["embedding"] = [round(float(x), 6) for x in vec]
+            writes[key] = json.dumps(value)
+            self.similar_at[prompt] = (spot + 1, len(order))
+        if writes:
+            await self.client.mset(writes)
+        log.info("similar entries placed (position, of): %s", self.similar_at)
 
     def start_faults(self, t0: float) -> None:
         """Play the Redis fault windows (relative to ``t0`` on ``time.monotonic()``) and start

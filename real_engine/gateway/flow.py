@@ -33,7 +33,7 @@ from real_engine.gateway.http_pool import CallTiming, HttpPool, HttpResponse, Up
 from real_engine.gateway.metrics import GatewayMetrics
 from simulator.policies.admission import InFlightLimit
 from simulator.policies.breaker import CircuitBreaker, make_breaker
-from simulator.policies.cache import stores_selection
+from simulator.policies.cache import similarity_hit_probability, stores_selection
 from simulator.policies.eventlog import RUN_LOG_LIMIT
 from simulator.policies.fallback import FallbackPlan, rank_candidates, ranked_selection
 from simulator.policies.ratelimit import SlidingWindowLimiter
@@ -275,10 +275,17 @@ class GatewayCore:
                         prompt_entries[prompt_cache_key(prompt, "", provider)] = _cached_completion(provider, prompt)
         vectors: dict[str, np.ndarray | None] = {}
         sc = self.scenario.model_selection.semantic_cache
+        #: canonical prompt -> where the first entry similar to it sits in the scan order, for
+        #: the classes whose prompts are now and then close to it (see ``RedisCaches.seed``)
+        similar: dict[str, float] = {}
         if sc.enabled and sc.scan_on_miss:
             for prompt in canonical:
                 vectors[prompt], _ = await self._embed_raw(prompt)
-        await self.caches.seed(canonical if sc.enabled else {}, vectors, self._rng_filler, prompt_entries)
+            for ep_name, ep in self.scenario.endpoints.items():
+                for cls in ep.classes if ep.model_selection else ():
+                    if similarity_hit_probability(cls.similarity_hit, sc.similarity_hit) > 0:
+                        similar[f"gwsim:{ep_name}:{cls.name}"] = cls.similar_entry_at
+        await self.caches.seed(canonical if sc.enabled else {}, vectors, self._rng_filler, prompt_entries, similar=similar)
         self.caches.start_faults(self.clock.t0)
 
     async def close(self) -> None:
@@ -310,16 +317,19 @@ class GatewayCore:
     def rate_limited(self, key: str) -> bool:
         return self.limiter is not None and not self.limiter.allow(key, self.clock.now())
 
-    async def _embed_raw(self, text: str) -> tuple[np.ndarray | None, float]:
+    async def _embed_raw(self, text: str, ctx: RequestContext | None = None) -> tuple[np.ndarray | None, float]:
         """One embedding call, bounded by ``embedding_timeout``: (vector or None on any
         failure, seconds spent).  A failure is counted, never raised: the caller skips the
-        scan (a miss) or stores without a vector."""
+        scan (a miss) or stores without a vector.  For a request (``ctx``) the emulator is
+        told its class, as the providers are (its chance of a similar prompt)."""
         started = time.perf_counter()
+        headers = {"Content-Type": "application/json"}
+        if ctx is not None:
+            headers.update({"X-Gwsim-Endpoint": ctx.endpoint, "X-Gwsim-Class": ctx.class_name})
         try:
             async with asyncio.timeout(self.scenario.model_selection.semantic_cache.embedding_timeout):
                 resp = await self.embedding_pool.request(
-                    "POST", "/v1/embeddings", json.dumps({"input": text, "model": "emb"}).encode(),
-                    {"Content-Type": "application/json"},
+                    "POST", "/v1/embeddings", json.dumps({"input": text, "model": "emb"}).encode(), headers,
                 )
             if resp.status != 200:
                 raise ValueError(f"status {resp.status}")
@@ -333,7 +343,7 @@ class GatewayCore:
 
     async def _embed(self, ctx: RequestContext, text: str, stage: str) -> np.ndarray | None:
         await self._cpu_per_hop(ctx)
-        vec, took = await self._embed_raw(text)
+        vec, took = await self._embed_raw(text, ctx)
         ctx.add(stage, took)
         return vec
 

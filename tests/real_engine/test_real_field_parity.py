@@ -162,3 +162,62 @@ def test_a_full_semantic_cache_evicts_the_oldest_stored_entry(make_scenario, emu
     assert len(keys) == 5 and stored == ["new prompt #4", "new prompt #5"]
     assert stats["cache_entries"] == 5 and stats["caches"]["store"]["evicted"] == 4
     assert (policy.adds, policy.evictions) == (2, 4)
+
+
+# --------------------------------------------------------------------------- similarity_hit, similar_entry_at
+
+
+def test_similarity_hits_at_the_class_rate_and_the_scan_stops_at_the_first_match(make_scenario, emulator_set, run_async):
+    """100 entries, class s1 with similarity_hit 0.5 and similar_entry_at 0.3: about half of
+    80 new prompts find a similar entry, each after reading 30 keys (ceil(0.3 x 100)) as the
+    simulator's scan_round_trips counts them; the others read all 100.  Class s2 (no
+    similarity) never hits."""
+    from real_engine.gateway import start_gateway
+
+    n, p, at, entries = 80, 0.5, 0.3, 100
+    sc = make_scenario({
+        "endpoints": {"select": {"kind": "select_model", "classes": [
+            {"name": "s1", "similarity_hit": p, "similar_entry_at": at}, {"name": "s2"}]}},
+        "model_selection": {"semantic_cache": {"initial_entries": entries, "scan_batch": 10, "write_on_select": False}},
+    })
+
+    async def main():
+        async with emulator_set(sc) as emu, aiohttp.ClientSession() as s:
+            async with await start_gateway(sc, emu.urls, time.monotonic(), 1, REDIS, key_prefix=_prefix()) as gw:
+                sem = asyncio.Semaphore(4)
+
+                async def one(i: int, cls: str):
+                    async with sem:
+                        return await _select(s, gw.url, f"gwsim:select:{cls} #{i}", cls, i)
+
+                s1 = await asyncio.gather(*(one(i, "s1") for i in range(1, n + 1)))
+                read_s1 = gw.core.caches.scanned_keys
+                s2 = await asyncio.gather(*(one(i, "s2") for i in range(n + 1, n + 6)))
+                return s1, s2, read_s1, gw.stats(), gw.core.caches.similar_at, emu.stats()["embedding"]
+
+    s1, s2, read_s1, stats, placed, emb = run_async(main(), timeout=40)
+    hits = sum(r[1]["X-Gwsim-Cache-Hit"] == "1" for r in s1)
+    assert abs(hits / n - p) < 4 * math.sqrt(p * (1 - p) / n), hits
+    assert emb["similar"] == hits  # every similar prompt found its entry, no other did
+    assert placed == {"gwsim:select:s1": (math.ceil(at * entries), entries)}
+    assert read_s1 == hits * math.ceil(at * entries) + (n - hits) * entries
+    assert all(r[1]["X-Gwsim-Cache-Hit"] == "0" for r in s2)
+    assert stats["semantic_scan"]["keys_read"] == read_s1 + 5 * entries
+
+
+def test_similar_prompts_are_close_to_their_entry_and_rarely_to_each_other():
+    """The embedding emulator's similar vectors: each above the gateway's 0.9 with the entry
+    it is close to; with each other about 0.81, at or above 0.9 in under 1 pair in 10,000
+    (so prompts stored during a run seldom move the first match forward)."""
+    import numpy as np
+
+    from real_engine.emulators.embedding import embed, similar_vector
+    from real_engine.gateway.caches import SIMILARITY_THRESHOLD
+
+    target = embed("gwsim:select:s1")
+    rng = np.random.default_rng(7)
+    vecs = np.array([similar_vector(target, rng) for _ in range(1000)])
+    assert (vecs @ np.array(target) >= SIMILARITY_THRESHOLD).all()
+    pairs = (vecs @ vecs.T)[np.triu_indices(len(vecs), 1)]
+    assert abs(pairs.mean() - 0.81) < 0.005
+    assert (pairs >= SIMILARITY_THRESHOLD).mean() < 1e-4
