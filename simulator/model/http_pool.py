@@ -53,15 +53,21 @@ class SimHttpPool:
     def _dial(self, conn_id: int, deadline: float | None):
         """Generator: dial ``conn_id`` from now; returns the seconds it took.  A dial past the
         caller's ``deadline`` ends there (``timeout``); one past ``dial_timeout`` fails when that
-        has passed (``connect``); either way its slot is given back."""
+        has passed (``connect``); one whose caller is interrupted stops; each way its slot is
+        given back."""
         env = self.env
         took, connected = dial_outcome(self._connect_time(), self.cfg.dial_timeout)
         if took > 0:
-            if deadline is not None and env.now + took > deadline:
-                yield env.timeout(max(deadline - env.now, 0.0))
+            try:
+                if deadline is not None and env.now + took > deadline:
+                    yield env.timeout(max(deadline - env.now, 0.0))
+                    raise Failure("timeout", 504)
+                yield env.timeout(took)
+            except BaseException:
+                # past the deadline, or the caller walked away mid-dial (a race loser cancelled):
+                # the slot goes back, as the real pool's dial gives it back on any exit
                 self._give_back_slot(conn_id)
-                raise Failure("timeout", 504)
-            yield env.timeout(took)
+                raise
         if not connected:
             self._give_back_slot(conn_id)
             raise Failure("connect", 0)
