@@ -70,7 +70,7 @@ def test_compare_frames_errors_and_misses():
     lat = rng.uniform(0.1, 0.2, 20000)
     measured = _frame(lat, ok_share=0.99, span=100.0)
     predicted = _frame(lat * 1.08, ok_share=1.0, span=100.0)  # 8 % slow everywhere, 1 pp more success
-    comps = {c.endpoint: c for c in compare_frames(predicted, measured, window=(0, 100), fixed_schedule=True)}
+    comps = {c.endpoint: c for c in compare_frames(predicted, measured, window=(0, 100), counts="fixed")}
     assert set(comps) == {"ep"}  # one endpoint: no duplicate 'all' row
     ep = comps["ep"]
     assert ep.errors["p50"] == pytest.approx(8.0, abs=0.5)
@@ -78,7 +78,7 @@ def test_compare_frames_errors_and_misses():
     assert not ep.inconclusive, ep.ci_halfwidth  # 20,000 requests decide every figure
     assert "p50" in ep.misses and "success_pp" in ep.misses and "p95" not in ep.misses
     assert ep.ks_failed and not ep.passed
-    same = compare_frames(measured, measured, window=(0, 100), fixed_schedule=True)
+    same = compare_frames(measured, measured, window=(0, 100), counts="fixed")
     assert all(c.passed for c in same) and same[0].ks == 0.0
     d = same[0].to_dict()["figures"]
     assert d["p95"]["status"] == "ok" and d["p95"]["threshold"] == 10.0 and d["p95"]["ci_halfwidth"] < 10.0
@@ -100,7 +100,7 @@ def test_ks_fails_a_shape_the_percentiles_do_not_see():
     measured = rng.uniform(0.1, 0.3, 20000)
     # the same P50, P95 and P99, but the lower half squeezed towards the median
     predicted = np.where(measured < 0.2, 0.2 - (0.2 - measured) * 0.6, measured)
-    comps = compare_frames(_frame(predicted, span=100.0), _frame(measured, span=100.0), window=(0, 100), fixed_schedule=True)
+    comps = compare_frames(_frame(predicted, span=100.0), _frame(measured, span=100.0), window=(0, 100), counts="fixed")
     ep = comps[0]
     assert not ep.misses and not ep.inconclusive
     assert ep.ks > ep.ks_critical and ep.ks_failed and not ep.passed
@@ -113,13 +113,16 @@ def test_block_bootstrap_widens_intervals_when_latencies_move_together():
     # each second of arrivals shares one random slowdown (a queue that fills and drains)
     second = (np.linspace(0, span, n, endpoint=False)).astype(int)
     together = independent * rng.lognormal(0.0, 0.3, int(span))[second]
-    calm = measured_halfwidths(_frame(independent, span=span), start=0, span=span, fixed_schedule=True, arrivals_total=n)
-    moved = measured_halfwidths(_frame(together, span=span), start=0, span=span, fixed_schedule=True, arrivals_total=n)
+    calm = measured_halfwidths(_frame(independent, span=span), start=0, span=span, counts="fixed", arrivals_total=n)
+    moved = measured_halfwidths(_frame(together, span=span), start=0, span=span, counts="fixed", arrivals_total=n)
     assert moved["p50"] > 2 * calm["p50"]
     # a fixed schedule that all succeeds decides throughput exactly; a Poisson count does not
     assert calm["throughput"] == pytest.approx(0.0, abs=1e-9)
-    poisson = measured_halfwidths(_frame(independent, span=span), start=0, span=span, fixed_schedule=False, arrivals_total=n)
+    poisson = measured_halfwidths(_frame(independent, span=span), start=0, span=span, counts="poisson", arrivals_total=n)
     assert poisson["throughput"] == pytest.approx(100 * 1.96 / n**0.5, rel=0.02)
+    # a closed loop's count varies as its per-second counts do (here: not at all), not as a Poisson count's
+    closed = measured_halfwidths(_frame(independent, span=span), start=0, span=span, counts="closed", arrivals_total=n)
+    assert closed["throughput"] == pytest.approx(0.0, abs=1e-9)
 
 
 SCENARIO = textwrap.dedent("""

@@ -106,11 +106,16 @@ def suite_files(suite_dir: str | Path) -> list[Path]:
     return files
 
 
-def fixed_schedule(scenario) -> bool:
-    """Whether the arrivals are a fixed schedule (constant or burst, open loop): then the count
-    of requests in a window is known and only which of them succeed is random."""
+def count_model(scenario) -> str:
+    """How the number of requests in a window varies between runs (``metrics.COUNT_MODELS``):
+    ``fixed`` for a fixed open-loop schedule (constant or burst arrivals: the count is known,
+    only which requests succeed is random), ``closed`` for a closed loop, else ``poisson``."""
     wl = scenario.workload
-    return wl.mode == "open" and wl.arrivals is not None and wl.arrivals.process in ("constant", "burst")
+    if wl.mode == "closed":
+        return "closed"
+    if wl.mode == "open" and wl.arrivals is not None and wl.arrivals.process in ("constant", "burst"):
+        return "fixed"
+    return "poisson"
 
 
 def check_scenario(
@@ -184,7 +189,7 @@ def check_scenario(
     window = (warmup, duration)
     comps = compare_frames(
         sim.records, measured, window=window, predicted_replications=sim.replications, measured_replications=1,
-        endpoints=list(base.endpoints), thresholds=thresholds, fixed_schedule=fixed_schedule(base),
+        endpoints=list(base.endpoints), thresholds=thresholds, counts=count_model(base),
     )
     problems = list(getattr(result, "problems", []) or [])
     if result.interrupted:
@@ -304,6 +309,6 @@ def format_checks(checks: list[ScenarioCheck]) -> str:
 
 
 __all__ = [
-    "FIGURES", "PREDICTION", "ScenarioCheck", "check_scenario", "check_suite", "fixed_schedule", "format_checks",
+    "FIGURES", "PREDICTION", "ScenarioCheck", "check_scenario", "check_suite", "count_model", "format_checks",
     "replayed", "suite_document", "suite_files", "verdict",
 ]

@@ -14,9 +14,10 @@ that size from sampling noise).  The intervals:
 * success rate: the wider of the Wilson (binomial) interval and the same block bootstrap
   (failures of a breaker-open spell come in bursts);
 * throughput: count based.  Successful requests in the window are a Poisson count when
-  arrivals are random (``n +- 1.96 sqrt(n)``), a binomial share of a fixed arrival schedule
-  when they are not (``sqrt(n (1 - n/N))``); the block bootstrap of the per-second counts is
-  taken when wider.
+  open-loop arrivals are random (``n +- 1.96 sqrt(n)``), a binomial share of a fixed arrival
+  schedule when they are not (``sqrt(n (1 - n/N))``); the block bootstrap of the per-second
+  counts is taken when wider.  A closed loop's count is more regular than Poisson (each user
+  waits for its answer): there the bootstrap of the measured per-second counts alone.
 
 The latency distributions as a whole are compared by the two-sample Kolmogorov-Smirnov
 statistic ``D`` of the successful requests' latencies against its 1 % critical value for the
@@ -262,12 +263,18 @@ def _side(df: pd.DataFrame, window_s: float, replications: int) -> tuple[dict, n
     return out, lat
 
 
+#: How the count of requests in a window varies from run to run (``compare_frames``'s ``counts``).
+COUNT_MODELS = ("poisson", "fixed", "closed")
+
+
 def measured_halfwidths(
-    m: pd.DataFrame, *, start: float, span: float, fixed_schedule: bool, arrivals_total: int, block_s: float = BLOCK_S,
+    m: pd.DataFrame, *, start: float, span: float, counts: str, arrivals_total: int, block_s: float = BLOCK_S,
     n_boot: int = N_BOOT, seed: int = 0,
 ) -> dict[str, float | None]:
     """Half-widths of the measured figures' 95 % intervals: percentiles and throughput in % of
     the measured value, success in percentage points (see the module docstring)."""
+    if counts not in COUNT_MODELS:
+        raise ValueError(f"counts: expected one of {COUNT_MODELS}, got {counts!r}")
     m = m.sort_values("arrived_at", kind="stable")
     arrived = m["arrived_at"].to_numpy(dtype="float64")
     ok_mask = (m["outcome"] == "ok").to_numpy()
@@ -296,11 +303,13 @@ def measured_halfwidths(
     else:
         out["success_pp"] = None
     if n_ok:
-        if fixed_schedule:
+        if counts == "fixed":
             q = n_ok / max(arrivals_total, n_ok)
             sd = math.sqrt(n_ok * (1.0 - q))
-        else:
+        elif counts == "poisson":
             sd = math.sqrt(n_ok)
+        else:
+            sd = 0.0
         bc = boot.get("count")
         half = max(_Z * sd, (bc[1] - bc[0]) / 2 if bc else 0.0)
         out["throughput"] = float(100.0 * half / n_ok)
@@ -319,14 +328,16 @@ def compare_frames(
     endpoints: list[str] | None = None,
     thresholds: dict | None = None,
     by: str = "endpoint",
-    fixed_schedule: bool = False,
+    counts: str = "poisson",
     block_s: float = BLOCK_S,
 ) -> list[EndpointComparison]:
     """Compare record frames over the arrival window ``[start, end)`` per endpoint, plus 'all'
     when there are several.
 
-    ``fixed_schedule``: the measured arrivals follow a fixed schedule (constant or burst
-    arrivals), so the count of successes is a share of a known number, not a Poisson count.
+    ``counts``: how the measured number of requests varies: ``poisson`` (random open-loop
+    arrivals), ``fixed`` (a fixed schedule, constant or burst arrivals: the count of successes
+    is a share of a known number) or ``closed`` (a closed loop: as the measured per-second
+    counts vary).
     """
     th = {**THRESHOLDS, **(thresholds or {})}
     start, end = window
@@ -346,7 +357,7 @@ def compare_frames(
         ms, mlat = _side(m, span, measured_replications)
         errors = {k: pct_error(ps[k], ms[k]) for k in (*QUANTILES, "throughput")}
         errors["success_pp"] = None if ps["success"] is None or ms["success"] is None else 100.0 * (ps["success"] - ms["success"])
-        half = measured_halfwidths(m, start=start, span=span, fixed_schedule=fixed_schedule, arrivals_total=len(m_all), block_s=block_s)
+        half = measured_halfwidths(m, start=start, span=span, counts=counts, arrivals_total=len(m_all), block_s=block_s)
         tost = {k: tost_quantile(plat, mlat, QUANTILES[k]) for k in ("p50", "p95")}
         misses, undecided = [], []
         for key in FIGURES:
