@@ -10,23 +10,22 @@ data directory, the first of:
    directory (where the project's shared reference data sits beside a clone).
 
 An explicit choice (1 or 2) is the only place looked in, so a typo never falls back silently to
-another copy.  When the file is not found the error says where it looked and how to point at it.
+another copy.  Steps 2 and 3 are ``simulator.datadir``'s, which scenario files' ``{data}/``
+paths use.  When the file is not found the error says where it looked and how to point at it.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from simulator import datadir
 from simulator.errors import UsageError
 
-ENV_VAR = "GWSIM_DATA_DIR"
+ENV_VAR = datadir.ENV_VAR
 #: The seed report's published run (one row per request).
 SEED_RUN = "heavy_load_2025-08-14.csv"
 #: Files gwsim knows by name, and what they are (for the error message).
 KNOWN = {SEED_RUN: "the seed report's load test of 2025-08-14, not shipped with gwsim"}
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 class DataMissing(UsageError):
@@ -34,17 +33,11 @@ class DataMissing(UsageError):
 
 
 def search_dirs(data: str | Path | None = None) -> list[tuple[Path, str]]:
-    """The directories to look in, in order, each with how it was chosen."""
+    """The directories to look in, in order, each with how it was chosen: ``--data`` alone when
+    given, else the data directory's search (``simulator.datadir``, shared with scenario files)."""
     if data is not None:
         return [(Path(data), "--data")]
-    env = os.environ.get(ENV_VAR)
-    if env:
-        return [(Path(env), ENV_VAR)]
-    dirs = [(PROJECT_ROOT.parent / "shared" / "data", "../shared/data next to the project")]
-    here = Path.cwd().parent / "shared" / "data"
-    if here.resolve() != dirs[0][0].resolve():
-        dirs.append((here, "../shared/data from the current directory"))
-    return dirs
+    return datadir.search_dirs()
 
 
 def find(name: str = SEED_RUN, data: str | Path | None = None) -> Path:
