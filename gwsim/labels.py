@@ -41,6 +41,7 @@ METRICS: dict[str, str] = {
 #: Scenario parameters people sweep, by their dotted path.  ``*`` stands for any name.
 PARAMETERS: dict[str, str] = {
     "workload.arrivals.rate": "Arrival rate (req/s)",
+    "workload.time_scale": "Traffic speed-up (x the trace's rate)",
     "workload.users": "Users (closed loop)",
     "workload.concurrency_cap": "Client concurrency cap",
     "workload.client_timeout": "Client timeout (s)",

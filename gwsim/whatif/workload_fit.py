@@ -260,7 +260,7 @@ def _workload_dict(mean_rate: float, arrivals: dict[str, Any], factors: tuple[fl
                    mix: dict[str, float], tokens: TokenCopula | None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "mode": "open",
-        "arrivals": {"rate": _rate_text(mean_rate), **arrivals},
+        "arrivals": {"process": arrivals["process"], "rate": _rate_text(mean_rate), **arrivals},
         "mix": mix,
         "profile_shape": "steps",
         "rate_profile": [{"at": _seconds(i * bin_s), "factor": f} for i, f in enumerate(factors)],
@@ -406,7 +406,8 @@ def to_toml(fit: WorkloadFit) -> str:
         f"{fit.window_s:,.1f} s from {fit.start_s:g} s, mean {fit.mean_rate:.4g} req/s",
         f"# rate profile: requests per {format_duration(fit.bin_s)} bin as factors on the mean rate; "
         f"set run.duration = \"{_seconds(fit.window_s)}\" to play all of it",
-        f"# arrivals within bins: {fit.process} ({'gamma renewal' if fit.process == 'gamma' else 'two-state MMPP'})",
+        f"# arrivals within bins: {'a gamma renewal process' if fit.process == 'gamma' else 'a two-state MMPP'} (see "
+        "the figures `gwsim fit workload` prints)",
         f"# the other candidate: "
         + (_toml_value(dict({"process": "mmpp"}, **fit.mmpp)) if fit.process == "gamma" else f"{{ process = \"gamma\", cv = {fit.gamma_cv:g} }}"),
         "[workload]",
