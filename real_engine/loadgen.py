@@ -47,6 +47,7 @@ import numpy as np
 from real_engine.clock import DEFAULT_NAP_S, DEFAULT_SPIN_S, RunClock, sleep_until_monotonic
 from real_engine.rng import Streams
 from simulator.arrivals import plan, time_scaled, uses_plan
+from simulator.policies.routing import client_outcome
 from simulator.records import OUTCOMES, STAGES, RequestRecord, records_frame
 from simulator.scenario import BurstArrivals, ConstantArrivals, PoissonArrivals, Scenario, Workload, load_scenario
 from simulator.units import UnitError, parse_duration
@@ -300,12 +301,9 @@ def parse_server_timing(value: str) -> dict[str, float]:
 
 
 def outcome_for_status(status: int) -> str:
-    """Outcome from the status alone (an external gateway without X-Gwsim headers)."""
-    if 200 <= status < 400:
-        return "ok"
-    return {429: "rate_limited", 413: "too_large", 400: "bad_request", 504: "timeout"}.get(
-        status, "upstream_error" if status >= 500 else "bad_request"
-    )
+    """Outcome from the status alone (an external gateway without X-Gwsim headers, such as LiteLLM's
+    proxy, whose 408 is its call's timeout): ``simulator.policies.routing.client_outcome``."""
+    return client_outcome(status)
 
 
 def _flag(headers, name: str) -> bool:

@@ -726,6 +726,114 @@ class PromptCache(_Model):
     _d = _durations("op_timeout")
 
 
+# --------------------------------------------------------------------------- router (LiteLLM)
+
+#: Error families a LiteLLM router's per-error policies name (``error_class`` in simulator.policies.cooldown).
+ROUTER_ERROR_CLASSES = ("rate_limit", "timeout", "internal_server_error", "service_unavailable")
+ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing-v2", "cost-based-routing")
+
+
+class Deployment(_Model):
+    """One deployment of a model group: a provider endpoint serving the group's model (an entry
+    of LiteLLM's ``model_list``)."""
+
+    provider: str = Field(description="Provider this deployment calls (a [providers] entry: its latency model, errors, concurrency and faults).")
+    model: str | None = Field(
+        default=None,
+        description="The deployment's model as LiteLLM writes it (litellm_params.model, e.g. 'openai/gpt-4o'); "
+        "`gwsim export litellm` writes 'openai/<provider>' when unset.",
+    )
+    weight: float | None = Field(default=None, gt=0, description="simple-shuffle: relative share of the group's calls (before rpm, then tpm, stand in).")
+    rpm: int | None = Field(
+        default=None, gt=0,
+        description="Requests per minute: latency-, usage- and cost-based routing skip the deployment once a minute's "
+        "calls reach it; simple-shuffle weighs by it without weights; also its max_parallel_requests when that is unset.",
+    )
+    tpm: int | None = Field(default=None, gt=0, description="Tokens per minute, as rpm (max_parallel_requests = tpm/1000*6 when neither it nor rpm is set).")
+    max_parallel_requests: int | None = Field(
+        default=None, gt=0,
+        description="Calls at once; the router answers one more with a 429 at once, without waiting (None: rpm, else "
+        "tpm/1000*6, else unbounded).",
+    )
+    input_cost_per_token: float | None = Field(default=None, ge=0, description="cost-based-routing: cost of an input token (unset or 0: LiteLLM's 5.0).")
+    output_cost_per_token: float | None = Field(default=None, ge=0, description="cost-based-routing: cost of an output token (unset or 0: LiteLLM's 5.0).")
+    cooldown_time: float | None = Field(
+        default=None, ge=0,
+        description="This deployment's cooldown, instead of the error's Retry-After and the router's cooldown_time.",
+    )
+    _d = _durations("cooldown_time")
+
+
+class ModelGroup(_Model):
+    """A model name clients ask for, served by several deployments."""
+
+    deployments: tuple[Deployment, ...] = Field(min_length=1, description="The deployments serving this model group, in model_list order.")
+
+
+def _error_class_keys(v: dict[str, int], extra: tuple[str, ...] = ()) -> dict[str, int]:
+    for key in v:
+        if key not in ROUTER_ERROR_CLASSES + extra:
+            raise ValueError(f"expected error classes from {list(ROUTER_ERROR_CLASSES + extra)}, got {key!r}")
+    return v
+
+
+class Router(_Model):
+    """A LiteLLM router in front of the providers: chat requests name a model group, the router
+    picks one of its deployments (routing strategy), cools failing ones down, retries and falls
+    back to other groups, as ``simulator.policies.routing`` describes."""
+
+    strategy: Literal["simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing-v2", "cost-based-routing"] = Field(
+        default="simple-shuffle", description="Routing strategy (LiteLLM's routing_strategy).",
+    )
+    groups: dict[str, ModelGroup] = Field(min_length=1, description="Model group name -> its deployments.")
+    num_retries: int = Field(default=2, ge=0, le=100, description="Retries of a failed call within its group (while a deployment is not cooling down).")
+    retry_after: Duration = Field(
+        default=0.0, description="Shortest wait before a retry that backs off (a lone deployment, or none healthy: 0.5 s doubling, at most 8 s, plus up to 0.75 s jitter).",
+    )
+    retry_policy: dict[str, int] = Field(
+        default_factory=dict,
+        description="Retries per error class (rate_limit, timeout, internal_server_error, service_unavailable, default), "
+        "instead of num_retries, decided on a request's first error; retries even when no deployment is healthy.",
+    )
+    timeout: float | None = Field(
+        default=None, gt=0,
+        description="Timeout of each call to a deployment (LiteLLM's timeout); the call fails with 408 (None: none).",
+    )
+    allowed_fails: int | None = Field(
+        default=None, ge=0,
+        description="Failures a deployment may have within cooldown_time before it cools down (None, or LiteLLM's "
+        "default 3: its default rule, a 429 or more than half of 5+ calls in a minute failing).",
+    )
+    allowed_fails_policy: dict[str, int] = Field(
+        default_factory=dict, description="Allowed failures per error class (rate_limit, timeout, internal_server_error, service_unavailable).",
+    )
+    cooldown_time: Duration = Field(default=5.0, description="How long a deployment cools down (unless it sets its own, or the error carries a Retry-After).")
+    disable_cooldowns: bool = Field(default=False, description="Never cool a deployment down.")
+    fallbacks: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict, description="Model group -> groups tried in turn when it fails after its retries.",
+    )
+    max_fallbacks: int = Field(default=5, ge=0, le=100, description="Deepest chain of fallback groups.")
+    latency_buffer: float = Field(
+        default=0.0, ge=0, description="latency-based-routing: deployments within this share of the fastest are drawn among (lowest_latency_buffer).",
+    )
+    latency_window: int = Field(
+        default=10, gt=0, le=10_000, description="latency-based-routing: successes averaged per deployment (max_latency_list_size).",
+    )
+
+    _d = _durations("retry_after", "timeout", "cooldown_time")
+    _p = field_validator("retry_policy")(classmethod(lambda cls, v: _error_class_keys(v, ("default",))))
+    _a = field_validator("allowed_fails_policy")(classmethod(lambda cls, v: _error_class_keys(v)))
+
+    @model_validator(mode="after")
+    def _fallback_groups(self) -> "Router":
+        for group, targets in self.fallbacks.items():
+            for i, target in enumerate((group, *targets)):
+                if target not in self.groups:
+                    where = _join_loc(["router", "fallbacks"] + ([group] if i == 0 else [group, i - 1]))
+                    raise ValueError(f"at {where}: expected a model group from {sorted(self.groups)}, got {target!r}")
+        return self
+
+
 # --------------------------------------------------------------------------- run settings
 
 
@@ -791,6 +899,11 @@ class Scenario(_Model):
     fallback: Fallback = Field(default_factory=Fallback, description="Provider fallback on the chat endpoint.")
     redis: Redis = Field(default_factory=Redis, description="Redis as seen by the gateway.")
     prompt_cache: PromptCache = Field(default_factory=PromptCache, description="Prompt cache on chat requests.")
+    router: Router | None = Field(
+        default=None,
+        description="A LiteLLM router: chat classes name a model group (their model) served by its deployments; "
+        "it replaces model selection and [fallback] on the chat endpoint.",
+    )
     profile: str | None = Field(
         default=None,
         description="Machine profile TOML (relative to the scenario file; written by `gwsim calibrate profile`) whose "
@@ -840,10 +953,43 @@ class Scenario(_Model):
             for cls_ in ep.classes:
                 if cls_.provider is not None and cls_.provider not in known:
                     raise ValueError(f"endpoints.{ep_name} class {cls_.name!r} names provider {cls_.provider!r}, expected one of {sorted(known)}")
-            if ep.model_selection is False and ep.kind == "chat_completions":
+            if ep.model_selection is False and ep.kind == "chat_completions" and self.router is None:
                 if not (ms.candidates or any(c.provider for c in ep.classes)):
                     raise ValueError(f"endpoints.{ep_name}: without model selection a class provider or model_selection.candidates is needed")
         return self
+
+    @model_validator(mode="after")
+    def _router_references(self) -> "Scenario":
+        router = self.router
+        if router is None:
+            return self
+        for name, group in router.groups.items():
+            for i, d in enumerate(group.deployments):
+                if d.provider not in self.providers:
+                    where = _join_loc(["router", "groups", name, "deployments", i, "provider"])
+                    raise ValueError(f"at {where}: expected a provider from {sorted(self.providers)}, got {d.provider!r}")
+        if "fallback" in self.model_fields_set:
+            raise ValueError("at fallback: expected no [fallback] table with a [router] (its retries and fallbacks replace it), got one")
+        for ep_name, ep in self.endpoints.items():
+            if ep.kind != "chat_completions":
+                continue
+            if ep.model_selection:
+                where = _join_loc(["endpoints", ep_name, "model_selection"])
+                raise ValueError(f"at {where}: expected false with a [router] (the router picks the deployment), got true")
+            for i, cls_ in enumerate(ep.classes):
+                where = ["endpoints", ep_name, "classes", i]
+                if cls_.model is None and len(router.groups) > 1:
+                    raise ValueError(f"at {_join_loc(where + ['model'])}: expected a model group from {sorted(router.groups)} (the router has several), got nothing")
+                if cls_.model is not None and cls_.model not in router.groups:
+                    raise ValueError(f"at {_join_loc(where + ['model'])}: expected a model group from {sorted(router.groups)}, got {cls_.model!r}")
+                if cls_.prompt_cache_opt_in and self.prompt_cache.enabled:
+                    raise ValueError(f"at {_join_loc(where + ['prompt_cache_opt_in'])}: expected false with a [router] (gwsim models no prompt cache in front of it), got true")
+        return self
+
+    def router_group(self, klass: RequestClass) -> str:
+        """The model group a chat class asks the router for."""
+        assert self.router is not None
+        return klass.model if klass.model is not None else next(iter(self.router.groups))
 
     def provider_order(self) -> list[str]:
         return list(self.model_selection.candidates) or list(self.providers)
@@ -914,7 +1060,7 @@ _CLASS_PROVIDER_RE = re.compile(
     r"(?P<name>'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"), expected one of (?P<options>\[.*\])$"
 )
 _NO_PROVIDER_RE = re.compile(r"^endpoints\.(?P<ep>.+?): without model selection a class provider or model_selection\.candidates is needed$")
-_AT_PATH_RE = re.compile(r"^at (?P<path>[\w.\[\]]+): (?P<msg>expected .*)$")
+_AT_PATH_RE = re.compile(r"^at (?P<path>(?:[\w.\[\]-]|\"(?:[^\"\\]|\\.)*\")+): (?P<msg>expected .*)$")
 _TOML_WHERE_RE = re.compile(r"^(?P<msg>.*?) \(at (?P<where>line \d+, column \d+|end of document)\)$", re.S)
 
 

@@ -30,6 +30,7 @@ from simulator.model.machine import MachineModel
 from simulator.model.provider import SimProvider
 from simulator.model.redis import SimRedis
 from simulator.model.redis_loop import LoopRedis
+from simulator.model.router import SimRouter
 from simulator.policies.admission import InFlightLimit
 from simulator.policies.breaker import make_breaker
 from simulator.policies.cache import (
@@ -43,6 +44,7 @@ from simulator.policies.cache import (
 from simulator.policies.eventlog import RUN_LOG_LIMIT
 from simulator.policies.fallback import FallbackPlan, ranked_selection
 from simulator.policies.ratelimit import SlidingWindowLimiter
+from simulator.policies.routing import client_outcome
 from simulator.policies.retry import RetryPolicy
 from simulator.scenario import Scenario, active_fault
 
@@ -63,6 +65,9 @@ _FAILURE_OUTCOME = {
 
 
 def failure_outcome(kind: str) -> tuple[str, int]:
+    if kind.startswith("http_"):  # the router's answer (simulator.model.router): its status says it
+        status = int(kind[5:])
+        return client_outcome(status), status
     return _FAILURE_OUTCOME.get(kind, ("upstream_error", 502))
 
 
@@ -150,6 +155,8 @@ class SimGateway:
         )
         self.clients_built: set[str] = set()
         self.provider_order = scenario.provider_order()
+        #: a LiteLLM router on the chat endpoint (scenario [router]), or None
+        self.router = SimRouter(self, scenario, streams["router"]) if scenario.router is not None else None
         self.in_system = 0
         self.admission = InFlightLimit(gw.max_in_flight)
         self.deadlines = Deadlines(env)
@@ -491,6 +498,9 @@ class SimGateway:
     # ------------------------------------------------------------------ chat
 
     def chat(self, ctx: RequestContext):
+        if self.router is not None:
+            yield from self.router.chat(ctx)
+            return
         env = self.env
         scenario = self.scenario
         if ctx.endpoint_cfg.model_selection:
@@ -719,6 +729,8 @@ class SimGateway:
         scenario = self.scenario
         if endpoint.model_selection or self.machine is not None:
             return False
+        if scenario.router is not None and endpoint.kind == "chat_completions":
+            return False  # the router's walk
         if endpoint.kind == "select_model":
             return True  # the parse, the middleware, the static ranking
         if scenario.prompt_cache.enabled and klass.prompt_cache_opt_in:
