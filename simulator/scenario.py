@@ -398,14 +398,14 @@ class RequestClass(_Model):
     similarity_hit: float | None = Field(
         default=None, ge=0, le=1,
         description="Probability that the semantic scan finds a similar entry for this class (a prompt close to one "
-        "stored earlier); None = model_selection.semantic_cache.similarity_hit.",
-        json_schema_extra=only("simulator", "the real embedding emulator makes only identical prompts similar, so the real scan finds no similar entry"),
+        "stored earlier); None = model_selection.semantic_cache.similarity_hit.  The real engine's embedding "
+        "emulator answers such a prompt with a vector close to the class's entry.",
     )
     similar_entry_at: float = Field(
         default=1.0, gt=0, le=1,
         description="Where the first similar entry sits in the scan order, as a fraction of the entries: a lookup that "
-        "returns the first match stops there, so a hit pays only that share of the scan (1 = the whole scan).",
-        json_schema_extra=only("simulator", "the real scan finds no similar entry, since only identical prompts are similar: there is no first match to stop at"),
+        "returns the first match stops there, so a hit pays only that share of the scan (1 = the whole scan).  The "
+        "real engine puts the class's similar entry at that place in Redis's SCAN order at start-up.",
     )
     prompt_cache_opt_in: bool = Field(default=False, description="Whether the request opts in to the prompt cache.")
     prompt_cache_hit: float = Field(default=0.0, ge=0, le=1, description="Probability of a prompt-cache hit when opted in.")
@@ -539,8 +539,9 @@ class ConnectionPool(_Model):
     dial_time: Distribution = Field(default=ZERO, description="TCP connect time for a new connection.")
     tls_handshake_time: Distribution = Field(default=ZERO, description="TLS handshake time for a new connection (0 without TLS).")
     dial_timeout: float | None = Field(
-        default=None, gt=0, description="Dial gives up after this long.",
-        json_schema_extra=only("real", "the simulator's dials take dial_time + tls_handshake_time and never time out on their own"),
+        default=None, gt=0,
+        description="A new connection's dial (dial_time + tls_handshake_time) gives up after this long: the call "
+        "fails as a connect error once the timeout has passed (None = no limit).",
     )
     tls: bool = Field(
         default=False, description="Real engine: use TLS to the upstream.",
@@ -575,12 +576,17 @@ class SemanticCache(_Model):
 
     enabled: bool = Field(default=True, description="Whether selection consults the cache.")
     initial_entries: int = Field(default=0, ge=0, description="Entries present at the start of the run.")
-    max_entries: int | None = Field(default=None, gt=0, description="Cap on entries (None = unbounded, no TTL, as in the seed).")
+    max_entries: int | None = Field(
+        default=None, gt=0,
+        description="Cap on entries (None = unbounded, no TTL, as in the seed).  At the cap a selection stored under a "
+        "new key evicts the oldest entry stored during the run (a SET and a DEL); the entries present at the start "
+        "are kept, so a cache full of them stores nothing new.",
+    )
     scan_on_miss: bool = Field(default=True, description="On a miss, embed the prompt and compare with every entry (one GET each).")
     scan_batch: int = Field(default=10, gt=0, description="Keys returned per SCAN call.")
     similarity_hit: float = Field(
-        default=0.0, ge=0, le=1, description="Probability that the scan finds a similar entry (a hit).",
-        json_schema_extra=only("simulator", "the real embedding emulator makes only identical prompts similar, so the real scan finds no similar entry"),
+        default=0.0, ge=0, le=1, description="Probability that the scan finds a similar entry (a hit), for the classes "
+        "that do not set their own similarity_hit.",
     )
     embedding_time: Distribution = Field(default=ZERO, description="Latency of the external embedding API call.")
     embedding_timeout: float | None = Field(
@@ -653,7 +659,6 @@ class Provider(_Model):
         default=0.0, ge=0, le=1,
         description="Probability that a call is accepted and never answered (a stuck response stream); only a "
         "deadline (fallback.attempt_timeout) or the client's timeout ends it.",
-        json_schema_extra=only("simulator", "the emulated providers answer every call; only a 'hang' fault window holds calls unanswered"),
     )
     over_limit: Literal["queue", "reject"] = Field(default="queue", description="Beyond concurrency: queue, or reject with 429.")
     network_rtt: Distribution = Field(default=ZERO, description="Round trip between gateway and provider.")
@@ -706,12 +711,19 @@ class Redis(_Model):
     """Redis as the gateway sees it: operation latency, a client pool and timeouts."""
 
     op_time: Distribution = Field(
-        default=ZERO, description="Latency of one Redis operation (round trip).",
-        json_schema_extra=only("simulator", "the real engine uses loopback Redis as it is; a profile's redis_op_time stands for that round trip in the simulator"),
+        default=ZERO,
+        description="Latency of one Redis round trip beyond the machine's own loopback one: the real engine holds "
+        "each reply back by a draw of it (on top of the loopback round trip it pays), the simulator adds the "
+        "profile's measured loopback time (redis_op_time) to it.",
     )
     pool_size: int = Field(default=10, gt=0, description="Client connection-pool size.")
     pool_timeout: float | None = Field(default=None, gt=0, description="How long to wait for a pooled connection (None = forever).")
-    op_timeout: float | None = Field(default=None, gt=0, description="Operation timeout; a timeout counts as a cache miss (None = none, as the seed's semantic cache).")
+    op_timeout: float | None = Field(
+        default=None, gt=0,
+        description="Timeout of each Redis command (one round trip: a GET, a SET, one SCAN call; the wait for a "
+        "pooled connection included), as redis-py's socket_timeout: a semantic scan's commands each get the whole "
+        "timeout.  A timeout counts as a cache miss (None = none, as the seed's semantic cache).",
+    )
     faults: tuple[Fault, ...] = Field(
         default=(),
         description="Fault schedule: outage, reset and errors fail operations at once (refused or reset connections); "
