@@ -746,8 +746,7 @@ ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "
 
 
 class Deployment(_Model):
-    """One deployment of a model group: a provider endpoint serving the group's model (an entry
-    of LiteLLM's ``model_list``)."""
+    """One deployment of a model group: a provider endpoint (an entry of LiteLLM's model_list)."""
 
     provider: str = Field(description="Provider this deployment calls (a [providers] entry: its latency model, errors, concurrency and faults).")
     model: str | None = Field(
@@ -790,9 +789,10 @@ def _error_class_keys(v: dict[str, int], extra: tuple[str, ...] = ()) -> dict[st
 
 
 class Router(_Model):
-    """A LiteLLM router in front of the providers: chat requests name a model group, the router
-    picks one of its deployments (routing strategy), cools failing ones down, retries and falls
-    back to other groups, as ``simulator.policies.routing`` describes."""
+    """A LiteLLM router in front of the providers, as simulator.policies.routing models it.
+
+    Chat requests name a model group; the router picks one of its deployments (the routing
+    strategy), cools failing ones down, retries, and falls back to other groups."""
 
     strategy: Literal["simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing-v2", "cost-based-routing"] = Field(
         default="simple-shuffle", description="Routing strategy (LiteLLM's routing_strategy).",
