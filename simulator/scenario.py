@@ -980,6 +980,9 @@ class Scenario(_Model):
                 if d.provider not in self.providers:
                     where = _join_loc(["router", "groups", name, "deployments", i, "provider"])
                     raise ValueError(f"at {where}: expected a provider from {sorted(self.providers)}, got {d.provider!r}")
+                if self.providers[d.provider].breaker is not None:
+                    where = _join_loc(["providers", d.provider, "breaker"])
+                    raise ValueError(f"at {where}: expected no breaker on a provider a router deployment calls (its cooldowns stand in), got one")
         if "fallback" in self.model_fields_set:
             raise ValueError("at fallback: expected no [fallback] table with a [router] (its retries and fallbacks replace it), got one")
         for ep_name, ep in self.endpoints.items():

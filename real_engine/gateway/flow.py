@@ -31,6 +31,7 @@ from real_engine.gateway.caches import RedisCaches
 from real_engine.gateway.cpu import CpuPool
 from real_engine.gateway.http_pool import CallTiming, HttpPool, HttpResponse, UpstreamError
 from real_engine.gateway.metrics import GatewayMetrics
+from real_engine.gateway.routed import RealRouter
 from simulator.policies.admission import InFlightLimit
 from simulator.policies.breaker import CircuitBreaker, make_breaker
 from simulator.policies.cache import similarity_hit_probability, stores_selection
@@ -76,6 +77,7 @@ STAGE_NAMES = tuple(s.removesuffix("_s") for s in STAGES)
 #: The gateway's random sources, in spawn order (append only).
 GATEWAY_SOURCES = (
     "cpu", "construction", "race_setup", "ai_pool", "embedding_pool", "providers", "cache_filler", "redis_op_time",
+    "router",
 )
 
 _EMU_TIMING = re.compile(r"(\w+);dur=([0-9.eE+-]+)")
@@ -249,6 +251,8 @@ class GatewayCore:
             (ep_name, c.name): (i, c) for ep_name, ep in scenario.endpoints.items() for i, c in enumerate(ep.classes)
         }
         self.outcomes: dict[str, int] = {}
+        #: a LiteLLM-style router on the chat endpoint (scenario [router]), or None
+        self.router = RealRouter(self, streams["router"]) if scenario.router is not None else None
         self.embedding_calls = {"ok": 0, "failed": 0}
         self.background_losers = 0
         self.cancelled_losers = 0
@@ -494,6 +498,8 @@ class GatewayCore:
         self, ctx: RequestContext, ep_name: str, ep: Endpoint, body: dict[str, Any], prompt: str, nonce: str
     ) -> tuple[bytes, str]:
         """Returns (reply body, content type)."""
+        if self.router is not None:
+            return await self.router.chat(ctx, ep_name, body)
         selection = await self.select(ctx, ep_name, ep, prompt)
         primary = str(selection.get("provider", ""))
         if primary not in self.provider_pools:
