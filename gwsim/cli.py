@@ -321,7 +321,7 @@ def _register_optional() -> None:
     import importlib
 
     _Group._optional_loaded = True
-    for module in ("gwsim.measure_cmd", "gwsim.whatif_cmd", "gwsim.workload_cmd", "gwsim.calibrate_cmd", "gwsim.seed"):
+    for module in ("gwsim.measure_cmd", "gwsim.whatif_cmd", "gwsim.workload_cmd", "gwsim.calibrate_cmd", "gwsim.seed", "gwsim.litellm_cmd"):
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
