@@ -121,6 +121,8 @@ def load(path: str, overrides: tuple[str, ...] | list[str]):
 
 def progress_bar(total: int, label: str, enabled: bool = True):
     """A rich progress bar on stderr; a no-op callable when stderr is not a terminal."""
+    if not enabled or not sys.stderr.isatty():
+        return None, (lambda done, total_: None)  # without importing rich (a run's start-up pays for it)
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -183,10 +183,15 @@ class Replication:
         ctx.finished_at = self.env.now
         if self.cap is not None:
             self.cap.release()
-        if self.client_timeout is not None or self.sketches is not None:
+        if self.sketches is not None:
             self._finish(ctx)
             return
-        # _finish and _record for the common case (no client timeout, records kept), in one call
+        # _finish and _record for records kept, in one call
+        timeout = self.client_timeout
+        if timeout is not None and ctx.finished_at - ctx.started_at > timeout:
+            ctx.finished_at = ctx.started_at + timeout
+            ctx.outcome = "client_timeout"
+            ctx.status = 0
         del in_flight[ctx.id]
         self.rows.append(ctx.as_row(self.replication, self.latency_from_sent))
 

@@ -262,7 +262,7 @@ class SimGateway:
         self.in_system += 1
         try:
             yield from self._cpu(ctx, self.cpu_request())
-            refused = self._middleware(ctx)
+            refused = self._middleware(ctx) if self._middleware_on else None
             if refused is not None:
                 raise refused
             if ctx.endpoint_cfg.kind == "select_model":
