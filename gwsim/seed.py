@@ -628,10 +628,10 @@ def _cli():
 
     @seed.command(name="holdout", help="Fit on the first half of the published run (requests sent 0-300 s) and predict "
                   "the second (300-600 s), and the reverse; per figure, in-sample error next to held-out error, and "
-                  "figures in no fit's loss. About 3 minutes on one core by default, 1 with --quick.")
+                  "figures in no fit's loss. About 2.5 minutes of CPU on one core by default, under 1 with --quick.")
     @click.option("--max-evals", type=click.IntRange(min=1), default=None,
-                  help="Simulations per parameter group and direction, at most [default: 40; --quick: 12].")
-    @click.option("--quick", is_flag=True, help="12 evaluations per group: the optimizer's first steps only, not converged.")
+                  help="Simulations per parameter group and direction, at most [default: 80; --quick: 20].")
+    @click.option("--quick", is_flag=True, help="20 simulations per group: the optimizer's first steps only, not converged.")
     @click.option("--fit-replications", type=click.IntRange(min=1), default=1, help="Replications per fit evaluation.")
     @click.option("-n", "--replications", type=click.IntRange(min=1), default=None,
                   help="Replications of the runs the figures come from [default: the scenario's, 4].")
