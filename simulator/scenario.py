@@ -1295,8 +1295,16 @@ def _explain_value_error(msg: str, parts: list[Any], found: Any) -> tuple[str, s
     return path, f"expected a valid value ({msg}), got {_show(found)}"
 
 
-def validation_error_line(source: str, exc: ValidationError) -> str:
-    """One line: file, key path, what was expected, what was found."""
+#: Problems named after the first in an error line ("and 7 more problems: a: ...; b: ...; ...").
+SHOWN_PROBLEMS = 5
+
+
+def validation_error_line(source: str, exc: ValidationError, blame: tuple[str, ...] | list[str] = ()) -> str:
+    """One line: file (or the ``--set`` that caused it), key path, what was expected, what was
+    found; then the other problems, the first ``SHOWN_PROBLEMS`` of them by path and text.
+
+    ``blame``: command-line items such as ``--set run.duration=abc``; a problem at (or under, or
+    above) the key one of them sets is named after it instead of the file."""
     errors = exc.errors(include_url=False)
     # pydantic adds "too short" for an array whose only items failed: noise, not a problem
     locs = [tuple(e.get("loc", ())) for e in errors]
@@ -1305,7 +1313,43 @@ def validation_error_line(source: str, exc: ValidationError) -> str:
         for e, loc in zip(errors, locs)
         if not (e.get("type") == "too_short" and any(len(o) > len(loc) and o[: len(loc)] == loc for o in locs))
     ] or errors
-    err = errors[0]
+    problems: list[tuple[str, str]] = []
+    for err in errors:
+        try:
+            problem = _explain_error(err)
+        except Exception:  # noqa: BLE001 - a secondary problem is shown as pydantic says it
+            problem = (_join_loc(tuple(err.get("loc", ()))), " ".join(str(err.get("msg", "")).split()))
+        if problem[0] not in (p for p, _ in problems):  # a union reports each of its members
+            problems.append(problem)
+    (path, text), rest = problems[0], problems[1:]
+    suffix = ""
+    if rest:
+        shown = "; ".join(f"{p}: {t}" for p, t in rest[:SHOWN_PROBLEMS])
+        left = len(rest) - SHOWN_PROBLEMS
+        suffix = (f" (and {len(rest)} more problem{'s' if len(rest) > 1 else ''}: {shown}"
+                  f"{f'; and {left} more' if left > 0 else ''})")
+    return f"{blamed(source, path, blame)}: {path}: {text}{suffix}"
+
+
+def blamed(source: str, path: str, blame: tuple[str, ...] | list[str]) -> str:
+    """``source``, or the last ``--set KEY=VALUE`` (of ``blame``) whose key is ``path``, lies
+    under it or above it: the command line put the bad value there, not the file.  A problem
+    beside a key the command line set (warmup against a --set duration) names both."""
+    keyed = []
+    for item in blame:
+        keys = [k.strip() for k in item.partition(" ")[2].partition("=")[0].strip().split(".")]
+        # written as the error paths are: classes.0.provider is classes[0].provider
+        keyed.append((_join_loc([int(k) if k.isdigit() else k for k in keys]) if all(keys) else "", item))
+    for key, item in reversed(keyed):
+        if key and (path == key or path.startswith((key + ".", key + "[")) or key.startswith(path + ".")):
+            return item
+    parent = path.rpartition(".")[0]
+    beside = [item for key, item in keyed if parent and key.rpartition(".")[0] == parent]
+    return f"{source} with {beside[-1]}" if beside else source
+
+
+def _explain_error(err: Any) -> tuple[str, str]:
+    """(key path, 'expected ..., got ...') for one pydantic error."""
     loc = tuple(err.get("loc", ()))
     parts, tp = _walk(loc)
     kind = err.get("type", "")
@@ -1357,9 +1401,7 @@ def validation_error_line(source: str, exc: ValidationError) -> str:
         text = f"expected {msg.removeprefix('Input should be ')}, got {_show(found)}"
     else:
         text = f"expected a valid value ({msg}), got {_show(found)}"
-    more = len(errors) - 1
-    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"{source}: {path}: {text}{suffix}"
+    return path, text
 
 
 def _check_sane(data: Any, source: str, base: tuple[Any, ...] = ()) -> None:
@@ -1496,15 +1538,16 @@ def read_scenario_data(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def scenario_from_data(data: dict[str, Any], source: str, base_dir: str | Path = ".") -> Scenario:
-    """Validate raw scenario data; a ``ScenarioError`` with one line on anything wrong."""
+def scenario_from_data(data: dict[str, Any], source: str, base_dir: str | Path = ".", blame: tuple[str, ...] | list[str] = ()) -> Scenario:
+    """Validate raw scenario data; a ``ScenarioError`` with one line on anything wrong (named
+    after the ``blame`` item, e.g. ``--set run.duration=abc``, that set the bad key)."""
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: (top level): expected a table, got {_show(data)}")
     _check_sane(data, source)
     try:
         return Scenario.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
-        raise ScenarioError(validation_error_line(source, exc)) from None
+        raise ScenarioError(validation_error_line(source, exc, blame)) from None
     except (OverflowError, RecursionError, MemoryError) as exc:
         raise ScenarioError(f"{source}: expected values of sane size, got {exc.__class__.__name__} while validating") from None
 
@@ -1519,7 +1562,7 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     data = read_scenario_data(path)
     data = apply_overrides(data, overrides, str(path))
     data = apply_profile(data, path.parent, str(path))
-    return scenario_from_data(data, str(path), path.parent)
+    return scenario_from_data(data, str(path), path.parent, [f"--set {' '.join(str(o).split())}" for o in overrides])
 
 
 # --------------------------------------------------------------------------- machine profile

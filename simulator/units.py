@@ -19,6 +19,11 @@ _DURATION_UNITS = {
     "min": 60.0,
     "h": 3600.0,
 }
+#: What a duration or rate must look like, with every unit accepted: the error lines quote these
+# (µs and min are accepted too, as spellings of us and m)
+DURATION_UNITS_TEXT = "us, ms, s, m or h"
+DURATION_EXPECTED = f"a duration with a unit of {DURATION_UNITS_TEXT}, such as '250ms' or '3s'"
+RATE_EXPECTED = "a rate per ms, s, m or h, such as '10/s'"
 _DURATION_RE = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(us|µs|ms|s|min|m|h)\s*$")
 _RATE_RE = re.compile(r"^\s*([+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*/\s*(ms|s|min|m|h)\s*$")
 
@@ -30,16 +35,16 @@ class UnitError(ValueError):
 def parse_duration(value: object) -> float:
     """Seconds from ``"250ms"``, ``"3s"``, ``"2m"``, ``"1h"``; bare 0 is allowed."""
     if isinstance(value, bool):
-        raise UnitError(f"expected a duration with a unit such as '250ms' or '3s', got {value!r}")
+        raise UnitError(f"expected {DURATION_EXPECTED}, got {value!r}")
     if isinstance(value, (int, float)):
         if value == 0:
             return 0.0
-        raise UnitError(f"expected a duration with a unit such as '250ms' or '3s', got {value!r}")
+        raise UnitError(f"expected {DURATION_EXPECTED}, got {value!r}")
     if not isinstance(value, str):
-        raise UnitError(f"expected a duration with a unit such as '250ms' or '3s', got {value!r}")
+        raise UnitError(f"expected {DURATION_EXPECTED}, got {value!r}")
     match = _DURATION_RE.match(value)
     if not match:
-        raise UnitError(f"expected a duration with a unit such as '250ms' or '3s', got {value!r}")
+        raise UnitError(f"expected {DURATION_EXPECTED}, got {value!r}")
     seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2)]
     if not math.isfinite(seconds):
         raise UnitError(f"expected a finite duration, got {value!r}")
@@ -51,10 +56,10 @@ def parse_duration(value: object) -> float:
 def parse_rate(value: object) -> float:
     """Events per second from ``"10/s"``, ``"600/m"``, ``"36000/h"``."""
     if not isinstance(value, str) or isinstance(value, bool):
-        raise UnitError(f"expected a rate with a unit such as '10/s', got {value!r}")
+        raise UnitError(f"expected {RATE_EXPECTED}, got {value!r}")
     match = _RATE_RE.match(value)
     if not match:
-        raise UnitError(f"expected a rate with a unit such as '10/s', got {value!r}")
+        raise UnitError(f"expected {RATE_EXPECTED}, got {value!r}")
     per = {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}[match.group(2)]
     rate = float(match.group(1)) / per
     if not math.isfinite(rate):
@@ -67,7 +72,7 @@ def parse_rate(value: object) -> float:
 def parse_quantity(value: object) -> float:
     """A duration string in seconds, or a plain number (token counts, factors) as is."""
     if isinstance(value, bool):
-        raise UnitError(f"expected a number or a duration such as '250ms', got {value!r}")
+        raise UnitError(f"expected a number or {DURATION_EXPECTED}, got {value!r}")
     if isinstance(value, (int, float)):
         if not math.isfinite(float(value)):
             raise UnitError(f"expected a finite number, got {value!r}")

@@ -124,13 +124,16 @@ def test_schema_out_is_a_directory(capsys, tmp_path):
         ("run.duration=nan", "--set run.duration=nan: run.duration: expected a finite number, got nan"),
         ("run.seed=1e999", "--set run.seed=1e999: run.seed: expected a finite number, got inf"),
         ("run.seed=" + "9" * 30, "--set run.seed=" + "9" * 30 + ": run.seed: expected an integer that fits in 64 bits, got " + "9" * 30),
-        ("run.replications=abc", "{md1}: run.replications: expected an integer, got 'abc'"),
-        ("run.replications=0", "{md1}: run.replications: expected an integer > 0, got 0"),
-        ("run.duration=-5s", "{md1}: run.duration: expected a non-negative duration, got '-5s'"),
-        ("workload.mix.stage=0.4", "{md1}: workload.mix: expected mix shares >= 0 that sum to 1, got sum 0.4"),
-        ("fallback.mode=sometimes", "{md1}: fallback.mode: expected 'none', 'sequential', 'race' or 'hedge', got 'sometimes'"),
-        ("gateway.cpu_worker=4", "{md1}: gateway.cpu_worker: expected a known key (did you mean 'cpu_workers'?), got unknown key 'cpu_worker'"),
-        ("endpoints.stage.classes.0.provider=ghost", "{md1}: endpoints.stage.classes[0].provider: expected a provider from ['server'], got unknown provider 'ghost'"),
+        ("run.replications=abc", "--set run.replications=abc: run.replications: expected an integer, got 'abc'"),
+        ("run.replications=0", "--set run.replications=0: run.replications: expected an integer > 0, got 0"),
+        ("run.duration=-5s", "--set run.duration=-5s: run.duration: expected a non-negative duration, got '-5s'"),
+        ("workload.mix.stage=0.4", "--set workload.mix.stage=0.4: workload.mix: expected mix shares >= 0 that sum to 1, got sum 0.4"),
+        ("fallback.mode=sometimes", "--set fallback.mode=sometimes: fallback.mode: expected 'none', 'sequential', 'race' or 'hedge', got 'sometimes'"),
+        ("gateway.cpu_worker=4", "--set gateway.cpu_worker=4: gateway.cpu_worker: expected a known key (did you mean 'cpu_workers'?), got unknown key 'cpu_worker'"),
+        ("endpoints.stage.classes.0.provider=ghost", "--set endpoints.stage.classes.0.provider=ghost: endpoints.stage.classes[0].provider: expected a provider from ['server'], got unknown provider 'ghost'"),
+        # beside a key the command line set: the file and the --set
+        ("run.duration=300s", "{md1} with --set run.duration=300s: run.warmup: expected warmup shorter than duration, got warmup=500.0s duration=300.0s"),
+        ("run.duration=5", "--set run.duration=5: run.duration: expected a duration with a unit of us, ms, s, m or h, such as '250ms' or '3s', got 5"),
     ],
 )
 def test_bad_set(override, expected, capsys, tmp_path):

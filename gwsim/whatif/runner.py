@@ -53,12 +53,17 @@ class ScenarioSource:
         raw = read_scenario_data(self.path)
         return apply_overrides(raw, list(self.overrides) + list(extra), self.path)
 
-    def build(self, extra: Sequence[str] = (), transform: Callable[[dict], dict] | None = None) -> Scenario:
-        """The scenario with the shared and ``extra`` overrides, then ``transform`` on the raw data."""
+    def build(self, extra: Sequence[str] = (), transform: Callable[[dict], dict] | None = None,
+              extra_flag: str | None = None) -> Scenario:
+        """The scenario with the shared and ``extra`` overrides, then ``transform`` on the raw data.
+
+        A bad value one of them set is named after its flag (``--set KEY=VALUE``, or
+        ``extra_flag KEY=VALUE`` for an ``extra`` one) rather than after the file."""
         data = self.data(extra)
         if transform is not None:
             data = transform(copy.deepcopy(data))
-        return scenario_from_data(data, self.path, Path(self.path).parent)
+        blame = [f"--set {o}" for o in self.overrides] + ([f"{extra_flag} {e}" for e in extra] if extra_flag else [])
+        return scenario_from_data(data, self.path, Path(self.path).parent, blame)
 
 
 def get_path(data: dict[str, Any], key: str) -> Any:

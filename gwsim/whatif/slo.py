@@ -19,7 +19,7 @@ import numpy as np
 
 from simulator.errors import UsageError
 from simulator.stats import t_interval
-from simulator.units import UnitError, parse_duration, parse_rate
+from simulator.units import DURATION_UNITS_TEXT, UnitError, parse_duration, parse_rate
 
 #: SLO metric name -> (per-replication column, kind).  kind: latency (ms), fraction, rate.
 METRIC_COLUMNS: dict[str, tuple[str, str]] = {
@@ -113,7 +113,7 @@ def _parse_threshold(raw: str, kind: str, text: str) -> float:
         try:
             return parse_duration(raw) * 1000.0
         except UnitError:
-            raise UsageError(f"--slo {text!r}: expected a duration with a unit such as 2s or 250ms, got {raw!r}") from None
+            raise UsageError(f"--slo {text!r}: expected a duration with a unit of {DURATION_UNITS_TEXT}, such as 2s or 250ms, got {raw!r}") from None
     if kind == "fraction":
         try:
             if raw.endswith("%"):

@@ -127,8 +127,10 @@ def build_variants(source: ScenarioSource, params: Sequence[Param]) -> list[Vari
     for combo in combos:
         overrides = [f"{k}={v}" for k, v in combo.items()]
         try:
-            scenario = source.build(overrides)
+            scenario = source.build(overrides, extra_flag="--param")
         except ScenarioError as exc:
+            if len(overrides) == 1 and str(exc).startswith("--param "):
+                raise  # already names the point
             raise ScenarioError(f"{exc} (sweep point {', '.join(overrides)})") from None
         labels: dict[str, Any] = {k: converted[k][v] for k, v in combo.items()}
         labels["point"] = ", ".join(overrides)

@@ -235,6 +235,13 @@ CASES: dict[str, tuple[str, str | bytes]] = {
     "deep_inline_tables.toml": ("deep nesting", BASE + "\n[gateway]\nx = " + "{ a = " * 2000 + "1" + " }" * 2000 + "\n"),
     "deep_dotted_table.toml": ("deep nesting", BASE + "\n[gateway." + ".".join(["a"] * 200) + "]\nb = 1\n"),
     "deep_mixture.toml": ("deep nesting", dist(nested_mixture(40))),
+    # ---------------------------------------------------------------- several problems: the first five shown
+    "several_two.toml": ("several problems", b(('duration = "100s"', 'duration = 100'), ("seed = 1", "seed = -1"))),
+    "several_eight.toml": ("several problems", b(
+        ('duration = "100s"', 'duration = 100'), ("seed = 1", "seed = -1"), ("replications = 2", "replications = 0"),
+        ('rate = "5/s"', "rate = 5"), ("concurrency = 4", 'concurrency = "x"'), ("max_attempts = 1", "max_attempts = 0"),
+        ('name = "bad"', "name = 3"), ('mean = "100ms"', 'mean = "100 parsecs"'),
+    )),
 }
 
 DATA = {"data/bad_samples.csv": "latency_ms\n12.5\n13.1\nfast\n"}
