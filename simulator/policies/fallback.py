@@ -99,7 +99,8 @@ class FallbackPlan:
     ) -> None:
         if mode not in FALLBACK_MODES:
             raise ValueError(f"expected fallback mode in {FALLBACK_MODES}, got {mode!r}")
-        cands = list(dict.fromkeys(candidates))
+        # a plan is made per request: a list of one needs no de-duplication
+        cands = candidates[:] if type(candidates) is list and len(candidates) == 1 else list(dict.fromkeys(candidates))
         if not cands:
             raise ValueError("expected at least one candidate provider, got none")
         if max_attempts < 1 or race_width < 1 or hedge_delay_s < 0:
@@ -156,9 +157,19 @@ class FallbackPlan:
         return new
 
     def start(self, now: float) -> list[str]:
-        if self._started:
+        started = self._started
+        if started:
             raise RuntimeError(f"fallback plan already started: {self!r}")
-        return self._launch(min(self.race_width, self._limit) if self.mode == "race" else 1, now)
+        if self.mode == "race":
+            return self._launch(min(self.race_width, self._limit), now)
+        # one call: ``_launch(1, now)`` written out (every chat request starts a plan)
+        first = self.candidates[0]
+        self.attempts = 1
+        self.running.add(first)
+        started.append(first)
+        self._last_start = now
+        self.log.append(("start:" + first, now))
+        return [first]
 
     def on_failure(self, provider: str, error_kind: str, now: float) -> list[str]:
         running = self.running
@@ -214,7 +225,7 @@ class FallbackPlan:
         self.done = True
         self.winner = provider
         self.log.append(("win:" + provider, now))
-        return [p for p in self._started if p in running]
+        return [p for p in self._started if p in running] if running else []
 
     def on_cancel(self, provider: str, now: float) -> None:
         """The caller cancelled ``provider``'s call; it no longer counts as running."""
