@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -118,6 +118,7 @@ class SweepResult:
     replications: int
     seed: int
     points_total: int = 0  # the grid's size; more than len(points) when interrupted
+    values: dict[str, tuple[str, ...]] = field(default_factory=dict)  # each parameter's values as written
 
 
 def build_variants(source: ScenarioSource, params: Sequence[Param]) -> list[Variant]:
@@ -155,6 +156,7 @@ def run_sweep(
     s = seed if seed is not None else base.run.seed
     keys = [p.key for p in params] + ["point"]
     names = tuple(p.key for p in params)
+    written = {p.key: tuple(p.values) for p in params}
     try:
         per_rep = run_variants(variants, executor, replications=n, seed=s, progress=progress)
     except PartialResults as stop:
@@ -165,9 +167,9 @@ def run_sweep(
         if not done.empty:
             complete = done.groupby("variant")["replication"].transform("count") == n
             points = aggregate(done[complete], keys) if complete.any() else points
-        raise PartialResults(SweepResult(names, done, points, n, s, len(variants)), len(variants)) from None
+        raise PartialResults(SweepResult(names, done, points, n, s, len(variants), written), len(variants)) from None
     points = aggregate(per_rep, keys)
-    return SweepResult(names, per_rep, points, n, s, len(variants))
+    return SweepResult(names, per_rep, points, n, s, len(variants), written)
 
 
 def _header(metric: str) -> str:
@@ -178,11 +180,18 @@ def _header(metric: str) -> str:
 
 
 def format_points(result: SweepResult, metrics: Sequence[str] = ("p95_ms", "success_rate", "throughput_rps")) -> str:
-    """A fixed-width table: one row per point, each metric with its 95 % interval."""
+    """A fixed-width table: one row per point, each metric with its 95 % interval; each
+    setting as written, in a table's words (``2 s``, ``20``, ``none`` for a 0 meaning no cap)."""
+    from gwsim.whatif.display import format_setting
+
     headers = [*result.params] + [_header(m) for m in metrics]
+    # the points hold numbers (seconds, per second) for the charts; the table shows what was asked
+    shown = {p: {conv: format_setting(p, raw) for conv, raw in zip(column_values(vs), vs)}
+             for p, vs in result.values.items()}
     rows = []
     for _, row in result.points.iterrows():
-        cells = [str(row[p]) if not isinstance(row[p], float) else f"{row[p]:g}" for p in result.params]
+        cells = [shown[p].get(row[p], str(row[p])) if p in shown
+                 else (str(row[p]) if not isinstance(row[p], float) else f"{row[p]:g}") for p in result.params]
         for m in metrics:
             if m not in row:
                 cells.append("-")
