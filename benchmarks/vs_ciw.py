@@ -95,6 +95,8 @@ def main() -> None:
             rate, n = run(r)
             rates[name].append(rate)
             served[name] = n
+        if served["gwsim_tandem"] != served["gwsim_tandem_gen"]:
+            raise SystemExit("the two gwsim tandem runs served different numbers: not the same model")
     load_after = os.getloadavg()
     med = {k: float(np.median(v)) for k, v in rates.items()}
 
