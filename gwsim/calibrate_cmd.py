@@ -31,6 +31,9 @@ def register(cli: click.Group) -> None:
         write a profile TOML scenarios can refer to."""
         from pathlib import Path
 
+        from gwsim.extras import require
+
+        require("real", "gwsim calibrate profile")
         from gwsim.calibration.profile import measure_profile, write_profile
         from gwsim.output import check_dir
         from simulator.errors import UsageError
@@ -76,6 +79,9 @@ def register(cli: click.Group) -> None:
         the measured value's 95 % CI (a figure whose CI is not narrower than its threshold is inconclusive), and the
         two-sample KS statistic against its 1 % critical value.  Exit 1 unless every figure is decided and within its
         threshold and no KS statistic exceeds its critical value."""
+        from gwsim.extras import require
+
+        require("real", "gwsim calibrate check")
         from gwsim.calibration.check import check_scenario, format_checks, suite_document, suite_files
         from gwsim.output import atomic_write_json, atomic_write_parquet, check_dir, ensure_dir
 
@@ -94,7 +100,9 @@ def register(cli: click.Group) -> None:
                 ensure_dir(directory)
                 atomic_write_parquet(directory / f"{path.stem}.measured.parquet", c.measured)
                 atomic_write_parquet(directory / f"{path.stem}.predicted.parquet", c.predicted)
-        doc = suite_document(str(suite_dir), checks, traffic=traffic, background=background)
+        from gwsim.output import provenance
+
+        doc = {**suite_document(str(suite_dir), checks, traffic=traffic, background=background), **provenance()}
         if directory is not None:
             atomic_write_json(ensure_dir(directory) / "check.json", doc)
         if as_json:

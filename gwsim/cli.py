@@ -77,6 +77,15 @@ class _Group(click.Group):
         except GwsimError as exc:
             _err(str(exc))
             sys.exit(exc.exit_code)
+        except ModuleNotFoundError as exc:
+            # an optional package a command reached for without checking first (gwsim.extras)
+            from gwsim.extras import EXTRAS, extra_of, hint
+
+            extra = extra_of(exc.name)
+            if extra is None:
+                raise
+            _err(f"expected the '{extra}' extra ({EXTRAS[extra][1]}), found {exc.name} not installed; install it with {hint(extra)}")
+            sys.exit(EXIT_BAD_INPUT)
         except BrokenPipeError:
             # the reader went away (``gwsim run ... | head``): stop quietly, and keep Python's
             # final flush of stdout from reporting the broken pipe
@@ -134,9 +143,11 @@ def progress_bar(total: int, label: str, enabled: bool = True):
     return bar, (lambda done, total_: bar.update(task, completed=done))
 
 
-def write_outputs(out: str | None, records, summary: dict, extra: dict[str, Any] | None = None) -> list[str]:
+def write_outputs(out: str | None, records, summary: dict, extra: dict[str, Any] | None = None,
+                  meta: dict[str, Any] | None = None) -> list[str]:
     """Write records.parquet, the ``extra`` tables and summary.json (last: its presence says the
-    rest is complete) to ``out``; the paths written."""
+    rest is complete) to ``out``; the paths written.  ``meta`` (``gwsim.output.provenance``)
+    goes into every Parquet file's metadata."""
     if out is None:
         return []
     from gwsim.output import atomic_write_json, atomic_write_parquet, ensure_dir
@@ -144,10 +155,10 @@ def write_outputs(out: str | None, records, summary: dict, extra: dict[str, Any]
     directory = ensure_dir(out)
     written = []
     if records is not None:
-        atomic_write_parquet(directory / "records.parquet", records)
+        atomic_write_parquet(directory / "records.parquet", records, meta)
         written.append(directory / "records.parquet")
     for name, frame in (extra or {}).items():
-        atomic_write_parquet(directory / name, frame)
+        atomic_write_parquet(directory / name, frame, meta)
         written.append(directory / name)
     atomic_write_json(directory / "summary.json", summary)
     return [str(p) for p in [*written, directory / "summary.json"]]
@@ -238,14 +249,17 @@ def run(scenario: str, replications: int | None, seed: int | None, overrides: tu
 
 
 def _report_run(result, records_mode: str, out: str | None, as_json: bool) -> None:  # noqa: ANN001 - a SimRun
+    from gwsim.output import provenance
     from simulator import stats
 
+    meta = provenance(result.scenario, result.seed)
+    summary = {**result.summary, **meta}
     if records_mode == "none":
-        files = write_outputs(out, None, result.summary)
+        files = write_outputs(out, None, summary, meta=meta)
     else:
         extra = {"gauges.parquet": result.gauges, "timeseries.parquet": result.time_series()}
-        files = write_outputs(out, result.records, result.summary, extra)
-    emit(result.summary, as_json, stats.format_table(result.summary))
+        files = write_outputs(out, result.records, summary, extra, meta)
+    emit(summary, as_json, stats.format_table(summary))
     say_written(files, as_json)
 
 
@@ -279,14 +293,20 @@ def compare(scenario_a: str, scenario_b: str | None, overrides: tuple[str, ...],
     run_a = run_scenario(sc_a, replications=n, seed=s, workers=workers)
     run_b = run_scenario(sc_b, replications=n, seed=s, workers=workers)
     rows = stats.compare_summaries(run_a.summary, run_b.summary, run_a.per_replication(), run_b.per_replication())
-    payload = {"a": run_a.summary, "b": run_b.summary, "deltas": rows}
+    from gwsim.output import provenance
+
+    meta_a, meta_b = provenance(sc_a, s), provenance(sc_b, s)
+    payload = {"a": {**run_a.summary, **meta_a}, "b": {**run_b.summary, **meta_b}, "deltas": rows,
+               "gwsim_version": meta_a["gwsim_version"], "seed": s}
     files: list[str] = []
     if out is not None:
         from gwsim.output import atomic_write_parquet, rows_frame
 
-        files += write_outputs(str(Path(out) / "a"), run_a.records, run_a.summary)
-        files += write_outputs(str(Path(out) / "b"), run_b.records, run_b.summary)
-        atomic_write_parquet(Path(out) / "deltas.parquet", rows_frame(rows))
+        files += write_outputs(str(Path(out) / "a"), run_a.records, payload["a"], meta=meta_a)
+        files += write_outputs(str(Path(out) / "b"), run_b.records, payload["b"], meta=meta_b)
+        both = {"gwsim_version": meta_a["gwsim_version"], "seed": s, "scenario_a_sha256": meta_a["scenario_sha256"],
+                "scenario_b_sha256": meta_b["scenario_sha256"]}
+        atomic_write_parquet(Path(out) / "deltas.parquet", rows_frame(rows), both)
         files += [str(Path(out) / "deltas.parquet"), *write_outputs(out, None, payload)]
     if as_json:
         click.echo(json.dumps(payload, allow_nan=False))

@@ -55,6 +55,9 @@ def register(cli: click.Group) -> None:
         `gwsim run` (engine "real"), then the accounting: requests sent = ok + failures by reason.
         """
         from gwsim.cli import check_executor, check_out_dir, emit, say_written, write_outputs
+        from gwsim.extras import require
+
+        require("real", "gwsim measure")
         from real_engine.measure import measure as run_measure
         from simulator import stats
         from simulator.scenario import load_scenario
@@ -106,7 +109,11 @@ def register(cli: click.Group) -> None:
             endpoints=list(sc.endpoints),
         )
         summary["accounting"] = result.accounting
-        files = write_outputs(out, records, summary)
+        from gwsim.output import provenance
+
+        meta = provenance(sc, result.seed)
+        summary.update(meta)
+        files = write_outputs(out, records, summary, meta=meta)
         emit(summary, as_json, stats.format_table(summary) + "\n" + accounting_line(result.accounting))
         say_written(files, as_json)
         if as_json:

@@ -9,11 +9,13 @@ a file where a directory belongs, disk full) is reported as one line (``UsageErr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -145,5 +147,58 @@ def rows_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(flat)
 
 
-def atomic_write_parquet(path: str | Path, frame: pd.DataFrame) -> None:
-    _atomic(path, lambda tmp: frame.to_parquet(tmp, index=False))
+def gwsim_version() -> str:
+    """The installed gwsim's version (``unknown`` when run from a tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gwsim")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def scenario_sha256(scenario: Any) -> str:
+    """SHA-256 of the scenario as the run used it (file, ``--set`` overrides and profile merged,
+    defaults filled in), as canonical JSON: two runs of the same configuration share it however
+    their files are written."""
+    text = json.dumps(scenario.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def provenance(scenario: Any = None, seed: int | None = None) -> dict[str, Any]:
+    """What produced an output: gwsim's version, and the scenario's hash and root seed when known.
+    Added to summary.json files and to the key ``gwsim`` of every Parquet file's metadata."""
+    out: dict[str, Any] = {"gwsim_version": gwsim_version()}
+    if scenario is not None:
+        out["scenario_sha256"] = scenario_sha256(scenario)
+    if seed is not None:
+        out["seed"] = int(seed)
+    return out
+
+
+#: The Parquet schema-metadata key holding ``provenance()`` (JSON).
+PARQUET_KEY = b"gwsim"
+
+
+def parquet_provenance(path: str | Path) -> dict[str, Any]:
+    """The ``provenance()`` a gwsim Parquet file carries ({} when it has none)."""
+    import pyarrow.parquet as pq
+
+    raw = (pq.read_schema(path).metadata or {}).get(PARQUET_KEY)
+    return json.loads(raw) if raw else {}
+
+
+def atomic_write_parquet(path: str | Path, frame: pd.DataFrame, meta: dict[str, Any] | None = None) -> None:
+    """``frame`` as Parquet, its schema metadata carrying gwsim's version and ``meta`` (a
+    ``provenance()``: the scenario's hash and seed) under the key ``gwsim``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    stamp = {**provenance(), **(meta or {})}
+
+    def write(tmp: str) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), PARQUET_KEY: json.dumps(stamp).encode()})
+        pq.write_table(table, tmp)
+
+    _atomic(path, write)

@@ -54,6 +54,16 @@ class _Bar:
             self.bar = None
 
 
+def _needs(what: str, charts: bool = False, dask: str | None = None) -> None:
+    """Refuse, before any work, a command whose optional packages are not installed."""
+    from gwsim.extras import require
+
+    if charts:
+        require("charts", what)
+    if dask:
+        require("dask", f"{what} --dask")
+
+
 def _out_dir(out: str) -> Path:
     """``--out`` checked, not yet made: bad input found later leaves no empty directory."""
     from gwsim.output import check_dir
@@ -67,7 +77,7 @@ def _make_dir(directory: Path) -> Path:
     return ensure_dir(directory)
 
 
-def _keep_interrupted_sweep(result, directory: Path) -> None:  # noqa: ANN001 - a SweepResult
+def _keep_interrupted_sweep(result, directory: Path, meta: dict | None = None) -> None:  # noqa: ANN001 - a SweepResult
     """Write what an interrupted sweep finished, then stop with exit code 130.
 
     replications.parquet gets every finished (point, replication); points.parquet only the
@@ -79,10 +89,10 @@ def _keep_interrupted_sweep(result, directory: Path) -> None:  # noqa: ANN001 - 
     if not (result.per_replication.empty and result.points.empty):
         _make_dir(directory)
     if not result.per_replication.empty:
-        atomic_write_parquet(directory / "replications.parquet", result.per_replication)
+        atomic_write_parquet(directory / "replications.parquet", result.per_replication, meta)
         kept.append(f"{len(result.per_replication)} replications")
     if not result.points.empty:
-        atomic_write_parquet(directory / "points.parquet", result.points)
+        atomic_write_parquet(directory / "points.parquet", result.points, meta)
         kept.append(f"{len(result.points)} of {result.points_total} points")
     what = f"kept {' and '.join(kept)} in {directory}" if kept else "nothing had finished"
     raise Interrupted(f"interrupted; {what}")
@@ -133,6 +143,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
         replications.parquet (one row per point and replication), and a chart of --metric
         against the parameters as sweep.html and sweep.png (or .svg).
         """
+        _needs("gwsim sweep (it draws its chart)", charts=True, dask=dask)
         from gwsim.whatif.charts import save_chart, sweep_chart
         from gwsim.whatif.runner import ScenarioSource
         from gwsim.whatif.sensitivity import metric_column
@@ -150,7 +161,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             column = slo.column if metric == "p95" and slo.column != column else column
         directory = _out_dir(out or f"sweep-{base.run.name}")
         bar = _Bar(f"sweep {base.run.name}")
-        from gwsim.output import atomic_write_parquet
+        from gwsim.output import atomic_write_parquet, provenance
         from simulator.errors import PartialResults
 
         try:
@@ -158,15 +169,16 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
                 result = run_sweep(source, parsed, ex, replications=replications, seed=seed, progress=bar)
         except PartialResults as stop:
             bar.close()
-            _keep_interrupted_sweep(stop.finished, directory)
+            _keep_interrupted_sweep(stop.finished, directory, provenance(base, stop.finished.seed))
         finally:
             bar.close()
         if column not in result.points.columns:
             raise UsageError(f"--metric {metric}: expected p50, p95, p99, mean, success, throughput, wait or a result column")
 
         _make_dir(directory)
-        atomic_write_parquet(directory / "points.parquet", result.points)
-        atomic_write_parquet(directory / "replications.parquet", result.per_replication)
+        meta = provenance(base, result.seed)
+        atomic_write_parquet(directory / "points.parquet", result.points, meta)
+        atomic_write_parquet(directory / "replications.parquet", result.per_replication, meta)
         companion = "success_rate" if column != "success_rate" else "p95_ms"
         chart = sweep_chart(result.points, column, result.params, threshold=threshold, companion=companion,
                             replications=result.replications, subtitle=f"Scenario {base.run.name}: {base.run.description}"
@@ -211,6 +223,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
         95 % CI, and pass or FAIL. Exit status: 0 when every SLO holds everywhere, 1 when any
         fails, 2 on bad input.
         """
+        _needs("gwsim validate", dask=dask)
         from gwsim.whatif.gate import format_markdown, format_text, load_suite, run_gate
         from gwsim.whatif.runner import ScenarioSource
         from gwsim.whatif.slo import parse_slos
@@ -236,13 +249,14 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             atomic_write_text(report, format_markdown(result))
         files = [report] if report is not None else []
         if directory is not None:
-            from gwsim.output import atomic_write_json, atomic_write_parquet, rows_frame
+            from gwsim.output import atomic_write_json, atomic_write_parquet, provenance, rows_frame
 
             _make_dir(directory)
+            meta = provenance(base, result.seed)
             verdicts = rows_frame([{"stress": name, **v.as_dict()} for name, vs in result.verdicts.items() for v in vs])
-            atomic_write_parquet(directory / "verdicts.parquet", verdicts)
-            atomic_write_parquet(directory / "replications.parquet", result.per_replication)
-            atomic_write_json(directory / "summary.json", _clean(result.as_dict()))
+            atomic_write_parquet(directory / "verdicts.parquet", verdicts, meta)
+            atomic_write_parquet(directory / "replications.parquet", result.per_replication, meta)
+            atomic_write_json(directory / "summary.json", _clean({**result.as_dict(), **meta}))
             files += [str(directory / n) for n in ("verdicts.parquet", "replications.parquet", "summary.json")]
         if as_json:
             payload = result.as_dict()
@@ -279,6 +293,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
         probe sits on the threshold within noise. Prints the answer, every probe, and each
         resource's utilisation at the answer, the first to saturate on top.
         """
+        _needs("gwsim capacity --out (it draws charts)" if out else "gwsim capacity", charts=bool(out), dask=dask)
         from gwsim.whatif.capacity import capacity_search, format_capacity
         from gwsim.whatif.runner import ScenarioSource
         from gwsim.whatif.slo import parse_slos
@@ -298,13 +313,14 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
                                      max_replications=max_replications, seed=seed, on_probe=on_probe)
         files = []
         if directory is not None:
-            from gwsim.output import atomic_write_parquet
+            from gwsim.output import atomic_write_parquet, provenance
             from gwsim.whatif.charts import capacity_chart, save_chart, utilisation_chart
 
             probes = result.probes_frame()
             _make_dir(directory)
-            atomic_write_parquet(directory / "probes.parquet", probes)
-            atomic_write_parquet(directory / "utilisation.parquet", result.utilisation)
+            meta = provenance(base, seed if seed is not None else base.run.seed)
+            atomic_write_parquet(directory / "probes.parquet", probes, meta)
+            atomic_write_parquet(directory / "utilisation.parquet", result.utilisation, meta)
             files += [str(directory / "probes.parquet"), str(directory / "utilisation.parquet")]
             slo = result.slos[0]
             col = slo.column if slo.column in probes.columns else slo.column.split(":")[-1]
@@ -347,6 +363,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
         Prints the ranking, the empirical distribution beside it, and the scenario snippet of
         the best fit the scenario schema can express.
         """
+        _needs("gwsim fit latency --out (it draws a chart)", charts=bool(out))
         from gwsim.whatif.fit import cdf_frame, fit_latency, fits_payload, format_fits, read_samples
 
         samples = read_samples(file, column=column, unit=unit, where=where, all_outcomes=all_outcomes)
@@ -357,11 +374,11 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             import altair as alt
 
             from gwsim.labels import label
-            from gwsim.output import atomic_write_json
+            from gwsim.output import atomic_write_json, provenance
             from gwsim.whatif.charts import save_chart
 
             directory = _make_dir(_out_dir(out))
-            atomic_write_json(directory / "fit.json", _clean(payload))
+            atomic_write_json(directory / "fit.json", _clean({**payload, **provenance()}))
             frame = cdf_frame(samples, fits)
             chart = alt.Chart(frame).mark_line().encode(
                 x=alt.X("latency_ms:Q", scale=alt.Scale(type="log"), title=label("latency_ms")),
@@ -402,6 +419,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
         with --out a tornado chart (tornado.html, tornado.png) is written.
         """
         from gwsim.whatif.runner import ScenarioSource
+        _needs("gwsim sensitivity --out (it draws a chart)" if out else "gwsim sensitivity", charts=bool(out), dask=dask)
         from gwsim.whatif.sensitivity import format_sensitivity, run_sensitivity
 
         source = ScenarioSource(scenario, tuple(overrides))
@@ -416,11 +434,12 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             bar.close()
         files = []
         if directory is not None:
-            from gwsim.output import atomic_write_parquet
+            from gwsim.output import atomic_write_parquet, provenance
             from gwsim.whatif.charts import save_chart, tornado_chart
 
             _make_dir(directory)
-            atomic_write_parquet(directory / "sensitivity.parquet", result.table)
+            atomic_write_parquet(directory / "sensitivity.parquet", result.table,
+                                 provenance(base, seed if seed is not None else base.run.seed))
             files = [str(directory / "sensitivity.parquet")]
             files += [str(p) for p in save_chart(tornado_chart(result.table, result.metric), directory / "tornado", _fmt_choice(fmt))]
         if as_json:

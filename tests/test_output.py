@@ -63,11 +63,13 @@ def test_interrupted_parquet_write_keeps_the_old_file(tmp_path, monkeypatch, err
     old = pd.DataFrame({"id": [1]})
     atomic_write_parquet(target, old)
 
-    def half_then_fail(self, path, **kwargs):
+    def half_then_fail(table, path, **kwargs):
         Path(path).write_bytes(b"PAR1 half a file")
         raise error
 
-    monkeypatch.setattr(pd.DataFrame, "to_parquet", half_then_fail)
+    import pyarrow.parquet as pq
+
+    monkeypatch.setattr(pq, "write_table", half_then_fail)
     with pytest.raises(type(error)):
         atomic_write_parquet(target, pd.DataFrame({"id": [1, 2, 3]}))
     monkeypatch.undo()
