@@ -154,14 +154,17 @@ class Cooldowns:
 
     def on_failure(
         self, deployment: str, kind: str, now: float, *, retry_after_s: float | None = None,
-        deployment_cooldown_s: float | None = None,
+        deployment_cooldown_s: float | None = None, counted: bool = True,
     ) -> bool:
         """Record a failed call; True when it puts (or finds) the deployment in cooldown.
 
         ``retry_after_s``: the error's Retry-After header (a provider's 429), None without one;
-        ``deployment_cooldown_s``: the deployment's own ``cooldown_time``."""
-        self._fails[deployment].add(now, MINUTE_S)
-        self.log.append((f"fail:{deployment}", now))
+        ``deployment_cooldown_s``: the deployment's own ``cooldown_time``; ``counted=False``:
+        judged without counting it among the minute's failures (LiteLLM's own call for a failed
+        fallback group)."""
+        if counted:
+            self._fails[deployment].add(now, MINUTE_S)
+            self.log.append((f"fail:{deployment}", now))
         if deployment_cooldown_s is not None and deployment_cooldown_s >= 0:
             duration = deployment_cooldown_s
         elif retry_after_s is not None and retry_after_s >= 0:

@@ -27,6 +27,12 @@ in, and is driven by both executors (``simulator.model.router`` and the real eng
   failed retry; a 4xx other than 408/409/429 is not retried.  Then the group's ``fallbacks``,
   each walked the same way (with its own fallbacks, never a group twice, at most
   ``max_fallbacks`` deep); when they fail too the client gets the first group's error.
+* LiteLLM logs one failure per request (its logging object marks the request's failure logged
+  after the first): only a request's first failed call counts toward the deployment's
+  cooldown, updates the latency window and gives back its least-busy count; a later failed
+  call of the same request leaves its count in flight (for the hour LiteLLM keeps it), and a
+  fallback group's failure has its last deployment judged for a cooldown without being
+  counted.
 
 Minutes are run-time minutes (``floor(now / 60)``); LiteLLM's are wall-clock minutes.
 """
@@ -316,6 +322,12 @@ class Router:
         self.cooldowns.on_failure(d.id, "rpm_limit", now)
         return "rpm_limit"
 
+    def end_unlogged(self, d: DeploymentSpec, now: float) -> None:
+        """A failed call LiteLLM does not log (not its request's first failure): the slot comes
+        back, its least-busy count does not, and nothing is learnt from it."""
+        self._usage[d.id].slots -= 1
+        self.log.append((f"unlogged:{d.id}", now))
+
     def end(self, d: DeploymentSpec, now: float, attempt: Attempt) -> None:
         """A call that went out came back (or was given up on) with ``attempt``."""
         u = self._usage[d.id]
@@ -378,6 +390,8 @@ class Route:
         self.calls = 0
         self.fallback_used = False
         self.last: DeploymentSpec | None = None
+        self._last_error: _Error | None = None  # of the last call made
+        self._failure_logged = False  # LiteLLM logs a request's first failure only
         self._attempted = {group}
         self._gen = self._walk(group)
         self.step: tuple[str, Any] = self._gen.send(None)
@@ -420,6 +434,7 @@ class Route:
             self.router.log.append((f"fallback:{target}", self.now))
             if (yield from self._with_fallbacks(target, depth)) is None:
                 return None
+            self._judge_fallback_failure()
         return err  # the client gets the first group's error
 
     def _with_retries(self, group: str) -> Generator[tuple[str, Any], Any, _Error | None]:
@@ -443,6 +458,15 @@ class Route:
                 return err
             yield ("wait", self._sleep(err, retries - i - 1, retries, group))
         return err
+
+    def _judge_fallback_failure(self) -> None:
+        """LiteLLM judges a failed fallback group's last deployment for a cooldown itself (its
+        failure callbacks have run once already), without counting the failure."""
+        err, d = self._last_error, self.last
+        if err is None or d is None or not self._failure_logged:
+            return
+        self.router.cooldowns.on_failure(d.id, err.kind, self.now, retry_after_s=err.retry_after_s,
+                                         deployment_cooldown_s=d.cooldown_s, counted=False)
 
     def _may_retry(self, err: _Error, group: str) -> bool:
         """LiteLLM's ``should_retry_this_error``: a retryable status and a healthy deployment left."""
@@ -468,10 +492,19 @@ class Route:
         self.last = d
         refused = router.begin(d, self.now)
         if refused is not None:
-            return _Error(refused, RPM_REFUSAL_RETRY_AFTER_S if refused == "rpm_limit" else None)
+            self._last_error = None
+            if refused == "rpm_limit":
+                self._failure_logged = True  # the refusal goes through LiteLLM's failure logging
+                return _Error(refused, RPM_REFUSAL_RETRY_AFTER_S)
+            return _Error(refused)
         self.calls += 1
         attempt: Attempt = yield ("call", d)
-        router.end(d, self.now, attempt)
+        if attempt.kind is None or not self._failure_logged:
+            router.end(d, self.now, attempt)
+            self._failure_logged = self._failure_logged or attempt.kind is not None
+        else:
+            router.end_unlogged(d, self.now)
         if attempt.kind is None:
             return None
-        return _Error(attempt.kind, attempt.retry_after_s)
+        self._last_error = _Error(attempt.kind, attempt.retry_after_s)
+        return self._last_error

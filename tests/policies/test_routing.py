@@ -158,14 +158,26 @@ def test_single_deployment_backs_off_with_retry_after_or_doubling_plus_jitter():
 
 
 def test_every_deployment_cooling_means_no_deployments_and_no_retry():
-    r = router(num_retries=2)
-    steps, result = drive(r.route("g", 0.0), {"g/0": [("429", 0.1)], "g/1": [("429", 0.1)]})
-    # first call on one deployment (shuffle), a 429 cools it, the retry takes the other, which cools too
-    assert [s[0] for s in steps] == ["call", "wait", "call"]
-    assert not result.ok and result.kind == "429"
+    r = router("least-busy", num_retries=2)
+    steps, result = drive(r.route("g", 0.0), {"g/0": [("429", 0.1)], "g/1": [(None, 0.1)]})
+    assert [s[1] for s in steps] == ["g/0", 0.0, "g/1"] and result.ok  # g/0 cooled by its 429, for 1 s
+    steps, result = drive(r.route("g", 0.3), {"g/1": [("429", 0.1)]})
+    # this request's first failure: g/1 cools too, nothing healthy is left, so no retry
+    assert [s[0] for s in steps] == ["call"] and (result.kind, result.status) == ("429", 429)
     steps, result = drive(r.route("g", 0.5), {})
     assert steps == [] and (result.kind, result.status, result.calls) == ("no_deployments", 429, 0)
-    assert r.route("g", 1.2).step[0] == "call"  # each cooled for its Retry-After, 1 s
+    assert r.route("g", 1.2).step == ("call", r.config.groups["g"][0])  # g/0's second of cooldown is over
+
+
+def test_only_a_requests_first_failure_is_logged():
+    # LiteLLM's logging object logs one failure per request: the retry's failure on g/0 neither
+    # counts toward a cooldown nor gives back its least-busy count, so g/0 looks busy afterwards
+    r = router("least-busy", num_retries=2)
+    steps, result = drive(r.route("g", 0.0), {"g/0": [("503", 0.1), ("503", 0.1)], "g/1": [(None, 0.1)]})
+    assert [s[1] for s in steps if s[0] == "call"] == ["g/0", "g/0", "g/1"] and result.ok
+    assert [e for e in r.cooldowns.log] == [("fail:g/0", 0.1)]
+    assert ("unlogged:g/0", 0.2) in r.log
+    assert {r.pick("g", 1.0 + i).id for i in range(5)} == {"g/1"}  # g/0 still counts one call in flight
 
 
 def test_fallback_group_after_retries_and_the_client_gets_the_first_error():
