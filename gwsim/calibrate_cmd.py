@@ -45,6 +45,9 @@ def register(cli: click.Group) -> None:
             check_dir(Path(out).parent)
         except UsageError:
             raise UsageError(f"--out {out}: expected a file in a writable directory") from None
+        from real_engine.measure import check_redis
+
+        check_redis(redis_url)  # one line now, not a traceback from the Redis benchmark later
         prof = measure_profile(n=samples, duration_s=duration, rate=rate, redis_url=redis_url)
         paths = write_profile(prof, out)
         values = prof.values

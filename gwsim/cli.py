@@ -44,7 +44,7 @@ class _Group(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str):  # noqa: ANN201
         if cmd_name not in self.commands and not _Group._optional_loaded:
             _register_optional()
-        return super().get_command(ctx, cmd_name)
+        return _show_envvars(super().get_command(ctx, cmd_name), f"{ENVVAR_PREFIX}_{cmd_name}")
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         if not _Group._optional_loaded:
@@ -106,7 +106,35 @@ class _Group(click.Group):
         sys.exit(0)
 
 
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+#: Every option may come from the environment, as GWSIM_<COMMAND>_<OPTION> (click's auto_envvar_prefix).
+ENVVAR_PREFIX = "GWSIM"
+
+
+def _show_envvars(command, prefix: str = ENVVAR_PREFIX):  # noqa: ANN001, ANN202 - a click.Command, or None
+    """Give each option of ``command`` and its subcommands the environment variable named after
+    its flag (``--set`` of ``gwsim run``: GWSIM_RUN_SET, not click's GWSIM_RUN_OVERRIDES after
+    the parameter) and show it in ``--help``.  An option with its own (REDIS_URL) keeps it."""
+    if command is None or getattr(command, "_gwsim_envvars_shown", False):
+        return command
+    command._gwsim_envvars_shown = True
+    stem = prefix.upper().replace("-", "_")
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name in ("help", "version"):
+            continue
+        if param.envvar is None:
+            flag = max((o for o in param.opts if o.startswith("--")), key=len, default=f"--{param.name}")
+            param.envvar = f"{stem}_{flag[2:].upper().replace('-', '_')}"
+        if not param.show_envvar:
+            # in the help text rather than show_envvar, which would also put it into every error
+            # line about the option's value (most often typed on the command line)
+            param.help = f"{(param.help or '').rstrip()}  [env var: {param.envvar}]".lstrip()
+    for name, sub in getattr(command, "commands", {}).items():
+        _show_envvars(sub, f"{stem}_{name}")
+    return command
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100,
+                                           "auto_envvar_prefix": ENVVAR_PREFIX})
 @click.version_option(package_name="gwsim")
 @click.option("-v", "--verbose", is_flag=True, help="Log what happens (to stderr).")
 def cli(verbose: bool) -> None:
@@ -115,6 +143,10 @@ def cli(verbose: bool) -> None:
     A scenario file (TOML) describes the gateway, its upstreams and its traffic. `gwsim run`
     predicts with a discrete-event simulation; `gwsim measure` runs the same scenario on a real
     asyncio gateway on loopback; `gwsim compare` puts two configurations side by side.
+
+    Every option can also be set in the environment, as GWSIM_<COMMAND>_<OPTION> (each
+    command's --help names them: GWSIM_RUN_WORKERS=2, GWSIM_SWEEP_OUT=results); a flag given on
+    the command line wins.  --redis-url reads REDIS_URL.
     """
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
@@ -355,6 +387,9 @@ def _register_optional() -> None:
 
 def main() -> None:
     cli.main(prog_name="gwsim")
+
+
+_show_envvars(cli)
 
 
 if __name__ == "__main__":
