@@ -72,32 +72,63 @@ def _unit_for(column: str, unit: str | None) -> str:
     return "s"
 
 
-_PROM_BUCKET = re.compile(r'^(?P<name>[A-Za-z_:][A-Za-z0-9_:]*)_bucket\{(?P<labels>[^}]*)\}\s+(?P<value>\S+)')
-_PROM_LE = re.compile(r'le="(?P<le>[^"]+)"')
+# a histogram's bucket line, whatever its labels hold (a value may contain "}")
+_PROM_BUCKET = re.compile(r'^\s*[A-Za-z_:][A-Za-z0-9_:]*_bucket\{')
 
 
 def _is_prometheus(text: str) -> bool:
     return any(_PROM_BUCKET.match(line) for line in text.splitlines()[:2000])
 
 
-def read_prometheus(text: str, source: str, metric: str | None, unit: str | None) -> Samples:
-    """Sum cumulative bucket counts over every label set of one histogram metric."""
+def _prometheus_samples(text: str, source: str) -> list[Any]:
+    """Every sample of the exposition, read by prometheus_client's own parser (text format, or
+    OpenMetrics when the text ends with ``# EOF``)."""
+    if text.rstrip().endswith("# EOF"):
+        from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    else:
+        from prometheus_client.parser import text_string_to_metric_families
+    try:
+        return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        detail = " ".join(str(exc).split())[:200]
+        raise UsageError(f"{source}: expected Prometheus text exposition, got a line it cannot read ({detail})") from None
+
+
+def read_prometheus(text: str, source: str, metric: str | None, unit: str | None, where: Sequence[str] = ()) -> Samples:
+    """Sum cumulative bucket counts over the label sets of one histogram metric that match every
+    ``--where LABEL=VALUE``."""
+    conditions = []
+    for cond in where:
+        if "=" not in cond:
+            raise UsageError(f"--where {cond}: expected LABEL=VALUE")
+        label, _, value = cond.partition("=")
+        conditions.append((label.strip(), value.strip()))
     buckets: dict[str, dict[float, float]] = {}
-    for line in text.splitlines():
-        m = _PROM_BUCKET.match(line.strip())
-        if not m:
+    labels_seen: set[str] = set()
+    matched: dict[str, int] = {}
+    for sample in _prometheus_samples(text, source):
+        if not sample.name.endswith("_bucket") or "le" not in sample.labels:
             continue
-        le = _PROM_LE.search(m.group("labels"))
-        if not le:
+        name = sample.name[: -len("_bucket")]
+        labels_seen.update(k for k in sample.labels if k != "le")
+        if any(sample.labels.get(label) != value for label, value in conditions):
             continue
-        bound = math.inf if le.group("le") in ("+Inf", "Inf", "inf") else float(le.group("le"))
         try:
-            value = float(m.group("value"))
+            bound = float(sample.labels["le"])  # "+Inf" reads as inf
         except ValueError:
-            raise UsageError(f"{source}: expected a number after {m.group('name')}_bucket, got {m.group('value')!r}") from None
-        per = buckets.setdefault(m.group("name"), {})
+            raise UsageError(f"{source}: {name}: expected a number as le, got {sample.labels['le']!r}") from None
+        value = float(sample.value)
+        if not math.isfinite(value) or value < 0:
+            raise UsageError(f"{source}: {name}: expected bucket counts >= 0, got {sample.value!r}")
+        per = buckets.setdefault(name, {})
         per[bound] = per.get(bound, 0.0) + value
+        matched[name] = matched.get(name, 0) + 1
+    for label, _ in conditions:
+        if label not in labels_seen:
+            raise UsageError(f"--where {label}=...: expected a label of the histogram series from {sorted(labels_seen)}")
     if not buckets:
+        if conditions:
+            raise UsageError(f"{source}: --where {' '.join(where)}: expected histogram series with those labels, found none")
         raise UsageError(f"{source}: expected Prometheus histogram lines such as name_bucket{{le=\"0.5\"}} 12, found none")
     if metric is None:
         if len(buckets) > 1:
@@ -120,7 +151,8 @@ def read_prometheus(text: str, source: str, metric: str | None, unit: str | None
         raise UsageError(f"{source}: {metric}: expected some observations, got all-zero bucket counts")
     if edges.size < 2:
         raise UsageError(f"{source}: {metric}: expected at least two finite buckets to fit, got {edges.size}")
-    return Samples(source, metric, u, edges=edges, counts=counts)
+    notes = tuple(f"where {label} = {value}" for label, value in conditions)
+    return Samples(source, metric, u, edges=edges, counts=counts, notes=notes)
 
 
 def _pick_column(columns: Sequence[str], column: str | None, source: str) -> str:
@@ -181,7 +213,7 @@ def read_samples(path: str | Path, column: str | None = None, unit: str | None =
     if not text.strip():
         raise UsageError(f"{source}: expected latencies, found an empty file")
     if _is_prometheus(text):
-        return read_prometheus(text, source, column, unit)
+        return read_prometheus(text, source, column, unit, where)
     first = text.lstrip().splitlines()[0]
     try:
         float(first.split(",")[0])
