@@ -20,6 +20,15 @@ cache hits by the class probabilities; each source has its own random stream.
 Every request sent is accounted for exactly once: a record with outcome ``ok`` or a
 failure reason, and requests still in flight when the run ends get ``unfinished``.
 
+A class that streams (``stream = true``) asks for server-sent events and reads them as they
+come: ``ttft_s`` runs from the request's base instant (as ``latency_s``) to the first chunk
+with content, ``tpot_s`` is (last content chunk - first) / (output tokens - 1) and
+``itl_max_s`` the largest gap between content chunks (``simulator.policies.streaming``);
+``output_tokens`` is the reply's ``usage`` (of any reply), ``input_tokens`` the request's own
+count.  The built-in gateway's closing ``: gwsim {...}`` comment gives the outcome and the
+stage times; another gateway's stream is ``ok`` when it ends with ``data: [DONE]`` and no
+error event.
+
 CLI: ``python -m real_engine.loadgen --scenario PATH [--set k=v]... --target URL --t0 T
 --seed S --duration D --out FILE [--progress-fd N] [--nice -5]``.
 """
@@ -47,7 +56,8 @@ import numpy as np
 from real_engine.clock import DEFAULT_NAP_S, DEFAULT_SPIN_S, RunClock, sleep_until_monotonic
 from real_engine.rng import Streams
 from simulator.arrivals import plan, time_scaled, uses_plan
-from simulator.policies.routing import client_outcome
+from simulator.policies.routing import client_outcome, deployment_providers
+from simulator.policies.streaming import figures_of
 from simulator.records import OUTCOMES, STAGES, RequestRecord, records_frame
 from simulator.scenario import BurstArrivals, ConstantArrivals, PoissonArrivals, Scenario, Workload, load_scenario
 from simulator.units import UnitError, parse_duration
@@ -177,7 +187,7 @@ def canonical_prompt(endpoint: str, class_name: str) -> str:
 
 
 def build_body(endpoint: str, class_name: str, request_id: int, semantic_hit: bool, request_bytes: int,
-               input_tokens: int = -1, output_tokens: int = -1, model: str | None = None) -> bytes:
+               input_tokens: int = -1, output_tokens: int = -1, model: str | None = None, stream: bool = False) -> bytes:
     """OpenAI-style body; the prompt is canonical on a semantic hit, with ``" #<id>"`` on a miss.
 
     ``model``: the class's model name (a model group of an external gateway such as LiteLLM);
@@ -193,6 +203,8 @@ def build_body(endpoint: str, class_name: str, request_id: int, semantic_hit: bo
     if not semantic_hit:
         prompt += f" #{request_id}"
     body: dict[str, Any] = {"model": model or "auto", "messages": [{"role": "user", "content": prompt}], "max_tokens": 256}
+    if stream:
+        body["stream"] = True
     if output_tokens >= 0:
         body["max_tokens"] = max(1, output_tokens)
         body["gwsim_output_tokens"] = output_tokens
@@ -258,6 +270,12 @@ class _Chooser:
         self._cls = streams["classes"]
         self._cache = streams["cache"]
 
+    def class_named(self, endpoint: str, name: str):
+        for cls in self._scenario.endpoints[endpoint].classes:
+            if cls.name == name:
+                return cls
+        return self._scenario.endpoints[endpoint].classes[0]
+
     @staticmethod
     def _pick(cum: np.ndarray, u: float) -> int:
         return min(int(np.searchsorted(cum, u, side="right")), len(cum) - 1)
@@ -306,8 +324,79 @@ def outcome_for_status(status: int) -> str:
     return client_outcome(status)
 
 
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
 def _flag(headers, name: str) -> bool:
     return headers.get(name, "0").strip() in ("1", "true", "True")
+
+
+class _Seen:
+    """What the client saw of one reply's body: its content chunks' arrival (a stream), its
+    usage, an error event, the gateway's closing comment."""
+
+    __slots__ = ("stream", "chunks", "tokens", "error", "done", "closing")
+
+    def __init__(self, stream: bool, payload: bytes | None = None) -> None:
+        self.stream = stream
+        self.chunks: list[tuple[float, int]] = []
+        self.tokens = 0  # the usage's completion tokens (0: none given)
+        self.error = ""
+        self.done = False
+        self.closing: Any = None
+        if payload:
+            self._usage(payload)
+
+    def _usage(self, payload: bytes) -> None:
+        if b'"usage"' not in payload:
+            return
+        try:
+            usage = json.loads(payload).get("usage") or {}
+            self.tokens = int(usage.get("completion_tokens") or 0)
+        except (ValueError, AttributeError, TypeError):
+            pass
+
+    def event(self, at: float, data: bytes) -> None:
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return
+        if not isinstance(obj, dict):
+            return
+        if "error" in obj:
+            err = obj.get("error")
+            self.error = str(err.get("type", "")) if isinstance(err, dict) else "upstream_error"
+            return
+        try:
+            content = obj["choices"][0]["delta"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            content = ""
+        if content:
+            # tokens in the chunk: the emulated providers' "tok " words, else one per chunk
+            self.chunks.append((at, content.count("tok ") or 1))
+        usage = obj.get("usage")
+        if isinstance(usage, dict):
+            try:
+                self.tokens = int(usage.get("completion_tokens") or 0)
+            except (TypeError, ValueError):
+                pass
+
+    def fields(self, base: float) -> dict[str, Any]:
+        out: dict[str, Any] = {"stream": self.stream}
+        tokens = self.tokens
+        if self.stream and self.chunks:
+            tpot, itl, counted = figures_of(self.chunks)
+            tokens = tokens or counted
+            out["ttft_s"] = self.chunks[0][0] - base
+            if tokens >= 2 and len(self.chunks) >= 2:
+                out["tpot_s"] = (self.chunks[-1][0] - self.chunks[0][0]) / (tokens - 1)
+            out["itl_max_s"] = itl
+        out["output_tokens"] = tokens
+        return out
 
 
 # --------------------------------------------------------------------------- generator
@@ -344,6 +433,8 @@ class LoadGenerator:
         self.scenario = scenario
         #: sent with every request (an external gateway's Authorization); see ``request_headers``
         self.extra_headers = dict(headers or {})
+        #: a LiteLLM proxy's deployment ids (x-litellm-model-id) -> the provider each calls
+        self._deployments = deployment_providers(scenario.router)
         self.workload = scenario.workload
         self.target = target_url.rstrip("/")
         self.clock = RunClock(t0)
@@ -550,8 +641,9 @@ class LoadGenerator:
 
     async def _exchange(self, planned: Planned, cls, began: float, started: float) -> None:
         ep = self.scenario.endpoints[planned.endpoint]
+        stream = ep.streams(cls)
         body = build_body(planned.endpoint, planned.request_class, planned.id, planned.semantic_hit, cls.request_bytes,
-                          planned.input_tokens, planned.output_tokens, cls.model)
+                          planned.input_tokens, planned.output_tokens, cls.model, stream)
         headers = {
             **self.extra_headers,
             "Content-Type": "application/json",
@@ -564,9 +656,13 @@ class LoadGenerator:
         wait = started - began
         try:
             async with self._session.post(self.target + ep.http_path, data=body, headers=headers) as resp:
-                await resp.read()
+                if stream and resp.status == 200 and resp.content_type == "text/event-stream":
+                    seen = await self._read_events(resp)
+                    self._record_reply(planned, started, self.clock.now(), resp.status, resp.headers, wait, seen)
+                    return
+                payload = await resp.read()
                 finished = self.clock.now()
-                self._record_reply(planned, started, finished, resp.status, resp.headers, wait)
+                self._record_reply(planned, started, finished, resp.status, resp.headers, wait, _Seen(stream, payload))
         except asyncio.TimeoutError:
             self._add(planned, started, self.clock.now(), "client_timeout", 0, client_wait_s=wait)
         except aiohttp.ClientConnectorError:
@@ -575,35 +671,72 @@ class LoadGenerator:
             # disconnects, payload errors, ECONNRESET: the connection broke mid-exchange
             self._add(planned, started, self.clock.now(), "reset", 0, client_wait_s=wait)
 
-    def _record_reply(self, planned: Planned, started: float, finished: float, status: int, headers, wait: float) -> None:
-        outcome = headers.get("X-Gwsim-Outcome", "")
+    async def _read_events(self, resp: aiohttp.ClientResponse) -> "_Seen":
+        """Read a server-sent event stream to its end, noting when each content chunk came."""
+        seen = _Seen(True)
+        now = self.clock.now
+        async for line in resp.content:
+            if line.startswith(b"data: "):
+                data = line[6:].strip()
+                if data == b"[DONE]":
+                    seen.done = True
+                    continue
+                seen.event(now(), data)
+            elif line.startswith(b": gwsim "):
+                try:
+                    seen.closing = json.loads(line[8:])
+                except ValueError:
+                    pass
+        return seen
+
+    def _record_reply(self, planned: Planned, started: float, finished: float, status: int, headers, wait: float,
+                      seen: "_Seen | None" = None) -> None:
+        closing = seen.closing if seen is not None and isinstance(seen.closing, dict) else {}
+        outcome = closing.get("outcome") or headers.get("X-Gwsim-Outcome", "")
         if outcome not in _OUTCOME_SET:
             outcome = outcome_for_status(status)
-        stages = parse_server_timing(headers.get("Server-Timing", ""))
+            if seen is not None and seen.stream and seen.chunks and outcome == "ok" and (seen.error or not seen.done):
+                outcome = seen.error if seen.error in _OUTCOME_SET else "reset"
+        stages = parse_server_timing(str(closing.get("server_timing") or headers.get("Server-Timing", "")))
         stages.pop("client_wait_s", None)
         try:
             attempts = int(headers.get("X-Gwsim-Attempts", "0") or 0)
         except ValueError:
             attempts = 0
+        provider = headers.get("X-Gwsim-Provider", "")
+        fallback = _flag(headers, "X-Gwsim-Fallback")
+        litellm_id = headers.get("x-litellm-model-id")
+        if litellm_id is not None and "X-Gwsim-Outcome" not in headers:
+            # LiteLLM's proxy: the deployment that answered, its retries and fallbacks
+            provider = self._deployments.get(litellm_id, litellm_id)
+            retries, fallbacks = _int(headers.get("x-litellm-attempted-retries")), _int(headers.get("x-litellm-attempted-fallbacks"))
+            attempts, fallback = 1 + retries + fallbacks, fallbacks > 0
         self._add(
             planned, started, finished, outcome, status,
-            provider=headers.get("X-Gwsim-Provider", ""),
+            provider=provider,
             attempts=attempts,
-            fallback_used=_flag(headers, "X-Gwsim-Fallback"),
+            fallback_used=fallback,
             selection_fallback=_flag(headers, "X-Gwsim-Selection-Fallback"),
             cache_hit=_flag(headers, "X-Gwsim-Cache-Hit"),
             prompt_cache_hit=_flag(headers, "X-Gwsim-Prompt-Cache-Hit"),
             breaker_state=headers.get("X-Gwsim-Breaker", ""),
             client_wait_s=wait,
             **stages,
+            **(seen.fields(self._base(planned, started)) if seen is not None else {}),
         )
+
+    def _base(self, planned: Planned, started: float) -> float:
+        return planned.due if self.workload.latency_from == "scheduled" else started
 
     def _add(self, planned: Planned, started: float, finished: float, outcome: str, status: int, **fields) -> None:
         """Write the one record of a request (later calls for the same id are ignored)."""
         if self._pending.pop(planned.id, None) is None:
             return
         self._started.pop(planned.id, None)
-        base = planned.due if self.workload.latency_from == "scheduled" else started
+        base = self._base(planned, started)
+        fields.setdefault("stream", self.scenario.endpoints[planned.endpoint].streams(
+            self._chooser.class_named(planned.endpoint, planned.request_class)))
+        fields.setdefault("input_tokens", max(planned.input_tokens, 0))
         rec = RequestRecord(
             id=planned.id, replication=self.replication, endpoint=planned.endpoint,
             request_class=planned.request_class, arrived_at=planned.due, started_at=started,

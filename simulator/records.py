@@ -8,6 +8,7 @@ Records become a DataFrame with ``records_frame(records)``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from operator import itemgetter
 
@@ -84,6 +85,13 @@ class RequestRecord:
     provider_s: float = 0.0
     prompt_cache_s: float = 0.0
     store_s: float = 0.0
+    # A streamed reply as its client saw it (simulator.policies.streaming); NaN when not streamed
+    stream: bool = False  # the request asked for a streamed reply
+    ttft_s: float = math.nan  # from arrived_at or started_at (as latency_s) to the first content chunk
+    tpot_s: float = math.nan  # (last token - first token) / (output_tokens - 1); NaN below 2 tokens
+    itl_max_s: float = math.nan  # largest gap between two content chunks
+    input_tokens: int = 0  # the request's own input tokens (a trace's, workload.tokens', the class's); 0: none
+    output_tokens: int = 0  # tokens of the reply (its usage); 0 without a reply
 
     @property
     def ok(self) -> bool:

@@ -417,6 +417,12 @@ class RequestClass(_Model):
         description="Model name the client sends (the request body's `model`); with a [router], the model group that "
         "serves the class (None: 'auto', or the router's only group).",
     )
+    stream: bool | None = Field(
+        default=None,
+        description="Whether the client asks for a streamed reply (`\"stream\": true`, server-sent events): the gateway "
+        "relays the provider's chunks as they come, and records carry ttft_s, tpot_s and itl_max_s (None = the "
+        "endpoint's stream).",
+    )
 
 
 class Endpoint(_Model):
@@ -425,13 +431,20 @@ class Endpoint(_Model):
     model_selection: bool = Field(default=True, description="Whether this endpoint runs model selection (semantic cache + AI service).")
     classes: tuple[RequestClass, ...] = Field(min_length=1, description="Payload classes of this endpoint.")
     store_selection_on_success: bool = Field(default=False, description="chat: store the selection in the semantic cache (embedding + SET) before replying.")
+    stream: bool = Field(default=False, description="chat: whether the classes ask for streamed replies (a class's own stream overrides it).")
 
     @model_validator(mode="after")
     def _names_unique(self) -> "Endpoint":
         names = [c.name for c in self.classes]
         if len(names) != len(set(names)):
             raise ValueError(f"expected unique class names, got {names}")
+        if self.kind == "select_model" and (self.stream or any(c.stream for c in self.classes)):
+            raise ValueError("expected stream only on a chat_completions endpoint, got stream = true on a select_model one")
         return self
+
+    def streams(self, klass: RequestClass) -> bool:
+        """Whether requests of ``klass`` (one of this endpoint's classes) ask for a streamed reply."""
+        return klass.stream if klass.stream is not None else self.stream
 
     @property
     def http_path(self) -> str:

@@ -4,9 +4,12 @@
 tokens_per_s`` for a token model (the request's own ``gwsim_output_tokens`` when the load
 generator sends a trace's, else drawn from the request class's ``output_tokens``, else the
 provider's ``default_output_tokens``) or a plain whole-reply time.  With ``"stream": true``
-the reply is Server-Sent Events: a first chunk at ttft, then the tokens at their decode
-times (grouped so chunks are at least ``MIN_CHUNK_S`` apart, which keeps the emulator's own
-cost small), then ``data: [DONE]``.
+the reply is Server-Sent Events in the OpenAI chat-completions format: the first chunk (the
+assistant role and the first token) at ttft, then the tokens at their decode times, the last
+at ttft + tokens / tokens_per_s (grouped so chunks are at least ``MIN_CHUNK_S`` apart, as
+``simulator.policies.streaming`` schedules them for both executors), then a chunk with
+``finish_reason`` and ``usage``, then ``data: [DONE]``.  A reset fault on a stream breaks
+it at half the service time: after the first chunk when that has gone out by then.
 
 ``Provider.errors`` answers 429 (with ``Retry-After: 1``), 500 or 503 with the given
 probabilities, about when the first token would have come.  ``concurrency`` bounds
@@ -24,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 from collections import deque
 from typing import Any
@@ -34,13 +36,13 @@ from aiohttp import web
 
 from real_engine.clock import RunClock
 from real_engine.emulators.base import EmulatorServer, timing_header
-from real_engine.emulators.faults import error_reply, reset_midway
+from real_engine.emulators.faults import abort, error_reply, reset_midway
+from simulator.policies.streaming import MIN_CHUNK_S, PLAIN_REPLY_TOKENS, chunk_schedule, reply_tokens
 from simulator.scenario import PlainLatency, Provider, Scenario
 
 log = logging.getLogger(__name__)
 
-#: Shortest gap between two SSE chunks: faster decoders send several tokens per chunk.
-MIN_CHUNK_S = 0.02
+__all__ = ["FifoLimiter", "MIN_CHUNK_S", "ProviderEmulator"]
 
 _WORD = "tok "
 
@@ -141,14 +143,14 @@ class ProviderEmulator(EmulatorServer):
         cls = self._classes.get((endpoint, class_name))
         if isinstance(lat, PlainLatency):
             dist = cls.output_tokens if cls is not None and cls.output_tokens is not None else None
-            tokens = float(own_tokens) if own_tokens is not None else dist.sample(self._rng) if dist is not None else 16.0
-            return lat.time.sample(self._rng), 0.0, max(1, int(round(tokens)))
+            tokens = float(own_tokens) if own_tokens is not None else dist.sample(self._rng) if dist is not None else PLAIN_REPLY_TOKENS
+            return lat.time.sample(self._rng), 0.0, reply_tokens(tokens)
         if own_tokens is not None:
             tokens = float(own_tokens)
         else:
             dist = cls.output_tokens if cls is not None and cls.output_tokens is not None else lat.default_output_tokens
             tokens = max(dist.sample(self._rng), 0.0)
-        return lat.ttft.sample(self._rng), tokens / lat.tokens_per_s, max(1, int(round(tokens)))
+        return lat.ttft.sample(self._rng), tokens / lat.tokens_per_s, reply_tokens(tokens)
 
     # ------------------------------------------------------------------ handler
 
@@ -196,9 +198,17 @@ class ProviderEmulator(EmulatorServer):
                     first, decode = first * fault.latency_factor, decode * fault.latency_factor
                 elif fault.kind == "errors" and self._rng.random() < fault.error_rate:
                     err = fault.error_status
+                elif fault.kind == "reset" and stream and (first + decode) / 2 >= first:
+                    # the first chunk is out before the reset: the stream breaks mid-way
+                    status = 0
+                    model = str(body.get("model") or f"{self.name}-model")
+                    return await self._stream(request, model, {}, tokens, rtt + first, decode, queue_s,
+                                              break_after=rtt + (first + decode) / 2)
                 elif fault.kind == "reset":
                     service = await self.delay(rtt + (first + decode) / 2)
                     status = 0
+                    if stream:  # before the first chunk: the connection goes without a byte
+                        return self.drop_connection(request)
                     headers = {"X-Emulator-Timing": timing_header(queue_s, service, rtt + (first + decode) / 2)}
                     return await reset_midway(request, json.dumps(self._completion("m", tokens, {})).encode(), headers)
             if err is not None:
@@ -208,7 +218,9 @@ class ProviderEmulator(EmulatorServer):
                 status = err
                 return error_reply(err, "emulated provider error", timing_header(queue_s, service, intended))
             model = str(body.get("model") or f"{self.name}-model")
-            prompt_tokens = max(1, len(prompt) // 4)
+            own_in = body.get("gwsim_input_tokens")
+            prompt_tokens = (own_in if isinstance(own_in, int) and not isinstance(own_in, bool) and own_in > 0
+                             else max(1, len(prompt) // 4))
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
             if stream:
                 status = 200
@@ -248,8 +260,11 @@ class ProviderEmulator(EmulatorServer):
         return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
     async def _stream(self, request: web.Request, model: str, usage: dict[str, int], tokens: int, first: float,
-                      decode: float, queue_s: float) -> web.StreamResponse:
-        """SSE: a role chunk at ``first``, token j at ``first + j * decode / tokens``, then [DONE].
+                      decode: float, queue_s: float, break_after: float | None = None) -> web.StreamResponse:
+        """SSE: the first token (with the assistant role) at ``first``, the others as
+        ``chunk_schedule`` spreads them up to ``first + decode``, then the finish chunk with
+        the usage and [DONE].  ``break_after``: abort the connection that long after the
+        start instead (a reset fault), with the chunks due by then sent.
 
         Chunk times are absolute deadlines from the start, so sleeping late once does
         not push every later chunk back.
@@ -261,18 +276,23 @@ class ProviderEmulator(EmulatorServer):
             "X-Emulator-Timing": timing_header(queue_s, first, first + decode),
         })
         await resp.prepare(request)
-        await resp.write(self._chunk(model, {"role": "assistant", "content": ""}, None))
-        per_token = decode / tokens if tokens else 0.0
-        step = max(1, math.ceil(MIN_CHUNK_S / per_token)) if per_token > 0 else tokens
-        sent = 0
-        while sent < tokens:
-            n = min(step, tokens - sent)
-            due = start + first + (sent + n) * per_token
-            wait = due - time.monotonic()
+        for i, (due, n) in enumerate(chunk_schedule(first, decode, tokens)):
+            if break_after is not None and due > break_after:
+                break
+            wait = start + due - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            await resp.write(self._chunk(model, {"content": _WORD * n}, None))
-            sent += n
+            delta = {"role": "assistant", "content": _WORD * n} if i == 0 else {"content": _WORD * n}
+            await resp.write(self._chunk(model, delta, None))
+        if break_after is not None:
+            wait = start + break_after - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            abort(request)
+            return resp
+        wait = start + first + decode - time.monotonic()  # one token: the finish comes after its decode
+        if wait > 0:
+            await asyncio.sleep(wait)
         await resp.write(self._chunk(model, {}, "stop", usage))
         await resp.write(b"data: [DONE]\n\n")
         self.stats.lags.append((time.monotonic() - start) - (first + decode))

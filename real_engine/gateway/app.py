@@ -13,6 +13,14 @@ JSON or unsaid), the ``X-Gwsim-*`` request headers and the JSON body (400), then
 stage, milliseconds) and the ``X-Gwsim-*`` headers the load generator turns into a
 ``RequestRecord``; every error reply has a JSON body ``{"error": {"message", "type"}}``.
 
+A streamed chat reply (``flow.StreamRelay``) goes out as it comes: the status and the
+``X-Gwsim-*`` headers with the provider's first chunk, then each piece the moment it arrives
+(no buffering), then, after the provider's ``data: [DONE]``, one SSE comment line
+``: gwsim {"outcome": ..., "server_timing": ...}`` with what only the end can tell (SSE
+clients ignore comments; the load generator reads it).  A provider failing after the first
+chunk cannot be fallen back from: the client gets ``data: {"error": {...}}`` and the end of
+the stream, and the request counts as ``reset`` (or ``timeout``).
+
 Like the seed's Fiber server, by default a client that goes away does not cancel its
 handler: the gateway finishes the work (and spends the upstream calls) regardless.
 ``gateway.cancel_on_disconnect`` cancels it instead (upstream calls, pool waits and
@@ -32,7 +40,8 @@ from typing import Any
 from aiohttp import hdrs, http_exceptions, web
 
 from real_engine import settings
-from real_engine.gateway.flow import OUTCOME_STATUS, FlowError, GatewayCore, RequestContext
+from real_engine.gateway.flow import OUTCOME_STATUS, FlowError, GatewayCore, RequestContext, StreamRelay
+from real_engine.gateway.http_pool import UpstreamError
 from real_engine.gateway.metrics import GatewayMetrics
 from simulator.scenario import Endpoint, Scenario
 
@@ -229,7 +238,10 @@ class GatewayApp:
                     body_bytes = json.dumps(reply).encode()
                 else:
                     nonce = request.headers.get("X-Gwsim-Prompt-Nonce", "")
-                    body_bytes, content_type = await core.chat(ctx, ep_name, ep, body, prompt, nonce)
+                    reply = await core.chat(ctx, ep_name, ep, body, prompt, nonce)
+                    if isinstance(reply, StreamRelay):
+                        return await self._relay(request, ctx, ep_name, started, reply)
+                    body_bytes, content_type = reply
                 ctx.outcome = "ok"
             except FlowError as exc:
                 ctx.outcome = exc.outcome
@@ -254,6 +266,52 @@ class GatewayApp:
             self.metrics.in_flight.dec()
             core.admission.leave()
         return self._reply(ctx, ep_name, started, body_bytes, content_type, status=status, close=close)
+
+    async def _relay(
+        self, request: web.Request, ctx: RequestContext, ep_name: str, started: float, relay: StreamRelay
+    ) -> web.StreamResponse:
+        """Relay a streamed reply piece by piece as the provider sends it (see the module's doc)."""
+        upstream = relay.upstream
+        parts = [relay.first]
+        ctx.outcome = "ok"
+        try:
+            headers = ctx.headers()
+            headers.pop("Server-Timing", None)  # known at the end: in the closing comment
+            resp = web.StreamResponse(status=200, headers={**headers, "Cache-Control": "no-cache"})
+            resp.content_type = "text/event-stream"
+            try:
+                await resp.prepare(request)
+                await resp.write(relay.first)
+                while True:
+                    try:
+                        piece = await upstream.piece()
+                    except UpstreamError as exc:
+                        ctx.outcome = "reset"
+                        error = {"error": {"message": f"provider stream broke after its first chunk: {exc}", "type": "reset"}}
+                        await resp.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+                        break
+                    if not piece:
+                        break
+                    parts.append(piece)
+                    await resp.write(piece)
+            finally:
+                upstream.close()
+                ctx.add("provider", max(0.0, upstream.timing.exchange_s - relay.queue_s))
+            if ctx.outcome == "ok":
+                await relay.finish(b"".join(parts))
+            timing = ", ".join(f"{name};dur={v * 1e3:.3f}" for name, v in ctx.stages.items() if v > 0)
+            total = f"total;dur={(time.perf_counter() - started) * 1e3:.3f}"
+            closing = {"outcome": ctx.outcome, "server_timing": f"{timing}, {total}" if timing else total}
+            await resp.write(b": gwsim " + json.dumps(closing).encode() + b"\n\n")
+            await resp.write_eof()
+        except ConnectionError:
+            # the client went away mid-stream (aiohttp's ClientConnectionResetError is one)
+            ctx.outcome = "client_gone"
+            self.metrics.edge_events.labels("client_gone").inc()
+            self._count(ctx, ep_name, started, OUTCOME_STATUS["client_gone"])
+            return resp
+        self._count(ctx, ep_name, started, 200)
+        return resp
 
     def _count(self, ctx: RequestContext, ep_name: str, started: float, status: int) -> None:
         """The request's one entry in the outcome counts and the duration histogram."""

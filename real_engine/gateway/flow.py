@@ -11,6 +11,15 @@ timeout), then on success the prompt-cache SET and the selection store.
 Every decision comes from ``simulator.policies`` with the run time passed in; this
 module does the I/O and writes down where the time went (``RequestContext.stages``),
 which ``app`` turns into ``Server-Timing`` and ``X-Gwsim-*`` headers.
+
+A streamed chat request (``"stream": true``) is answered as its provider streams: an attempt
+succeeds at the reply's first chunk (the attempt timeout bounds the wait for it; a race or
+hedge is won by the first chunk), and ``chat`` returns a ``StreamRelay`` that ``app``
+relays to the client piece by piece as the pieces arrive.  Until that first chunk every
+failure can fall back as for a plain request; once it is relayed, the client has a 200 and
+part of the answer, so a failure after it cannot fall back: the gateway ends the stream
+with an error event (``data: {"error": ...}``), as LiteLLM's proxy does.  The prompt
+cache keys streamed and plain replies apart (a stored JSON reply never answers a stream).
 """
 
 from __future__ import annotations
@@ -22,14 +31,14 @@ import logging
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import numpy as np
 
 from real_engine.clock import RunClock
 from real_engine.gateway.caches import RedisCaches
 from real_engine.gateway.cpu import CpuPool
-from real_engine.gateway.http_pool import CallTiming, HttpPool, HttpResponse, UpstreamError
+from real_engine.gateway.http_pool import CallTiming, HttpPool, HttpResponse, UpstreamError, UpstreamStream
 from real_engine.gateway.metrics import GatewayMetrics
 from real_engine.gateway.routed import RealRouter
 from simulator.policies.admission import InFlightLimit
@@ -181,6 +190,20 @@ class _Attempt:
     kind: str | None = None  # None: success
     response: HttpResponse | None = None
     called: bool = False  # an HTTP call was made (not refused by the breaker)
+    stream: UpstreamStream | None = None  # a streamed reply, open, its first piece read
+    first: bytes = b""
+
+
+@dataclass
+class StreamRelay:
+    """A provider's streamed reply for ``app`` to relay: its first piece (already received),
+    the open upstream for the rest, and the work to do once it has ended well (the prompt
+    cache's SET of the whole reply, the selection store)."""
+
+    first: bytes
+    upstream: UpstreamStream
+    queue_s: float
+    finish: Callable[[bytes], Awaitable[None]]
 
 
 class GatewayCore:
@@ -275,8 +298,9 @@ class GatewayCore:
                 if ep.model_selection:
                     canonical[prompt] = default_selection(self.scenario, i, cls)
                 if ep.kind == "chat_completions" and cls.prompt_cache_opt_in:
+                    stream = ep.streams(cls)
                     for provider in self.scenario.providers:
-                        prompt_entries[prompt_cache_key(prompt, "", provider)] = _cached_completion(provider, prompt)
+                        prompt_entries[prompt_cache_key(prompt, "", provider, stream)] = _cached_completion(provider, prompt, stream)
         vectors: dict[str, np.ndarray | None] = {}
         sc = self.scenario.model_selection.semantic_cache
         #: canonical prompt -> where the first entry similar to it sits in the scan order, for
@@ -496,8 +520,8 @@ class GatewayCore:
 
     async def chat(
         self, ctx: RequestContext, ep_name: str, ep: Endpoint, body: dict[str, Any], prompt: str, nonce: str
-    ) -> tuple[bytes, str]:
-        """Returns (reply body, content type)."""
+    ) -> tuple[bytes, str] | StreamRelay:
+        """Returns (reply body, content type), or for a streamed reply the relay to run."""
         if self.router is not None:
             return await self.router.chat(ctx, ep_name, body)
         selection = await self.select(ctx, ep_name, ep, prompt)
@@ -508,35 +532,45 @@ class GatewayCore:
             [primary, *[p for p in selection.get("alternatives", []) if p in self.provider_pools]], primary
         )
         _, cls = self.class_of(ep_name, ctx.class_name)
+        stream = body.get("stream") is True
         await self._construct_client(ctx, primary)
         pc_key = None
         if cls is not None and cls.prompt_cache_opt_in and self.scenario.prompt_cache.enabled:
-            pc_key = prompt_cache_key(_strip_nonce(prompt, ctx.request_id), nonce, primary)
+            pc_key = prompt_cache_key(_strip_nonce(prompt, ctx.request_id), nonce, primary, stream)
             started = time.perf_counter()
             got = await self.caches.prompt_get(pc_key)
             ctx.add("prompt_cache", time.perf_counter() - started)
             if got.hit:
                 ctx.prompt_cache_hit = True
                 ctx.provider = primary
-                return got.value, "application/json"
+                return got.value, "text/event-stream" if stream else "application/json"
         out_body = dict(body)
         out_body["model"] = selection.get("model") or f"{primary}-model"
         payload = json.dumps(out_body).encode()
-        attempt = await self._provider_calls(ctx, ep_name, candidates, payload, primary)
+        attempt = await self._provider_calls(ctx, ep_name, candidates, payload, primary, stream)
+        ctx.provider = attempt.provider
+
+        async def finish(reply: bytes) -> None:
+            if pc_key is not None:
+                started = time.perf_counter()
+                await self.caches.prompt_set(pc_key, reply)
+                ctx.add("prompt_cache", time.perf_counter() - started)
+            sc = self.scenario.model_selection.semantic_cache
+            if ep.model_selection and sc.enabled and stores_selection(ep.kind, False, ep.store_selection_on_success, True):
+                await self._store_selection(ctx, prompt, selection)
+
+        if attempt.stream is not None:
+            return StreamRelay(attempt.first, attempt.stream, attempt.queue_s, finish)
         resp = attempt.response
         assert resp is not None
-        ctx.provider = attempt.provider
-        if pc_key is not None:
-            started = time.perf_counter()
-            await self.caches.prompt_set(pc_key, resp.body)
-            ctx.add("prompt_cache", time.perf_counter() - started)
-        sc = self.scenario.model_selection.semantic_cache
-        if ep.model_selection and sc.enabled and stores_selection(ep.kind, False, ep.store_selection_on_success, True):
-            await self._store_selection(ctx, prompt, selection)
+        await finish(resp.body)
         return resp.body, resp.headers.get("content-type", "application/json")
 
-    async def _attempt(self, ctx: RequestContext, att: _Attempt, ep_name: str, payload: bytes, built: set[str]) -> _Attempt:
-        """One provider call under its breaker and the per-attempt timeout."""
+    async def _attempt(
+        self, ctx: RequestContext, att: _Attempt, ep_name: str, payload: bytes, built: set[str], stream: bool = False
+    ) -> _Attempt:
+        """One provider call under its breaker and the per-attempt timeout (for a stream: up to
+        its first piece, the stream left open in ``att.stream``)."""
         name = att.provider
         breaker = self.provider_breakers.get(name)
         permit = None
@@ -562,10 +596,13 @@ class GatewayCore:
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(self.scenario.fallback.attempt_timeout):
-                    resp = await self.provider_pools[name].request("POST", "/v1/chat/completions", payload, headers, att.timing)
-                att.response = resp
-                att.kind = None if resp.status == 200 else status_kind(resp.status)
-                att.queue_s = min(emulator_queue_s(resp), att.timing.exchange_s)
+                    if stream:
+                        await self._open_stream(att, name, payload, headers)
+                    else:
+                        resp = await self.provider_pools[name].request("POST", "/v1/chat/completions", payload, headers, att.timing)
+                        att.response = resp
+                        att.kind = None if resp.status == 200 else status_kind(resp.status)
+                        att.queue_s = min(emulator_queue_s(resp), att.timing.exchange_s)
             except UpstreamError as exc:
                 att.kind = exc.kind
             except TimeoutError:
@@ -577,12 +614,35 @@ class GatewayCore:
             return att
         except asyncio.CancelledError:
             att.finished = time.perf_counter()
+            if att.stream is not None:  # a loser cancelled after its first piece: nobody relays it
+                att.stream.close()
+                att.stream = None
             if breaker is not None and permit is not None:
                 breaker.cancel(permit, self.clock.now())
             raise
 
+    async def _open_stream(self, att: _Attempt, name: str, payload: bytes, headers: dict[str, str]) -> None:
+        """A streamed call up to its first piece: ``att.stream`` open on success, else ``att.kind``."""
+        up = await self.provider_pools[name].open_stream("POST", "/v1/chat/completions", payload, headers, att.timing)
+        try:
+            if up.status != 200:
+                att.response = HttpResponse(up.status, up.headers, await up.read_all(), False)
+                att.kind = status_kind(up.status)
+                att.queue_s = min(emulator_queue_s(att.response), att.timing.exchange_s)
+                return
+            first = await up.piece()
+            if not first:
+                raise UpstreamError("reset", f"{name}: a stream that ended before its first chunk")
+            att.stream, att.first = up, first
+            att.queue_s = emulator_queue_s(up)  # type: ignore[arg-type] - it reads .headers only
+            att.kind = None
+        finally:
+            if att.stream is None:
+                up.close()
+
     async def _provider_calls(
-        self, ctx: RequestContext, ep_name: str, candidates: list[str], payload: bytes, primary: str
+        self, ctx: RequestContext, ep_name: str, candidates: list[str], payload: bytes, primary: str,
+        stream: bool = False,
     ) -> _Attempt:
         fb = self.scenario.fallback
         plan = FallbackPlan.from_config(fb, candidates)
@@ -594,7 +654,7 @@ class GatewayCore:
         def launch(providers: list[str]) -> None:
             for p in providers:
                 att = _Attempt(p, time.perf_counter())
-                task = loop.create_task(self._attempt(ctx, att, ep_name, payload, built), name=f"attempt:{ctx.request_id}:{p}")
+                task = loop.create_task(self._attempt(ctx, att, ep_name, payload, built, stream), name=f"attempt:{ctx.request_id}:{p}")
                 running[task] = att
 
         try:
@@ -647,6 +707,7 @@ class GatewayCore:
             self._background.add(task)
             task.add_done_callback(self._background.discard)
             task.add_done_callback(_consume_result)
+            task.add_done_callback(_close_stream)
 
     def _account(self, ctx: RequestContext, plan: FallbackPlan, finished: list[_Attempt], winner: _Attempt | None) -> None:
         """Stage times along the critical path: the deciding attempt and the ones before it
@@ -677,18 +738,39 @@ def _consume_result(task: asyncio.Task) -> None:
         task.exception()  # retrieve it so asyncio does not log "exception never retrieved"
 
 
+def _close_stream(task: asyncio.Task) -> None:
+    """A loser left running that got its first piece: nobody relays its stream."""
+    if not task.cancelled() and task.exception() is None:
+        att = task.result()
+        if att.stream is not None:
+            att.stream.close()
+
+
 def _strip_nonce(prompt: str, request_id: str) -> str:
     """The prompt without the load generator's semantic-cache nonce ``" #<request id>"``."""
     suffix = f" #{request_id}"
     return prompt[: -len(suffix)] if request_id and prompt.endswith(suffix) else prompt
 
 
-def prompt_cache_key(prompt: str, nonce: str, provider: str) -> str:
-    """Exact key over the messages, the prompt nonce and the selected provider."""
-    return hashlib.sha256(f"{provider}\x00{nonce}\x00{prompt}".encode()).hexdigest()
+def prompt_cache_key(prompt: str, nonce: str, provider: str, stream: bool = False) -> str:
+    """Exact key over the messages, the prompt nonce, the selected provider and whether the
+    reply is streamed (a stored JSON reply never answers a stream, nor the reverse)."""
+    tail = "\x00stream" if stream else ""
+    return hashlib.sha256(f"{provider}\x00{nonce}\x00{prompt}{tail}".encode()).hexdigest()
 
 
-def _cached_completion(provider: str, prompt: str) -> bytes:
+def _cached_completion(provider: str, prompt: str, stream: bool = False) -> bytes:
+    """The completion the prompt cache is seeded with: JSON, or for a stream its SSE form (one
+    chunk with the whole answer, the finish chunk with the usage, [DONE])."""
+    if stream:
+        usage = {"prompt_tokens": len(prompt.split()), "completion_tokens": 1, "total_tokens": len(prompt.split()) + 1}
+        events = [
+            {"id": "chatcmpl-cached", "object": "chat.completion.chunk", "model": f"{provider}-model",
+             "choices": [{"index": 0, "delta": {"role": "assistant", "content": "cached"}, "finish_reason": None}]},
+            {"id": "chatcmpl-cached", "object": "chat.completion.chunk", "model": f"{provider}-model",
+             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage},
+        ]
+        return b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events) + b"data: [DONE]\n\n"
     return json.dumps(
         {
             "id": "chatcmpl-cached",

@@ -17,6 +17,11 @@ really handshakes).  ``dial_timeout`` bounds both.
 State changes (policy calls, the idle map, waiter futures) are synchronous and separate
 from the awaits; every exit path, cancellation included, returns the connection or its
 slot to the policy, so no socket or slot leaks.
+
+``open_stream`` is the same exchange for a reply relayed as it comes (server-sent events):
+it returns after the status line and headers, and the caller reads the body piece by piece
+(each HTTP chunk as it arrives) while the connection stays out of the pool; ``close`` gives
+it back (reusable only when the body was read to its end).
 """
 
 from __future__ import annotations
@@ -97,10 +102,26 @@ def _parse_head(head: bytes) -> tuple[int, str, dict[str, str]]:
     return int(parts[1]), parts[0], headers
 
 
-async def _read_response(reader: asyncio.StreamReader) -> HttpResponse:
+async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bool]:
+    """(status, headers, keep-alive) of a response."""
     head = await reader.readuntil(b"\r\n\r\n")
     status, version, headers = _parse_head(head[:-4])
-    reusable = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+    return status, headers, version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+
+
+def _upstream_error(exc: BaseException, where: str) -> UpstreamError | None:
+    """The ``UpstreamError`` an exchange's I/O exception stands for (None: not an I/O failure)."""
+    if isinstance(exc, (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ssl.SSLError)):
+        return UpstreamError("reset", f"{where}: {exc.__class__.__name__}")
+    if isinstance(exc, OSError):
+        return UpstreamError("reset", f"{where}: {exc}")
+    if isinstance(exc, ValueError):
+        return UpstreamError("reset", f"{where}: malformed response")
+    return None
+
+
+async def _read_response(reader: asyncio.StreamReader) -> HttpResponse:
+    status, headers, reusable = await _read_head(reader)
     if "chunked" in headers.get("transfer-encoding", "").lower():
         chunks = []
         while True:
@@ -378,18 +399,57 @@ class HttpPool:
             # The exchange did not finish: the connection's state is unknown, never reuse it.
             self._close_conn(conn, abort=True)
             self._release(conn, False)
-            if isinstance(exc, (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError, ssl.SSLError)):
-                raise UpstreamError("reset", f"{self._host_header}: {exc.__class__.__name__}") from None
-            if isinstance(exc, OSError):
-                raise UpstreamError("reset", f"{self._host_header}: {exc}") from None
-            if isinstance(exc, ValueError):
-                raise UpstreamError("reset", f"{self._host_header}: malformed response") from None
+            error = _upstream_error(exc, self._host_header)
+            if error is not None:
+                raise error from None
             raise
         finally:
             timing.exchange_s += time.perf_counter() - started
         conn.requests += 1
         self._release(conn, resp.reusable)
         return resp
+
+    async def open_stream(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: dict[str, str] | None = None,
+        timing: CallTiming | None = None,
+    ) -> "UpstreamStream":
+        """``request`` up to the reply's headers: the body is read with ``UpstreamStream.piece``
+        as it arrives.  The caller must ``close`` the stream (``async with`` does)."""
+        timing = timing if timing is not None else CallTiming()
+        conn = await self._acquire(timing)
+        self.requests += 1
+        started = time.perf_counter()
+        lines = [
+            f"{method} {self.base_path}{path} HTTP/1.1",
+            f"Host: {self._host_header}",
+            f"Content-Length: {len(body)}",
+        ]
+        if headers:
+            lines.extend(f"{k}: {v}" for k, v in headers.items())
+        try:
+            conn.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+            await conn.writer.drain()
+            status, resp_headers, reusable = await _read_head(conn.reader)
+        except BaseException as exc:
+            timing.exchange_s += time.perf_counter() - started
+            self._close_conn(conn, abort=True)
+            self._release(conn, False)
+            error = _upstream_error(exc, self._host_header)
+            if error is not None:
+                raise error from None
+            raise
+        return UpstreamStream(self, conn, status, resp_headers, reusable, timing, started)
+
+    def _stream_done(self, conn: _Conn, reusable: bool) -> None:
+        if reusable:
+            conn.requests += 1
+        else:
+            self._close_conn(conn, abort=True)
+        self._release(conn, reusable)
 
     async def close(self) -> None:
         """Close every connection and fail every waiter; waits (briefly) for sockets to close."""
@@ -409,3 +469,98 @@ class HttpPool:
                 await asyncio.wait_for(w.wait_closed(), 0.5)
             except Exception:  # noqa: BLE001 - a socket that will not close politely is aborted
                 w.transport.abort()
+
+
+class UpstreamStream:
+    """A reply being read as it arrives, on a connection held out of its pool.
+
+    ``piece()`` returns the next piece of the body (one HTTP chunk of a chunked reply, else
+    what the socket has), ``b""`` at its end; an I/O failure raises ``UpstreamError`` (reset)
+    and closes the stream.  ``close()`` gives the connection back: to the pool when the body
+    was read to its end, else closed (its state is unknown).  ``timing.exchange_s`` runs
+    from the request's write to the close.
+    """
+
+    def __init__(self, pool: HttpPool, conn: _Conn, status: int, headers: dict[str, str], reusable: bool,
+                 timing: CallTiming, started: float) -> None:
+        self.pool = pool
+        self.status = status
+        self.headers = headers
+        self.timing = timing
+        self._conn = conn
+        self._reusable = reusable
+        self._started = started
+        self._chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        length = headers.get("content-length")
+        self._left: int | None = None
+        if not self._chunked:
+            if length is not None:
+                self._left = int(length) if length.strip().isdigit() else 0
+            elif status in (204, 304) or 100 <= status < 200:
+                self._left = 0
+            else:
+                self._reusable = False  # delimited by the connection's close
+        self.ended = False
+        self._closed = False
+
+    async def piece(self) -> bytes:
+        if self.ended or self._closed:
+            return b""
+        reader = self._conn.reader
+        try:
+            if self._chunked:
+                size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0].strip(), 16)
+                if size == 0:
+                    while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                        pass
+                    self.ended = True
+                    return b""
+                return (await reader.readexactly(size + 2))[:-2]
+            if self._left is not None:
+                if self._left == 0:
+                    self.ended = True
+                    return b""
+                data = await reader.read(min(self._left, 65536))
+                if not data:
+                    raise asyncio.IncompleteReadError(b"", self._left)
+                self._left -= len(data)
+                return data
+            data = await reader.read(65536)
+            if not data:
+                self.ended = True
+            return data
+        except BaseException as exc:
+            self._reusable = False
+            self.close()
+            error = _upstream_error(exc, self.pool._host_header)
+            if error is not None:
+                raise error from None
+            raise
+
+    async def read_all(self) -> bytes:
+        """The rest of the body (an error reply's), then the stream is closed."""
+        parts = []
+        try:
+            while True:
+                data = await self.piece()
+                if not data:
+                    return b"".join(parts)
+                parts.append(data)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.timing.exchange_s += time.perf_counter() - self._started
+        self.pool._stream_done(self._conn, self._reusable and self.ended)
+
+    async def __aenter__(self) -> "UpstreamStream":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<UpstreamStream {self.pool.name} status={self.status} ended={self.ended} closed={self._closed}>"

@@ -7,6 +7,8 @@ is built from).
 
 from __future__ import annotations
 
+import math
+
 
 class Failure(Exception):
     """A request (or an attempt) ended without an answer; ``kind`` is a record outcome or error kind."""
@@ -32,6 +34,7 @@ class RequestContext:
         "client_wait_s", "cpu_wait_s", "cpu_s", "cache_s", "embedding_s", "ai_pool_wait_s", "ai_connect_s",
         "ai_queue_s", "ai_service_s", "provider_pool_wait_s", "provider_connect_s", "provider_queue_s",
         "provider_s", "prompt_cache_s", "store_s", "input_tokens", "output_tokens",
+        "stream", "first_token_at", "stream_end_at", "tpot_s", "itl_max_s", "reply_tokens", "stream_error",
     )
 
     def __init__(self, rid: int, endpoint: str, endpoint_cfg, klass, class_index: int, arrived_at: float) -> None:
@@ -61,6 +64,14 @@ class RequestContext:
         # provider draws output tokens from the class (or its default)
         self.input_tokens = -1
         self.output_tokens = -1
+        # a streamed reply (simulator.policies.streaming): the instant its first content chunk
+        # left the provider (-1: none), when its stream ends, its TPOT and largest chunk gap
+        self.stream = endpoint_cfg.stream if klass.stream is None else klass.stream
+        self.first_token_at = -1.0
+        self.stream_end_at = -1.0
+        self.tpot_s = self.itl_max_s = math.nan
+        self.reply_tokens = 0  # tokens of the reply that came back (0: none)
+        self.stream_error = ""  # the stream broke after its first chunk (a reset): no fallback then
 
     def as_row(self, replication: int, latency_from_sent: bool) -> tuple:
         start = self.started_at if latency_from_sent else self.arrived_at
@@ -71,4 +82,6 @@ class RequestContext:
             self.client_wait_s, self.cpu_wait_s, self.cpu_s, self.cache_s, self.embedding_s, self.ai_pool_wait_s,
             self.ai_connect_s, self.ai_queue_s, self.ai_service_s, self.provider_pool_wait_s,
             self.provider_connect_s, self.provider_queue_s, self.provider_s, self.prompt_cache_s, self.store_s,
+            self.stream, self.first_token_at - start if self.stream and self.first_token_at >= 0 else math.nan,
+            self.tpot_s, self.itl_max_s, self.input_tokens if self.input_tokens > 0 else 0, self.reply_tokens,
         )

@@ -46,6 +46,7 @@ from simulator.policies.fallback import FallbackPlan, ranked_selection
 from simulator.policies.ratelimit import SlidingWindowLimiter
 from simulator.policies.routing import client_outcome
 from simulator.policies.retry import RetryPolicy
+from simulator.policies.streaming import CACHED_REPLY_TOKENS
 from simulator.scenario import Scenario, active_fault
 
 #: error kind -> (record outcome, HTTP status the gateway answers with)
@@ -58,6 +59,7 @@ _FAILURE_OUTCOME = {
     "503": ("upstream_error", 502),
     "rejected": ("rejected", 503),
     "breaker_open": ("breaker_open", 503),
+    "stream_reset": ("reset", 200),  # a relayed stream broke: its 200 and first chunks were out
     "rate_limited": ("rate_limited", 429),
     "too_large": ("too_large", 413),
     "bad_request": ("bad_request", 400),
@@ -500,6 +502,8 @@ class SimGateway:
     def chat(self, ctx: RequestContext):
         if self.router is not None:
             yield from self.router.chat(ctx)
+            if ctx.stream:
+                yield from self._relay(ctx)
             return
         env = self.env
         scenario = self.scenario
@@ -525,9 +529,13 @@ class SimGateway:
             if counts_as_hit(ok, coin < ctx.klass.prompt_cache_hit):
                 ctx.prompt_cache_hit = True
                 ctx.provider = primary
+                ctx.reply_tokens = CACHED_REPLY_TOKENS
+                ctx.first_token_at = env.now  # a cached reply is sent whole, streamed or not
                 return
         candidates = [primary] + [p for p in alternatives if p != primary]
         yield from self._call_with_fallback(ctx, candidates, build)
+        if ctx.stream:
+            yield from self._relay(ctx)
         if opted:
             if self.loop_redis is None:
                 wait, _ = self.redis.operation(1, pc.op_timeout)
@@ -545,6 +553,15 @@ class SimGateway:
             and stores_selection("chat_completions", False, ctx.endpoint_cfg.store_selection_on_success, True)
         ):
             yield from self._store_selection(ctx)
+
+    def _relay(self, ctx: RequestContext):
+        """A streamed reply relayed from its first chunk to its end; a stream that broke on the
+        way fails the request then (no fallback: the client has had the first chunks)."""
+        env = self.env
+        if ctx.stream_end_at > env.now:
+            yield env.timeout(ctx.stream_end_at - env.now)
+        if ctx.stream_error:
+            raise Failure("stream_reset", 200)
 
     def _client_cpu(self, provider: str) -> float:
         """CPU seconds to build the provider's SDK client (none once built when clients are pooled)."""
@@ -712,7 +729,11 @@ class SimGateway:
             return Failure("timeout", 504)
         finally:
             if lease is not None:
-                pool.release(lease, reusable)
+                if reusable and ctx.stream and ctx.stream_end_at > env.now:
+                    # a relayed stream holds its connection to its end
+                    env.timeout(ctx.stream_end_at - env.now).callbacks.append(lambda _: pool.release(lease, True))
+                else:
+                    pool.release(lease, reusable)
         if permit is not None:
             breaker.record(permit, env.now, True, env.now - begun)
         return None
@@ -778,6 +799,10 @@ class SimGateway:
         start, end, failure = provider.call_at(ctx, (ctx.endpoint, ctx.klass.name), at)
         if end == math.inf:
             return  # never answered, and nothing here walks away: in flight to the end
+        if ctx.stream and ctx.stream_end_at > end:
+            end = ctx.stream_end_at  # relayed to its end: nothing here looks at the first chunk
+            if ctx.stream_error:
+                failure = Failure("stream_reset", 200)
 
         def answered(_) -> None:
             provider.answered(ctx, start, end)

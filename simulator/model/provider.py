@@ -2,6 +2,12 @@
 error statuses with their probabilities; now and then a call that never answers; a
 concurrency limit that queues or rejects; and a fault schedule (brownout, error storm,
 outage, hang, connection reset).
+
+A streamed request (``ctx.stream``) is answered at its first chunk, the instant the
+gateway can start relaying it (``simulator.policies.streaming``): the caller's fallback,
+deadline and race see that instant, while the call keeps its concurrency slot (and counts
+as in flight) until the stream ends at ``ctx.stream_end_at``.  A reset that comes after the
+first chunk breaks the relayed stream (``ctx.stream_error``) instead of failing the call.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from simulator.model.context import Failure
 from simulator.model.flow import Stuck
 from simulator.model.servers import Servers
 from simulator.model.slots import Slots
+from simulator.policies.streaming import PLAIN_REPLY_TOKENS, even_figures, reply_tokens
 from simulator.scenario import PlainLatency, Provider, active_fault
 
 
@@ -31,9 +38,15 @@ class SimProvider:
         self.servers = Servers(cfg.concurrency) if cfg.concurrency and not abandonable else None
         self.slots = Slots(env, cfg.concurrency) if cfg.concurrency and abandonable else None
         lat = cfg.latency
+        #: a plain model's reply tokens (its class's output_tokens), drawn on a stream of their own
+        #: so that recording them leaves the latency draws as they were
+        self._plain_tokens: dict = {}
         if isinstance(lat, PlainLatency):
             self._plain = Sampler(lat.time, rng)
             self._ttft = None
+            if output_tokens:
+                token_rng = rng.spawn(1)[0]  # a child stream: the parent's own draws are untouched
+                self._plain_tokens = {key: Sampler(dist, token_rng) for key, dist in output_tokens.items()}
         else:
             self._plain = None
             self._ttft = Sampler(lat.ttft, rng)
@@ -55,14 +68,20 @@ class SimProvider:
             and self._plain is not None and self.slots is None
         )
 
-    def _service_time(self, class_key, tokens: float = -1) -> float:
-        """``tokens``: the request's own output tokens (a trace's), or -1 to draw them."""
+    def _service_time(self, class_key, tokens: float = -1) -> tuple[float, float, float]:
+        """(time to first token, decode time after it, output tokens); ``tokens``: the request's
+        own output tokens (a trace's), or -1 to draw them.  A plain model answers all at once."""
         if self._plain is not None:
-            return self._plain()
+            return self._plain(), 0.0, tokens if tokens >= 0 else self._plain_reply_tokens(class_key)
         if tokens < 0:
             tokens_sampler = self._tokens.get(class_key)
             tokens = tokens_sampler() if tokens_sampler is not None else self._default_tokens()
-        return self._ttft() + max(tokens, 0.0) / self._tokens_per_s
+        tokens = max(tokens, 0.0)
+        return self._ttft(), tokens / self._tokens_per_s, tokens
+
+    def _plain_reply_tokens(self, class_key) -> float:
+        sampler = self._plain_tokens.get(class_key)
+        return sampler() if sampler is not None else PLAIN_REPLY_TOKENS
 
     def _draw_error(self) -> int:
         if not self._error_table:
@@ -90,9 +109,10 @@ class SimProvider:
             return at + rtt, Failure("429", 429)
         return None
 
-    def _serve(self, ctx, class_key, at: float, start: float, fault, rtt: float) -> tuple[float, Failure | None]:
+    def _serve(self, ctx, class_key, at: float, start: float, fault, rtt: float) -> tuple[float, Failure | None, tuple | None]:
         """The call asked for at ``at`` is served from ``start``: when its answer is back (inf:
-        never) and the failure it brings.  Books the limit's server when there is one."""
+        never), the failure it brings, and for a reply (first chunk at, tpot, largest chunk gap,
+        tokens, the stream broke) for ``_replied``.  Books the limit's server when there is one."""
         if fault is None and self.cfg.faults:
             fault = active_fault(self.cfg.faults, start)
         servers = self.servers
@@ -100,30 +120,67 @@ class SimProvider:
             # never answers (a hung provider, or one stuck stream): only a deadline ends it
             if servers is not None:
                 servers.book(at, start, math.inf)
-            return math.inf, None
-        service = self._service_time(class_key, ctx.output_tokens)
+            return math.inf, None, None
+        first, decode, tokens = self._service_time(class_key, ctx.output_tokens)
+        service = first + decode
         status = self._draw_error()
         failure = None
+        broken = False
         if fault is not None:
             if fault.kind == "slow":
                 service *= fault.latency_factor
+                first *= fault.latency_factor
+                decode *= fault.latency_factor
             elif fault.kind == "errors" and self.rng.random() < fault.error_rate:
                 status = fault.error_status
             elif fault.kind == "reset":
                 service /= 2
-                failure = Failure("reset", 0)
+                # a stream whose first chunk went out before the reset breaks mid-way
+                broken = ctx.stream and service >= first
+                if not broken:
+                    failure = Failure("reset", 0)
         if status and failure is None:
             # errors come back about when the first token would have
             service = min(service, self._ttft() if self._ttft is not None else service)
             failure = Failure(str(status), status)
+            broken = False
         held = rtt + service
-        return (servers.book(at, start, held) if servers is not None else start + held), failure
+        end = servers.book(at, start, held) if servers is not None else start + held
+        if failure is not None:
+            return end, failure, None
+        n = reply_tokens(tokens)
+        return end, None, (start + rtt + first, decode, n, broken)
+
+    def _replied(self, ctx, end: float, reply: tuple) -> float:
+        """Write a reply's figures on the request (its first reply: a race's loser that is
+        left running does not overwrite the winner's); the instant the caller is answered:
+        the end, or for a stream its first chunk."""
+        first_at, decode, n, broken = reply
+        if ctx.reply_tokens == 0:
+            if broken:
+                ctx.stream_error = "reset"
+            else:
+                ctx.reply_tokens = n
+            if ctx.stream:
+                ctx.first_token_at = first_at
+                ctx.stream_end_at = end
+                if not broken:
+                    ctx.tpot_s, ctx.itl_max_s = even_figures(decode, n)
+        return first_at if ctx.stream else end
 
     def call_at(self, ctx, class_key, at: float) -> tuple[float, float, Failure | None]:
         """Place a call going out at ``at``: now, or later when nothing here can observe the
         gap (no concurrency limit).  Only for a provider without ``slots`` (its calls are never
         abandoned).  Returns (start, end, failure): served from ``start``, answered at ``end``
-        (inf: never).  The call is in flight until the caller calls ``answered``."""
+        (inf: never; a stream's first chunk).  The call is in flight until the caller calls
+        ``answered``, a stream's until its end."""
+        start, end, failure, reply = self._place(ctx, class_key, at)
+        if reply is not None:
+            end = self._replied(ctx, end, reply)
+        return start, end, failure
+
+    def _place(self, ctx, class_key, at: float) -> tuple[float, float, Failure | None, tuple | None]:
+        """``call_at`` without writing the reply on the request: (start, end, failure, reply)."""
         self.calls += 1
         self.in_flight += 1
         faults = self.cfg.faults
@@ -132,11 +189,11 @@ class SimProvider:
         if fault is not None or self._rejects:
             refused = self._refused(at, fault, rtt)
             if refused is not None:
-                return refused[0], refused[0], refused[1]
+                return refused[0], refused[0], refused[1], None
         start = self.servers.next_start(at) if self.servers is not None else at
         ctx.provider_queue_s += start - at
-        end, failure = self._serve(ctx, class_key, at, start, fault, rtt)
-        return start, end, failure
+        end, failure, reply = self._serve(ctx, class_key, at, start, fault, rtt)
+        return start, end, failure, reply
 
     def place(self, ctx, at: float) -> tuple[float, float]:
         """``call_at`` for a ``uniform`` provider: (start, end) of a call going out at ``at``
@@ -144,16 +201,36 @@ class SimProvider:
         self.calls += 1
         self.in_flight += 1
         held = self.rtt() + self._plain()
+        own = ctx.output_tokens
+        if own >= 0:
+            ctx.reply_tokens = reply_tokens(own)
+        elif self._plain_tokens:
+            ctx.reply_tokens = reply_tokens(self._plain_reply_tokens((ctx.endpoint, ctx.klass.name)))
+        else:
+            ctx.reply_tokens = PLAIN_REPLY_TOKENS
         servers = self.servers
         if servers is None:
-            return at, at + held
-        start, end = servers.take(at, held)
-        ctx.provider_queue_s += start - at
+            start, end = at, at + held
+        else:
+            start, end = servers.take(at, held)
+            ctx.provider_queue_s += start - at
+        if ctx.stream:  # a plain model's reply comes all at once
+            ctx.first_token_at = ctx.stream_end_at = end
         return start, end
 
     def answered(self, ctx, start: float, end: float) -> None:
+        """The caller has its answer at ``end`` (a ``call_at`` call): a stream relayed from its
+        first chunk keeps the call in flight to the stream's end."""
+        tail_end = ctx.stream_end_at
+        if ctx.stream and tail_end > end:
+            ctx.provider_s += tail_end - start
+            self.env.timeout(tail_end - end).callbacks.append(self._stream_over)
+            return
         self.in_flight -= 1
         ctx.provider_s += end - start
+
+    def _stream_over(self, _event) -> None:
+        self.in_flight -= 1
 
     def in_service(self, now: float) -> int:
         """Calls being served now (``in_flight`` also counts those queued at a booked limit)."""
@@ -170,13 +247,23 @@ class SimProvider:
             if lead > 0 and self.servers is not None:
                 yield env.timeout(lead)
                 lead = 0.0
-            start, end, failure = self.call_at(ctx, class_key, env.now + lead)
+            start, end, failure, reply = self._place(ctx, class_key, env.now + lead)
+            answer = reply[0] if reply is not None and ctx.stream else end
+            answered = False
             try:
                 if end == math.inf:
                     yield self.stuck.wait()  # never answers: only a deadline ends it
-                yield env.timeout(end - env.now)
+                yield env.timeout(answer - env.now)
+                answered = True
             finally:
-                self.answered(ctx, start, max(env.now, start))  # the end, or when the caller walked away
+                if answered and reply is not None:
+                    self._replied(ctx, end, reply)
+                if answered and answer < end:  # a stream: in flight to its end
+                    ctx.provider_s += end - start
+                    env.timeout(end - env.now).callbacks.append(self._stream_over)
+                else:
+                    self.in_flight -= 1
+                    ctx.provider_s += max(env.now, start) - start  # the end, or when the caller walked away
             if failure is not None:
                 raise failure
             return
@@ -204,17 +291,31 @@ class SimProvider:
         start = env.now
         ctx.provider_queue_s += start - now
         self.in_flight += 1
+        streaming_to = -1.0  # a stream relayed from its first chunk: the slot is held to its end
         try:
-            end, failure = self._serve(ctx, class_key, now, start, fault, rtt)
+            end, failure, reply = self._serve(ctx, class_key, now, start, fault, rtt)
             if end == math.inf:
                 yield self.stuck.wait()
-            yield env.timeout(end - env.now)
+            answer = reply[0] if reply is not None and ctx.stream else end
+            yield env.timeout(answer - env.now)
+            if reply is not None:
+                self._replied(ctx, end, reply)
+                if answer < end:
+                    streaming_to = end
             if failure is not None:
                 raise failure
         finally:
-            self.in_flight -= 1
-            ctx.provider_s += env.now - start
-            slots.release()
+            if streaming_to > env.now:
+                ctx.provider_s += streaming_to - start
+                env.timeout(streaming_to - env.now).callbacks.append(lambda _: self._stream_slot_over(slots))
+            else:
+                self.in_flight -= 1
+                ctx.provider_s += env.now - start
+                slots.release()
+
+    def _stream_slot_over(self, slots) -> None:
+        self.in_flight -= 1
+        slots.release()
 
     def guarded_call(self, ctx, class_key):
         """``call`` as a process body: returns the Failure instead of raising it, and ends
