@@ -153,7 +153,9 @@ class GatewayApp:
         return web.json_response({"status": "ok"})
 
     async def metrics_view(self, request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), content_type="text/plain", charset="utf-8")
+        body, content_type = self.metrics.render(request.headers.get(hdrs.ACCEPT))
+        # set as a header: aiohttp's content_type argument refuses the version parameter
+        return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
 
     def _handler_for(self, ep_name: str, ep: Endpoint):
         async def handler(request: web.Request) -> web.StreamResponse:
