@@ -132,10 +132,12 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
     @click.option("--dask", default=None, metavar="local|ADDRESS", help=_DASK_HELP)
     @click.option("--metric", default="p95", show_default=True, help="Metric charted: p50, p95, p99, mean, success, throughput, wait, or a column name.")
     @click.option("--slo", "slo_line", default=None, metavar="SLO", help="Draw this SLO's threshold on the chart, e.g. 'p95<2s'.")
+    @click.option("--goodput", default=None, metavar="TARGETS",
+                  help="Per-request targets a 'goodput' SLO counts, e.g. 'ttft<1s,tpot<50ms' (ttft, tpot, itl, latency; < or <=): goodput is the share of requests that succeed and meet every one.")
     @click.option("--out", type=click.Path(), default=None, help="Output directory [default: sweep-<scenario name>].")
     @click.option("--format", "fmt", type=click.Choice(["png", "svg"]), default="png", show_default=True, help="Chart image format (an HTML page is always written).")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (points with intervals, file paths).")
-    def sweep(scenario, params, overrides, replications, seed, workers, dask, metric, slo_line, out, fmt, as_json):  # noqa: ANN001, ANN202
+    def sweep(scenario, params, overrides, replications, seed, workers, dask, metric, slo_line, goodput, out, fmt, as_json):  # noqa: ANN001, ANN202
         """Run the full grid of parameter values, each point with 95 % confidence intervals.
 
         Every point uses the same seed, so points differ only by their settings (common random
@@ -147,7 +149,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
         from gwsim.whatif.charts import save_chart, sweep_chart
         from gwsim.whatif.runner import ScenarioSource
         from gwsim.whatif.sensitivity import metric_column
-        from gwsim.whatif.slo import parse_slo
+        from gwsim.whatif.slo import check_goodput, parse_goodput, parse_slo
         from gwsim.whatif.sweep import format_points, parse_param, run_sweep
 
         parsed = [parse_param(p) for p in params]
@@ -155,10 +157,14 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
         base = source.build()
         column = metric_column(metric)
         threshold = None
+        targets = parse_goodput(goodput)
         if slo_line:
             slo = parse_slo(slo_line, list(base.endpoints))
+            targets = check_goodput([slo], goodput)
             threshold = slo.threshold
             column = slo.column if metric == "p95" and slo.column != column else column
+        if column.rpartition(":")[2] == "goodput" and not targets:
+            raise UsageError(f"--metric {metric}: expected --goodput with the per-request targets, e.g. --goodput 'ttft<1s,tpot<50ms'")
         directory = _out_dir(out or f"sweep-{base.run.name}")
         bar = _Bar(f"sweep {base.run.name}")
         from gwsim.output import atomic_write_parquet, provenance
@@ -166,7 +172,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
 
         try:
             with _executor(workers, dask) as ex:
-                result = run_sweep(source, parsed, ex, replications=replications, seed=seed, progress=bar)
+                result = run_sweep(source, parsed, ex, replications=replications, seed=seed, progress=bar, goodput=targets)
         except PartialResults as stop:
             bar.close()
             _keep_interrupted_sweep(stop.finished, directory, provenance(base, stop.finished.seed))
@@ -203,6 +209,8 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
     @click.argument("scenario", type=click.Path())
     @click.option("--slo", "slos", multiple=True, required=True, metavar="SLO",
                   help="An objective, [endpoint:]metric OP value (repeatable), e.g. 'p95<2s', 'success>=0.995', 'chat_completions:p99<=5s'.")
+    @click.option("--goodput", default=None, metavar="TARGETS",
+                  help="Per-request targets a 'goodput' SLO counts, e.g. 'ttft<1s,tpot<50ms' (ttft, tpot, itl, latency; < or <=): goodput is the share of requests that succeed and meet every one.")
     @click.option("--stress", default="default", show_default=True, metavar="SUITE",
                   help="Stress suite: 'default' (shipped), 'none' (the scenario only), a directory of stress TOML files, or files (comma-separated).")
     @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Write a Markdown report (for a pull-request comment) to this file.")
@@ -214,7 +222,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with every verdict.")
     @click.option("--out", type=click.Path(), default=None,
                   help="Directory for summary.json (every verdict), verdicts.parquet (one row per stress scenario and SLO) and replications.parquet.")
-    def validate(scenario, slos, stress, report, overrides, replications, seed, workers, dask, as_json, out):  # noqa: ANN001, ANN202
+    def validate(scenario, slos, goodput, stress, report, overrides, replications, seed, workers, dask, as_json, out):  # noqa: ANN001, ANN202
         """The rollout gate: do the SLOs hold on the scenario and under stress?
 
         Runs the proposed configuration on its scenario and on each stress scenario (default
@@ -226,11 +234,11 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
         _needs("gwsim validate", dask=dask)
         from gwsim.whatif.gate import format_markdown, format_text, load_suite, run_gate
         from gwsim.whatif.runner import ScenarioSource
-        from gwsim.whatif.slo import parse_slos
+        from gwsim.whatif.slo import check_goodput, parse_slos
 
         source = ScenarioSource(scenario, tuple(overrides))
         base = source.build()
-        parse_slos(slos, list(base.endpoints))  # bad SLOs fail before any simulation
+        check_goodput(parse_slos(slos, list(base.endpoints)), goodput)  # bad SLOs fail before any simulation
         stresses = load_suite(stress)
         if report is not None:
             parent = Path(report).resolve().parent
@@ -240,7 +248,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
         bar = _Bar(f"validate {base.run.name}")
         try:
             with _executor(workers, dask) as ex:
-                result = run_gate(source, slos, stresses, ex, replications=replications, seed=seed, progress=bar)
+                result = run_gate(source, slos, stresses, ex, replications=replications, seed=seed, progress=bar, goodput=goodput)
         finally:
             bar.close()
         if report is not None:
@@ -273,6 +281,8 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
     @cli.command()
     @click.argument("scenario", type=click.Path())
     @click.option("--slo", "slos", multiple=True, required=True, metavar="SLO", help="An objective the load must meet (repeatable), e.g. 'p95<2s'.")
+    @click.option("--goodput", default=None, metavar="TARGETS",
+                  help="Per-request targets a 'goodput' SLO counts, e.g. 'ttft<1s,tpot<50ms' (ttft, tpot, itl, latency; < or <=): goodput is the share of requests that succeed and meet every one.")
     @click.option("--lo", type=float, default=None, help="A load expected to meet the SLOs (req/s, or users) [default: found from the scenario's].")
     @click.option("--hi", type=float, default=None, help="A load expected to miss them [default: found by doubling].")
     @click.option("--tolerance", type=float, default=0.02, show_default=True, help="Stop when the bracket is narrower than this share of the load.")
@@ -285,7 +295,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
     @click.option("--out", type=click.Path(), default=None, help="Directory for probes.parquet, utilisation.parquet and the charts.")
     @click.option("--format", "fmt", type=click.Choice(["png", "svg"]), default="png", show_default=True, help="Chart image format.")
     @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-    def capacity(scenario, slos, lo, hi, tolerance, replications, max_replications, overrides, seed, workers, dask, out, fmt, as_json):  # noqa: ANN001, ANN202
+    def capacity(scenario, slos, goodput, lo, hi, tolerance, replications, max_replications, overrides, seed, workers, dask, out, fmt, as_json):  # noqa: ANN001, ANN202
         """The highest arrival rate (or user count) that still meets the SLOs.
 
         A bisection on the load whose probes add replications until their SLO intervals
@@ -296,11 +306,11 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
         _needs("gwsim capacity --out (it draws charts)" if out else "gwsim capacity", charts=bool(out), dask=dask)
         from gwsim.whatif.capacity import capacity_search, format_capacity
         from gwsim.whatif.runner import ScenarioSource
-        from gwsim.whatif.slo import parse_slos
+        from gwsim.whatif.slo import check_goodput, parse_slos
 
         source = ScenarioSource(scenario, tuple(overrides))
         base = source.build()
-        parse_slos(slos, list(base.endpoints))
+        check_goodput(parse_slos(slos, list(base.endpoints)), goodput)
         directory = _out_dir(out) if out else None
 
         def on_probe(p) -> None:  # noqa: ANN001
@@ -310,7 +320,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
 
         with _executor(workers, dask) as ex:
             result = capacity_search(source, slos, ex, lo=lo, hi=hi, rel_tol=tolerance, replications=replications,
-                                     max_replications=max_replications, seed=seed, on_probe=on_probe)
+                                     max_replications=max_replications, seed=seed, on_probe=on_probe, goodput=goodput)
         files = []
         if directory is not None:
             from gwsim.output import atomic_write_parquet, provenance

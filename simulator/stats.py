@@ -24,7 +24,10 @@ Conventions (see docs/metrics.md for the formulas):
   - a t-interval's lower end below 0 is raised to 0: latencies are never negative, so this
     cuts off only values the true latency cannot take and keeps the coverage;
 * nothing in a summary is NaN: undefined values are ``None`` (JSON ``null``), and floats are
-  rounded to 6 significant digits so that equal inputs give byte-identical JSON.
+  rounded to 6 significant digits so that equal inputs give byte-identical JSON;
+* a block whose requests include streamed ones (records' ``stream``) also has ``streamed``
+  (their count), ``ttft_ms`` and ``tpot_ms`` (mean, p50, p90, p95, p99 over the successful
+  streamed requests; TPOT over those with two tokens or more), next to ``latency_ms``.
 """
 
 from __future__ import annotations
@@ -60,7 +63,9 @@ COMPARE_METRICS = {
     "success": ("success_rate", "fraction"),
 }
 
-_SUMMARY_COLS = ("id", "replication", "endpoint", "arrived_at", "latency_s", "outcome")
+_SUMMARY_COLS = ("id", "replication", "endpoint", "arrived_at", "latency_s", "outcome", "stream", "ttft_s", "tpot_s")
+#: Keys of the ``ttft_ms`` and ``tpot_ms`` blocks of a streamed block.
+STREAM_KEYS = ("mean", "p50", "p90", "p95", "p99")
 _PCT = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
 
 
@@ -287,12 +292,36 @@ def stats_block(df_window: pd.DataFrame, window_s: float, replications: int) -> 
     else:
         lat = {}
         latency = {k: None for k in LATENCY_KEYS}
-    return {
+    block = {
         "count": count,
         "throughput_rps": _r(throughput),
         "success_rate": _r(n_ok / count) if count else None,
         "latency_ms": latency,
         "ci95_ms": _latency_cis(ok, lat),
+    }
+    if "stream" in df_window.columns and count and df_window["stream"].to_numpy(dtype=bool).any():
+        block.update(stream_blocks(df_window, ok))
+    return block
+
+
+def _stream_values(values_s: np.ndarray) -> dict[str, float | None]:
+    ms = values_s[np.isfinite(values_s)] * 1000.0
+    if not ms.size:
+        return {k: None for k in STREAM_KEYS}
+    out = {"mean": _r(np.mean(ms))}
+    for key in STREAM_KEYS[1:]:
+        out[key] = _r(np.percentile(ms, _PCT[key]))
+    return out
+
+
+def stream_blocks(df_window: pd.DataFrame, ok: pd.DataFrame) -> dict:
+    """``streamed`` (streamed requests in the window), ``ttft_ms`` and ``tpot_ms`` (over the
+    successful ones) of a window's rows and its successful rows ``ok``."""
+    streamed = ok["stream"].to_numpy(dtype=bool)
+    return {
+        "streamed": int(df_window["stream"].to_numpy(dtype=bool).sum()),
+        "ttft_ms": _stream_values(ok["ttft_s"].to_numpy(dtype="float64")[streamed]),
+        "tpot_ms": _stream_values(ok["tpot_s"].to_numpy(dtype="float64")[streamed]),
     }
 
 
@@ -632,6 +661,15 @@ def format_table(summary: dict) -> str:
             _fmt_ci(st.get("ci95_ms", {}).get("p95")),
         ])
     lines = [head, *_table(headers, rows)]
+    streamed = [(name, st) for name, st in blocks if st.get("ttft_ms") is not None]
+    if streamed:
+        lines.append("")
+        lines.extend(_table(
+            ["streamed", "metric", "count", *(f"{k} ms" for k in STREAM_KEYS)],
+            [[name, metric.upper(), str(st.get("streamed", 0)), *(_fmt_num(st[f"{metric}_ms"].get(k), spec) for k in STREAM_KEYS)]
+             for name, st in streamed for metric, spec in (("ttft", ".1f"), ("tpot", ".2f"))],
+            left=2,
+        ))
     outcomes = {k: v for k, v in summary.get("outcomes", {}).items() if v}
     if outcomes:
         lines.append("outcomes: " + ", ".join(f"{k} {v}" for k, v in outcomes.items()))

@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from gwsim.whatif.runner import DaskExecutor, LocalExecutor, ScenarioSource, Variant, aggregate, run_variants
-from gwsim.whatif.slo import SLO, Verdict, judge, parse_slos, slo_values
+from gwsim.whatif.slo import SLO, Verdict, check_goodput, judge, parse_slos, slo_values
 from simulator.errors import UsageError
 from simulator.scenario import Scenario
 from simulator.units import format_duration
@@ -118,8 +118,10 @@ def set_load(data: dict[str, Any], variable: str, value: float) -> dict[str, Any
 
 class _Evaluator:
     def __init__(self, source: ScenarioSource, slos: Sequence[SLO], executor, variable: str, seed: int,
-                 replications: int, max_replications: int, on_probe: Callable[[Probe], None] | None) -> None:
+                 replications: int, max_replications: int, on_probe: Callable[[Probe], None] | None,
+                 goodput: Sequence = ()) -> None:
         self.source = source
+        self.goodput = goodput
         self.slos = slos
         self.executor = executor
         self.variable = variable
@@ -137,7 +139,7 @@ class _Evaluator:
         scenario = self.source.build(transform=lambda d: set_load(d, self.variable, load))
         variant = Variant({self.variable: load}, scenario)
         n = self.replications
-        frame = run_variants([variant], self.executor, replications=n, seed=self.seed)
+        frame = run_variants([variant], self.executor, replications=n, seed=self.seed, goodput=self.goodput)
         while True:
             verdicts = tuple(judge(s, slo_values(frame, s)) for s in self.slos)
             failed_for_sure = any((not v.passed) and v.decided for v in verdicts)
@@ -145,7 +147,8 @@ class _Evaluator:
             if failed_for_sure or passed_for_sure or n >= self.max_replications:
                 break
             more = min(n, self.max_replications - n)  # double the replications
-            extra = run_variants([variant], self.executor, replications=more, seed=self.seed, first_replication=n)
+            extra = run_variants([variant], self.executor, replications=more, seed=self.seed, first_replication=n,
+                                 goodput=self.goodput)
             frame = pd.concat([frame, extra], ignore_index=True)
             n += more
         feasible = all(v.passed for v in verdicts)
@@ -190,11 +193,13 @@ def capacity_search(
     seed: int | None = None,
     max_probes: int = 30,
     on_probe: Callable[[Probe], None] | None = None,
+    goodput: str | None = None,
 ) -> CapacityResult:
     """Bisect the load between a meeting and a missing probe (found by doubling or halving
     from the scenario's own load, or given as ``lo``/``hi``) until the bracket is narrower than
     ``rel_tol`` of its top, or a probe cannot be told from the threshold within
-    ``max_replications``, or ``max_probes`` probes have run."""
+    ``max_replications``, or ``max_probes`` probes have run.  ``goodput``: the per-request
+    targets of a goodput SLO (``--goodput 'ttft<1s,tpot<50ms'``)."""
     if replications < 2:
         raise UsageError("capacity needs at least 2 replications per probe for confidence intervals")
     if max_replications < replications:
@@ -203,9 +208,10 @@ def capacity_search(
         raise UsageError(f"--tolerance {rel_tol}: expected a fraction between 0 and 1")
     base = source.build()
     slos = parse_slos(slo_texts, list(base.endpoints))
+    targets = check_goodput(slos, goodput)
     variable = load_variable(base)
     s = seed if seed is not None else base.run.seed
-    evaluate = _Evaluator(source, slos, executor, variable, s, replications, max_replications, on_probe)
+    evaluate = _Evaluator(source, slos, executor, variable, s, replications, max_replications, on_probe, targets)
     integer = variable == "users"
     x0 = current_load(base)
     stopped = ""

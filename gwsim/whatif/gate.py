@@ -39,7 +39,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gwsim.whatif.runner import DaskExecutor, LocalExecutor, Progress, ScenarioSource, Variant, run_variants
-from gwsim.whatif.slo import SLO, Verdict, judge, parse_slo, parse_slos, slo_values
+from gwsim.whatif.slo import SLO, Verdict, check_goodput, judge, parse_slo, parse_slos, slo_values
 from simulator.errors import ScenarioError, UsageError
 from simulator.scenario import validation_error_line
 from simulator.units import UnitError, format_duration, parse_duration, parse_rate
@@ -283,17 +283,20 @@ def run_gate(
     replications: int | None = None,
     seed: int | None = None,
     progress: Progress | None = None,
+    goodput: str | None = None,
 ) -> GateResult:
+    """``goodput``: the per-request targets of a goodput SLO (``--goodput 'ttft<1s,tpot<50ms'``)."""
     base = source.build()
     endpoints = list(base.endpoints)
     slos = parse_slos(slo_texts, endpoints)
+    targets = check_goodput(slos, goodput)
     per_stress_slos = {s.name: slos_for(s, slos, endpoints) for s in stresses}
     variants = [stress_variant(source, s, i) for i, s in enumerate(stresses)]
     n = replications if replications is not None else base.run.replications
     if n < 2:
         raise UsageError("validate needs at least 2 replications for confidence intervals")
     s = seed if seed is not None else base.run.seed
-    per_rep = run_variants(variants, executor, replications=n, seed=s, progress=progress)
+    per_rep = run_variants(variants, executor, replications=n, seed=s, progress=progress, goodput=targets)
     verdicts: dict[str, list[Verdict]] = {}
     for i, stress in enumerate(stresses):
         sub = per_rep.loc[per_rep["variant"] == i]

@@ -37,6 +37,8 @@ WAIT_STAGES = ("client_wait_s", "cpu_wait_s", "ai_pool_wait_s", "ai_queue_s", "p
 LATENCY_COLUMNS = ("mean_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms")
 #: Metrics of a row that get a mean and a 95 % interval when replications are aggregated.
 BASE_METRICS = ("count", "offered_rps", "throughput_rps", "success_rate", "error_rate", *LATENCY_COLUMNS, "wait_ms")
+#: Columns (ms) of a row of a scenario whose traffic streams: TTFT and TPOT of the successful streamed requests.
+STREAM_COLUMNS = tuple(f"{m}_{k}_ms" for m in ("ttft", "tpot") for k in ("mean", "p50", "p90", "p95", "p99"))
 
 
 # --------------------------------------------------------------------------- scenarios
@@ -88,7 +90,22 @@ def _latency_stats(lat_ms: np.ndarray) -> dict[str, float]:
             "p99_ms": float(p99), "max_ms": float(lat_ms.max())}
 
 
-def _block(win: pd.DataFrame, span: float) -> dict[str, float]:
+def _stream_stats(win: pd.DataFrame, ok: np.ndarray) -> dict[str, float]:
+    sel = ok & win["stream"].to_numpy(dtype=bool)
+    out = {}
+    for metric in ("ttft", "tpot"):
+        values = win[f"{metric}_s"].to_numpy(dtype="float64")[sel]
+        values = values[np.isfinite(values)] * 1000.0
+        if values.size:
+            p50, p90, p95, p99 = np.percentile(values, [50.0, 90.0, 95.0, 99.0])
+            stats = {"mean": float(values.mean()), "p50": float(p50), "p90": float(p90), "p95": float(p95), "p99": float(p99)}
+        else:
+            stats = dict.fromkeys(("mean", "p50", "p90", "p95", "p99"), math.nan)
+        out.update({f"{metric}_{k}_ms": v for k, v in stats.items()})
+    return out
+
+
+def _block(win: pd.DataFrame, span: float, streams: bool = False, goodput: Sequence[Any] = ()) -> dict[str, float]:
     count = len(win)
     ok = win["outcome"].to_numpy() == "ok"
     n_ok = int(ok.sum())
@@ -105,6 +122,12 @@ def _block(win: pd.DataFrame, span: float) -> dict[str, float]:
         row["wait_ms"] = float(waits.mean()) * 1000.0
     else:
         row["wait_ms"] = math.nan
+    if streams:
+        row.update(_stream_stats(win, ok))
+    if goodput:
+        from gwsim.whatif.slo import goodput_share
+
+        row["goodput"] = goodput_share(win, goodput)
     return row
 
 
@@ -170,22 +193,30 @@ def utilisation(scenario: Scenario, win: pd.DataFrame, gauges: pd.DataFrame) -> 
     return out
 
 
-def metrics_row(scenario: Scenario, records: pd.DataFrame, gauges: pd.DataFrame) -> dict[str, float]:
+def streams(scenario: Scenario) -> bool:
+    """Whether any of the scenario's classes asks for streamed replies."""
+    return any(ep.streams(c) for ep in scenario.endpoints.values() for c in ep.classes)
+
+
+def metrics_row(scenario: Scenario, records: pd.DataFrame, gauges: pd.DataFrame, goodput: Sequence[Any] = ()) -> dict[str, float]:
     """One replication's metrics over the measurement window.
 
-    Columns: those of ``BASE_METRICS`` for all traffic, the same prefixed ``<endpoint>:`` for
-    each endpoint when there are several, ``util:<resource>`` for each finite resource and
-    ``stage:<stage>_ms`` (mean time per successful request in each stage).
+    Columns: those of ``BASE_METRICS`` for all traffic (and ``STREAM_COLUMNS`` when it streams,
+    ``goodput`` when ``goodput`` targets are given: ``gwsim.whatif.slo.goodput_share``), the
+    same prefixed ``<endpoint>:`` for each endpoint when there are several, ``util:<resource>``
+    for each finite resource and ``stage:<stage>_ms`` (mean time per successful request in
+    each stage).
     """
     run = scenario.run
     span = run.duration - run.warmup
     arrived = records["arrived_at"].to_numpy(dtype="float64")
     win = records.loc[(arrived >= run.warmup) & (arrived < run.duration)]
-    row = _block(win, span)
+    streamed = streams(scenario)
+    row = _block(win, span, streamed, goodput)
     if len(scenario.endpoints) > 1:
         ep = win["endpoint"].astype(str).to_numpy()
         for name in scenario.endpoints:
-            for key, value in _block(win.loc[ep == name], span).items():
+            for key, value in _block(win.loc[ep == name], span, streamed, goodput).items():
                 row[f"{name}:{key}"] = value
     for name, value in utilisation(scenario, win, gauges).items():
         row[f"util:{name}"] = value
@@ -195,15 +226,16 @@ def metrics_row(scenario: Scenario, records: pd.DataFrame, gauges: pd.DataFrame)
     return row
 
 
-def replication_metrics(scenario: Scenario, replication: int, seed: int) -> dict[str, float]:
+def replication_metrics(scenario: Scenario, replication: int, seed: int, goodput: Sequence[Any] = ()) -> dict[str, float]:
     """Run one replication and reduce it to its metrics row (runs in a worker)."""
     result = run_replication(scenario, replication, seed)
-    return metrics_row(scenario, result.records, result.gauges)
+    return metrics_row(scenario, result.records, result.gauges, goodput)
 
 
-def _task(args: tuple[Scenario, int, int]) -> dict[str, float]:
-    scenario, replication, seed = args
-    return replication_metrics(scenario, replication, seed)
+def _task(args: tuple) -> dict[str, float]:
+    """``(scenario, replication, seed)``, or with the goodput targets as a fourth item."""
+    scenario, replication, seed, *goodput = args
+    return replication_metrics(scenario, replication, seed, goodput[0] if goodput else ())
 
 
 # --------------------------------------------------------------------------- executors
@@ -374,15 +406,18 @@ def run_variants(
     seed: int,
     first_replication: int = 0,
     progress: Progress | None = None,
+    goodput: Sequence[Any] = (),
 ) -> pd.DataFrame:
     """Per-replication metrics of every variant: one row per (variant, replication).
 
     Columns: ``variant`` (index in ``variants``), the variants' label keys, ``replication``,
-    then the metrics.  Every variant uses replications first_replication.. with the same
-    seed, so replication i of each variant saw the same arrivals.  Ctrl-C raises
-    ``PartialResults`` whose ``finished`` is the frame of the rows that finished.
+    then the metrics (``goodput`` among them when its per-request targets are given).  Every
+    variant uses replications first_replication.. with the same seed, so replication i of
+    each variant saw the same arrivals.  Ctrl-C raises ``PartialResults`` whose ``finished``
+    is the frame of the rows that finished.
     """
-    tasks = [(v.scenario, r, seed) for v in variants for r in range(first_replication, first_replication + replications)]
+    extra = (tuple(goodput),) if goodput else ()
+    tasks = [(v.scenario, r, seed, *extra) for v in variants for r in range(first_replication, first_replication + replications)]
     try:
         results: list[dict | None] = executor.run(tasks, progress)
     except PartialResults as stop:

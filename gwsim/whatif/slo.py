@@ -1,5 +1,7 @@
 """Service-level objectives as a rollout gate states them: "p95<2s", "success>=0.995",
-"chat_completions:p99<=5s", "throughput>=20/s", "wait<200ms".
+"chat_completions:p99<=5s", "throughput>=20/s", "wait<200ms"; for streamed traffic
+"ttft_p95<800ms", "tpot_p50<=40ms", and "goodput>=0.95": the share of requests meeting
+every per-request target of ``--goodput 'ttft<1s,tpot<50ms'`` (``parse_goodput``).
 
 An SLO is judged on per-replication values (replications are independent, so a Student-t
 interval over them is honest): the estimate is their mean, the margin is how far the
@@ -35,6 +37,9 @@ METRIC_COLUMNS: dict[str, tuple[str, str]] = {
     "errors": ("error_rate", "fraction"),
     "error_rate": ("error_rate", "fraction"),
     "throughput": ("throughput_rps", "rate"),
+    # streamed requests (records' ttft_s, tpot_s): the runner's stream columns
+    **{f"{m}_{k}": (f"{m}_{k}_ms", "latency") for m in ("ttft", "tpot") for k in ("mean", "p50", "p90", "p95", "p99")},
+    "goodput": ("goodput", "fraction"),
 }
 
 _SLO_RE = re.compile(r"^\s*(?:(?P<ep>[A-Za-z0-9_\-]+)\s*:)?\s*(?P<metric>[A-Za-z_0-9]+)\s*(?P<op><=|>=|<|>)\s*(?P<value>\S.*?)\s*$")
@@ -150,6 +155,76 @@ def parse_slo(text: str, endpoints: Sequence[str] | None = None) -> SLO:
     return SLO(text.strip(), endpoint, metric, m.group("op"), threshold)
 
 
+#: --goodput metric -> the record column it judges (seconds).
+GOODPUT_METRICS = {"ttft": "ttft_s", "tpot": "tpot_s", "itl": "itl_max_s", "latency": "latency_s"}
+_GOODPUT_RE = re.compile(r"^\s*(?P<metric>[A-Za-z_]+)\s*(?P<op><=|<)\s*(?P<value>\S.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class GoodputTarget:
+    """One per-request target of ``--goodput``: ``metric op threshold_s``."""
+
+    metric: str  # ttft, tpot, itl (the largest gap between chunks) or latency
+    op: str  # < or <=
+    threshold_s: float
+
+    def met(self, values_s: np.ndarray) -> np.ndarray:
+        return values_s < self.threshold_s if self.op == "<" else values_s <= self.threshold_s
+
+
+def parse_goodput(text: str | None) -> tuple[GoodputTarget, ...]:
+    """``'ttft<1s,tpot<50ms'`` -> its targets (() for None or ''); UsageError with one line otherwise."""
+    if not text or not text.strip():
+        return ()
+    targets = []
+    for part in text.split(","):
+        m = _GOODPUT_RE.match(part)
+        metric = m.group("metric").lower() if m else ""
+        if not m or metric not in GOODPUT_METRICS:
+            raise UsageError(f"--goodput {text!r}: expected targets such as 'ttft<1s,tpot<50ms' (metrics "
+                             f"{', '.join(GOODPUT_METRICS)}; < or <=), got {part.strip()!r}")
+        try:
+            threshold = parse_duration(m.group("value"))
+        except UnitError:
+            raise UsageError(f"--goodput {text!r}: expected a duration with a unit such as 1s or 50ms, got "
+                             f"{m.group('value')!r}") from None
+        targets.append(GoodputTarget(metric, m.group("op"), threshold))
+    return tuple(targets)
+
+
+def goodput_share(win, targets: Sequence[GoodputTarget]) -> float:  # noqa: ANN001 - a records DataFrame
+    """The share of the window's requests that succeeded and met every target (NaN with none).
+
+    A request that did not stream got its first token with its whole reply: its TTFT is its
+    latency, and it has no TPOT or chunk gap to miss; nor has a one-token stream a TPOT."""
+    n = len(win)
+    if not n:
+        return math.nan
+    good = win["outcome"].to_numpy() == "ok"
+    latency = win["latency_s"].to_numpy(dtype="float64")
+    stream = win["stream"].to_numpy(dtype=bool) if "stream" in win.columns else np.zeros(n, dtype=bool)
+    for target in targets:
+        if target.metric == "latency":
+            good &= target.met(latency)
+        elif target.metric == "ttft":
+            ttft = win["ttft_s"].to_numpy(dtype="float64") if "ttft_s" in win.columns else latency
+            good &= target.met(np.where(stream, ttft, latency))
+        elif GOODPUT_METRICS[target.metric] in win.columns:
+            values = win[GOODPUT_METRICS[target.metric]].to_numpy(dtype="float64")
+            good &= np.isnan(values) | target.met(values)
+    return float(good.sum()) / n
+
+
+def check_goodput(slos: Sequence[SLO], text: str | None) -> tuple[GoodputTarget, ...]:
+    """The ``--goodput`` targets, refusing a goodput SLO without them."""
+    targets = parse_goodput(text)
+    for slo in slos:
+        if slo.metric == "goodput" and not targets:
+            raise UsageError(f"--slo {slo.text!r}: expected --goodput with the per-request targets, e.g. "
+                             "--goodput 'ttft<1s,tpot<50ms'")
+    return targets
+
+
 def parse_slos(texts: Sequence[str], endpoints: Sequence[str] | None = None) -> list[SLO]:
     if not texts:
         raise UsageError("expected at least one --slo, e.g. --slo 'p95<2s' --slo 'success>=0.995'")
@@ -194,6 +269,8 @@ def slo_values(frame, slo: SLO) -> np.ndarray:  # noqa: ANN001 - a pandas DataFr
     column = slo.column
     if column not in frame.columns:
         column = METRIC_COLUMNS[slo.metric][0]
+    if column not in frame.columns:  # e.g. a TTFT objective on traffic that does not stream: unmet
+        return np.full(len(frame), np.nan)
     return frame[column].to_numpy(dtype="float64")
 
 

@@ -147,7 +147,10 @@ def run_sweep(
     replications: int | None = None,
     seed: int | None = None,
     progress: Progress | None = None,
+    goodput: Sequence = (),
 ) -> SweepResult:
+    """Every point of the grid; ``goodput``: per-request targets (``slo.parse_goodput``) that add
+    a ``goodput`` column."""
     if not params:
         raise UsageError("sweep needs at least one --param key.path=v1,v2,...")
     variants = build_variants(source, params)
@@ -158,7 +161,7 @@ def run_sweep(
     names = tuple(p.key for p in params)
     written = {p.key: tuple(p.values) for p in params}
     try:
-        per_rep = run_variants(variants, executor, replications=n, seed=s, progress=progress)
+        per_rep = run_variants(variants, executor, replications=n, seed=s, progress=progress, goodput=goodput)
     except PartialResults as stop:
         # keep the finished replications, and as points only those whose replications all
         # finished (a mean over fewer would not be comparable with the others)
