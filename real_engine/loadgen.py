@@ -269,6 +269,7 @@ class _Chooser:
         self._mix = streams["mix"]
         self._cls = streams["classes"]
         self._cache = streams["cache"]
+        self._inputs = streams["input_tokens"]  # a class's input_tokens, drawn as the simulator draws them
 
     def class_named(self, endpoint: str, name: str):
         for cls in self._scenario.endpoints[endpoint].classes:
@@ -294,6 +295,8 @@ class _Chooser:
         u_sem, u_prompt = self._cache.random(2)
         semantic = bool(u_sem < cls.semantic_cache_hit)
         prompt = bool(cls.prompt_cache_opt_in and u_prompt < cls.prompt_cache_hit)
+        if input_tokens < 0 and cls.input_tokens is not None:
+            input_tokens = max(0, round(float(cls.input_tokens.sample(self._inputs))))
         return Planned(request_id, endpoint, cls.name, due, semantic, prompt, input_tokens, output_tokens), cls
 
 

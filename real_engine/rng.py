@@ -20,7 +20,7 @@ import numpy as np
 PROCESSES = ("loadgen", "emulators", "gateway")
 
 #: The load generator's sources, in spawn order (never reorder; append only).
-LOADGEN_SOURCES = ("arrivals", "mix", "classes", "cache", "think", "users", "tokens")
+LOADGEN_SOURCES = ("arrivals", "mix", "classes", "cache", "think", "users", "tokens", "input_tokens")
 
 #: The emulator process's sources, in spawn order (never reorder; append only).
 #: ``providers`` is a parent: each provider gets a child of it (see ``Streams.child``).

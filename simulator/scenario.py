@@ -394,6 +394,11 @@ class RequestClass(_Model):
     weight: float = Field(default=1.0, gt=0, description="Relative share within the endpoint.")
     request_bytes: int = Field(default=150, ge=0, description="Request body size in bytes.")
     output_tokens: Distribution | None = Field(default=None, description="Tokens the provider generates (chat).")
+    input_tokens: Distribution | None = Field(
+        default=None,
+        description="Input (prompt) tokens of the class's requests, drawn by the client and sent as the request's "
+        "own count (a trace's or workload.tokens' counts come first); an llm provider's prefill time grows with them.",
+    )
     semantic_cache_hit: float = Field(default=0.0, ge=0, le=1, description="Probability that the exact semantic-cache lookup hits.")
     similarity_hit: float | None = Field(
         default=None, ge=0, le=1,
@@ -661,11 +666,35 @@ class PlainLatency(_Model):
     time: Distribution = Field(description="Whole-response latency.")
 
 
-ProviderLatency = Annotated[Union[TokenLatency, PlainLatency], Field(discriminator="model")]
+class LLMServerLatency(_Model):
+    """An LLM inference server (vLLM-class) whose TTFT and TPOT grow with its load.
+
+    Prompts are prefilled one at a time, then the streams in decode share the server's token
+    throughput.  A request waits for the prefill (first come, first served), which takes ``prefill_base``
+    plus its input tokens at ``prefill_tokens_per_s`` and gives the first token; its output
+    tokens are then decoded at ``min(max_stream_tokens_per_s, decode_tokens_per_s / n)`` per
+    second with ``n`` streams decoding (``simulator.policies.llm_server``).  The provider's
+    ``concurrency`` bounds requests in the server (prefill and decode), the rest queue or are
+    refused; an error status comes back at the end of the prefill, and a reset fault resets
+    the connection then too."""
+
+    model: Literal["llm"] = Field(default="llm", description="Latency = prefill (FIFO, grows with input tokens) + decode shared by the active streams.")
+    prefill_base: Distribution = Field(default=ZERO, description="Time of each prefill besides its tokens (scheduling, the first forward pass).")
+    prefill_tokens_per_s: float = Field(gt=0, description="Prefill speed: a prompt of N input tokens takes prefill_base + N / prefill_tokens_per_s, one prompt at a time.")
+    decode_tokens_per_s: float = Field(gt=0, description="Decode throughput of the whole server, shared by the streams decoding.")
+    max_stream_tokens_per_s: float | None = Field(
+        default=None, gt=0,
+        description="Fastest decode of one stream (None = decode_tokens_per_s: a stream alone gets the whole server).",
+    )
+    default_output_tokens: Distribution = Field(default=ZERO, description="Output tokens when neither the request nor its class says.")
+    default_input_tokens: Distribution = Field(default=ZERO, description="Input tokens when neither the request nor its class says.")
+
+
+ProviderLatency = Annotated[Union[TokenLatency, PlainLatency, LLMServerLatency], Field(discriminator="model")]
 
 
 class Provider(_Model):
-    latency: ProviderLatency = Field(description="Latency model: tokens (ttft + tokens at a rate) or plain.")
+    latency: ProviderLatency = Field(description="Latency model: tokens (ttft + tokens at a rate), plain, or llm (prefill, then a decode shared by the streams).")
     errors: dict[str, float] = Field(default_factory=dict, description="Error probability by status: '429', '500', '503'.")
     concurrency: int | None = Field(default=None, gt=0, description="Requests served at once (None = unlimited).")
     hang_probability: float = Field(

@@ -12,7 +12,13 @@ at ttft + tokens / tokens_per_s (grouped so chunks are at least ``MIN_CHUNK_S`` 
 it at half the service time: after the first chunk when that has gone out by then.
 
 ``Provider.errors`` answers 429 (with ``Retry-After: 1``), 500 or 503 with the given
-probabilities, about when the first token would have come.  ``concurrency`` bounds
+probabilities, about when the first token would have come.  An ``llm`` latency model is an inference server that slows under load, paced by
+``simulator.policies.llm_server.SharedDecode`` as the simulator times it: after the round
+trip a request waits for the prefill (one prompt at a time, FIFO; ``prefill_base`` + input
+tokens / ``prefill_tokens_per_s``; the request's ``gwsim_input_tokens``, else the provider's
+``default_input_tokens``), whose end is the first token, then its tokens come as its share
+of the server's decode allows (a stream's chunks as they are decoded); an error status or a
+reset comes at the end of the prefill.  ``concurrency`` bounds
 requests in service; beyond it a request waits in FIFO order (``over_limit="queue"``)
 or gets 429 after a round trip (``"reject"``).  ``hang_probability``: a call, once in
 service, is never answered (a stuck response stream) with that probability, drawn from the
@@ -37,8 +43,9 @@ from aiohttp import web
 from real_engine.clock import RunClock
 from real_engine.emulators.base import EmulatorServer, timing_header
 from real_engine.emulators.faults import abort, error_reply, reset_midway
-from simulator.policies.streaming import MIN_CHUNK_S, PLAIN_REPLY_TOKENS, chunk_schedule, reply_tokens
-from simulator.scenario import PlainLatency, Provider, Scenario
+from simulator.policies.llm_server import DecodeJob, SharedDecode
+from simulator.policies.streaming import MIN_CHUNK_S, PLAIN_REPLY_TOKENS, chunk_schedule, reply_tokens, tokens_per_chunk
+from simulator.scenario import LLMServerLatency, PlainLatency, Provider, Scenario
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +119,12 @@ class ProviderEmulator(EmulatorServer):
         self._classes = {(ep_name, c.name): c for ep_name, ep in scenario.endpoints.items() for c in ep.classes}
         self.limiter = FifoLimiter(provider.concurrency) if provider.concurrency else None
         self.concurrency_rejected = 0
+        lat = provider.latency
+        self._llm = lat if isinstance(lat, LLMServerLatency) else None
+        if self._llm is not None:
+            self._prefill = FifoLimiter(1)
+            self.decode = SharedDecode(lat.decode_tokens_per_s, lat.max_stream_tokens_per_s)
+            self._decode_waiters: set[asyncio.Future] = set()
         self._created = int(time.time())
 
     def _routes(self, app: web.Application) -> None:
@@ -189,6 +202,9 @@ class ProviderEmulator(EmulatorServer):
             ):
                 self.hung += 1
                 return await self.hold_until_client_leaves(request)
+            if self._llm is not None:
+                status, resp = await self._llm_reply(request, body, endpoint, class_name, stream, fault, rtt, queue_s, prompt)
+                return resp
             own = body.get("gwsim_output_tokens") if isinstance(body, dict) else None
             own = own if isinstance(own, int) and not isinstance(own, bool) and own >= 0 else None
             first, decode, tokens = self._latency(endpoint, class_name, own)
@@ -299,6 +315,103 @@ class ProviderEmulator(EmulatorServer):
         await resp.write_eof()
         return resp
 
+    # ------------------------------------------------------------------ llm server
+
+    def _own(self, body: dict, key: str) -> int | None:
+        value = body.get(key) if isinstance(body, dict) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    async def _llm_reply(self, request: web.Request, body: dict, endpoint: str, class_name: str, stream: bool, fault,
+                         rtt: float, queue_s: float, prompt: str) -> tuple[int, web.StreamResponse]:
+        """(status, reply) of a call on the LLM server: round trip, prefill queue and prefill,
+        then the tokens as the shared decode gives them (the simulator's ``_llm_call``)."""
+        lat = self._llm
+        assert lat is not None
+        inp = self._own(body, "gwsim_input_tokens")
+        inputs = float(inp) if inp is not None else max(lat.default_input_tokens.sample(self._rng), 0.0)
+        own = self._own(body, "gwsim_output_tokens")
+        if own is not None:
+            out = float(own)
+        else:
+            cls = self._classes.get((endpoint, class_name))
+            dist = cls.output_tokens if cls is not None and cls.output_tokens is not None else lat.default_output_tokens
+            out = max(dist.sample(self._rng), 0.0)
+        factor = fault.latency_factor if fault is not None and fault.kind == "slow" else 1.0
+        prefill_s = (lat.prefill_base.sample(self._rng) + inputs / lat.prefill_tokens_per_s) * factor
+        err = self._draw_error()
+        if fault is not None and fault.kind == "errors" and self._rng.random() < fault.error_rate:
+            err = fault.error_status
+        await self.delay(rtt)
+        queued_at = time.monotonic()
+        await self._prefill.acquire()
+        try:
+            queue_s += time.monotonic() - queued_at
+            service = await self.delay(prefill_s)
+        finally:
+            self._prefill.release()
+        if fault is not None and fault.kind == "reset":
+            return 0, self.drop_connection(request)
+        if err is not None:
+            return err, error_reply(err, "emulated provider error", timing_header(queue_s, service, rtt + prefill_s))
+        n = reply_tokens(out)
+        model = str(body.get("model") or f"{self.name}-model")
+        prompt_tokens = int(inputs) if inp is not None else max(1, len(prompt) // 4)
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": n, "total_tokens": prompt_tokens + n}
+        started = time.monotonic()
+        job = self.decode.join(started, out * factor)
+        try:
+            if not stream:
+                await self._decoded(job, job.work)
+                headers = {"X-Emulator-Timing": timing_header(queue_s, service + time.monotonic() - started, rtt + prefill_s)}
+                return 200, web.Response(body=json.dumps(self._completion(model, n, usage)).encode(),
+                                         content_type="application/json", headers=headers)
+            resp = web.StreamResponse(status=200, headers={
+                "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                "X-Emulator-Timing": timing_header(queue_s, service, rtt + prefill_s),
+            })
+            await resp.prepare(request)
+            await resp.write(self._chunk(model, {"role": "assistant", "content": _WORD}, None))
+            sent = 1
+            while sent < n:
+                # tokens due at even shares of the work; as many per chunk as keep chunks apart
+                gap = job.work / (n - 1) / self.decode.rate() if job.work > 0 else 0.0
+                upto = min(n, sent + tokens_per_chunk(gap))
+                await self._decoded(job, (upto - 1) / (n - 1) * job.work)
+                await resp.write(self._chunk(model, {"content": _WORD * (upto - sent)}, None))
+                sent = upto
+            await self._decoded(job, job.work)
+            self._decode_leave(job)
+            await resp.write(self._chunk(model, {}, "stop", usage))
+            await resp.write(b"data: [DONE]\n\n")
+            await resp.write_eof()
+            return 200, resp
+        finally:
+            self._decode_leave(job)
+
+    async def _decoded(self, job: DecodeJob, tokens: float) -> None:
+        """Wait until ``job`` has decoded ``tokens``: a timer at the current rates, woken early
+        when a stream leaves (the others speed up); a stream that joins slows it, and the wait
+        that ends early is simply taken again."""
+        loop = asyncio.get_running_loop()
+        while True:
+            left = self.decode.time_to(time.monotonic(), job, tokens)
+            if left <= 0:
+                return
+            fut = loop.create_future()
+            self._decode_waiters.add(fut)
+            timer = loop.call_later(left, _wake, fut)
+            try:
+                await fut
+            finally:
+                timer.cancel()
+                self._decode_waiters.discard(fut)
+
+    def _decode_leave(self, job: DecodeJob) -> None:
+        if job.active:
+            self.decode.leave(time.monotonic(), job)
+            for fut in list(self._decode_waiters):
+                _wake(fut)
+
     def snapshot(self) -> dict[str, Any]:
         out = super().snapshot()
         out["hung"] = self.hung
@@ -309,4 +422,10 @@ class ProviderEmulator(EmulatorServer):
 
     def __repr__(self) -> str:
         lim = f" {self.limiter!r}" if self.limiter is not None else ""
+        lim += f" {self.decode!r}" if self._llm is not None else ""
         return f"<ProviderEmulator {self.name} port={self.port} requests={self.stats.requests} in_flight={self.stats.in_flight}{lim}>"
+
+
+def _wake(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)

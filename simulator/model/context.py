@@ -35,6 +35,7 @@ class RequestContext:
         "ai_queue_s", "ai_service_s", "provider_pool_wait_s", "provider_connect_s", "provider_queue_s",
         "provider_s", "prompt_cache_s", "store_s", "input_tokens", "output_tokens",
         "stream", "first_token_at", "stream_end_at", "tpot_s", "itl_max_s", "reply_tokens", "stream_error",
+        "stream_done",
     )
 
     def __init__(self, rid: int, endpoint: str, endpoint_cfg, klass, class_index: int, arrived_at: float) -> None:
@@ -72,6 +73,7 @@ class RequestContext:
         self.tpot_s = self.itl_max_s = math.nan
         self.reply_tokens = 0  # tokens of the reply that came back (0: none)
         self.stream_error = ""  # the stream broke after its first chunk (a reset): no fallback then
+        self.stream_done = None  # an event for a stream whose end is not known when it starts (an llm server's)
 
     def as_row(self, replication: int, latency_from_sent: bool) -> tuple:
         start = self.started_at if latency_from_sent else self.arrived_at

@@ -182,6 +182,13 @@ class SimGateway:
         }
         if not self.shortcuts:
             self._direct_classes, self._plain_classes = {}, {}
+        #: (endpoint, class index) -> the class's input_tokens, drawn as the client draws them
+        self._input_tokens = {
+            (ep_name, i): Sampler(klass.input_tokens, streams["input_tokens"])
+            for ep_name, ep in scenario.endpoints.items()
+            for i, klass in enumerate(ep.classes)
+            if klass.input_tokens is not None
+        }
 
     @property
     def semantic_entries(self) -> int:
@@ -237,6 +244,10 @@ class SimGateway:
     def start(self, ctx: RequestContext, done) -> None:
         """Handle ``ctx`` from now on; ``done(ctx)`` once the reply is out (outcome and status set)."""
         key = (ctx.endpoint, ctx.class_index)
+        if self._input_tokens and ctx.input_tokens < 0:
+            sampler = self._input_tokens.get(key)
+            if sampler is not None:
+                ctx.input_tokens = max(0, round(sampler()))
         provider = self._plain_classes.get(key)
         if provider is not None:
             self._plain(ctx, done, provider)
@@ -558,7 +569,11 @@ class SimGateway:
         """A streamed reply relayed from its first chunk to its end; a stream that broke on the
         way fails the request then (no fallback: the client has had the first chunks)."""
         env = self.env
-        if ctx.stream_end_at > env.now:
+        done = ctx.stream_done
+        if done is not None:
+            if not done.processed:
+                yield done  # an llm server's stream: its end comes when its decode does
+        elif ctx.stream_end_at > env.now:
             yield env.timeout(ctx.stream_end_at - env.now)
         if ctx.stream_error:
             raise Failure("stream_reset", 200)
@@ -731,7 +746,8 @@ class SimGateway:
             if lease is not None:
                 if reusable and ctx.stream and ctx.stream_end_at > env.now:
                     # a relayed stream holds its connection to its end
-                    env.timeout(ctx.stream_end_at - env.now).callbacks.append(lambda _: pool.release(lease, True))
+                    ended = ctx.stream_done if ctx.stream_done is not None else env.timeout(ctx.stream_end_at - env.now)
+                    ended.callbacks.append(lambda _: pool.release(lease, True))
                 else:
                     pool.release(lease, reusable)
         if permit is not None:

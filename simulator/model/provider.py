@@ -8,6 +8,13 @@ gateway can start relaying it (``simulator.policies.streaming``): the caller's f
 deadline and race see that instant, while the call keeps its concurrency slot (and counts
 as in flight) until the stream ends at ``ctx.stream_end_at``.  A reset that comes after the
 first chunk breaks the relayed stream (``ctx.stream_error``) instead of failing the call.
+
+An ``llm`` latency model (``LLMServerLatency``) is a server whose speed depends on its load:
+a call waits for the prefill (one prompt at a time, FIFO), whose end is the first token,
+then decodes its output tokens in ``policies.llm_server.SharedDecode`` with the other
+streams; the end of a stream is not known when it starts, so a streamed reply's end is the
+event ``ctx.stream_done``.  Its calls always run as processes (``slots``, unbounded without a
+concurrency limit): none can be placed ahead.
 """
 
 from __future__ import annotations
@@ -21,8 +28,12 @@ from simulator.model.context import Failure
 from simulator.model.flow import Stuck
 from simulator.model.servers import Servers
 from simulator.model.slots import Slots
-from simulator.policies.streaming import PLAIN_REPLY_TOKENS, even_figures, reply_tokens
-from simulator.scenario import PlainLatency, Provider, active_fault
+from simulator.policies.llm_server import SharedDecode
+from simulator.policies.streaming import PLAIN_REPLY_TOKENS, even_figures, reply_tokens, tokens_per_chunk
+from simulator.scenario import LLMServerLatency, PlainLatency, Provider, active_fault
+
+#: Slots of an llm provider without a concurrency limit (its calls still run as processes).
+UNLIMITED = 1 << 30
 
 
 class SimProvider:
@@ -41,7 +52,22 @@ class SimProvider:
         #: a plain model's reply tokens (its class's output_tokens), drawn on a stream of their own
         #: so that recording them leaves the latency draws as they were
         self._plain_tokens: dict = {}
-        if isinstance(lat, PlainLatency):
+        self._llm: LLMServerLatency | None = None
+        if isinstance(lat, LLMServerLatency):
+            self._plain = None
+            self._ttft = None
+            self._llm = lat
+            self._prefill_base = Sampler(lat.prefill_base, rng)
+            self._default_tokens = Sampler(lat.default_output_tokens, rng)
+            self._default_input = Sampler(lat.default_input_tokens, rng)
+            self.servers = None
+            if self.slots is None:
+                self.slots = Slots(env, cfg.concurrency or UNLIMITED)
+            self.prefill = Slots(env, 1)  # one prompt at a time, first come first served
+            self.decode = SharedDecode(lat.decode_tokens_per_s, lat.max_stream_tokens_per_s)
+            self._decode_done: dict[int, simpy.Event] = {}
+            self._decode_timer = 0  # generation of the pending finish timer (older ones are stale)
+        elif isinstance(lat, PlainLatency):
             self._plain = Sampler(lat.time, rng)
             self._ttft = None
             if output_tokens:
@@ -291,6 +317,9 @@ class SimProvider:
         start = env.now
         ctx.provider_queue_s += start - now
         self.in_flight += 1
+        if self._llm is not None:
+            yield from self._llm_call(ctx, class_key, start, fault, rtt)
+            return
         streaming_to = -1.0  # a stream relayed from its first chunk: the slot is held to its end
         try:
             end, failure, reply = self._serve(ctx, class_key, now, start, fault, rtt)
@@ -316,6 +345,122 @@ class SimProvider:
     def _stream_slot_over(self, slots) -> None:
         self.in_flight -= 1
         slots.release()
+
+    # ------------------------------------------------------------------ llm server
+
+    def _llm_call(self, ctx, class_key, start: float, fault, rtt: float):
+        """Generator: a call on an LLM server, admitted at ``start`` (its slot held): the round
+        trip, the prefill queue and prefill, then the shared decode.  A stream is answered at
+        its first token; its decode goes on, holding the slot, until ``ctx.stream_done``."""
+        env = self.env
+        lat = self._llm
+        if fault is None and self.cfg.faults:
+            fault = active_fault(self.cfg.faults, start)
+        job = None
+        prefill_held = False
+        handed_on = False  # a stream's decode took over the slot and the accounting
+        try:
+            if (fault is not None and fault.kind == "hang") or (self._hang_p and self.rng.random() < self._hang_p):
+                yield self.stuck.wait()
+            inp = ctx.input_tokens if ctx.input_tokens >= 0 else self._default_input()
+            out = ctx.output_tokens
+            if out < 0:
+                sampler = self._tokens.get(class_key)
+                out = sampler() if sampler is not None else self._default_tokens()
+            out = max(out, 0.0)
+            factor = fault.latency_factor if fault is not None and fault.kind == "slow" else 1.0
+            prefill_s = (self._prefill_base() + max(inp, 0.0) / lat.prefill_tokens_per_s) * factor
+            status = self._draw_error()
+            if fault is not None and fault.kind == "errors" and self.rng.random() < fault.error_rate:
+                status = fault.error_status
+            if rtt > 0:
+                yield env.timeout(rtt)
+            queued_at = env.now
+            waiting = self.prefill.acquire()
+            if waiting is not None:
+                try:
+                    yield waiting
+                except BaseException:
+                    self.prefill.cancel(waiting)
+                    raise
+            prefill_held = True
+            ctx.provider_queue_s += env.now - queued_at
+            if prefill_s > 0:
+                yield env.timeout(prefill_s)
+            self.prefill.release()
+            prefill_held = False
+            if fault is not None and fault.kind == "reset":
+                raise Failure("reset", 0)
+            if status:
+                raise Failure(str(status), status)
+            n = reply_tokens(out)
+            first_at = env.now
+            done = env.event()
+            job = self._decode_join(out * factor, done)
+            if ctx.stream and ctx.reply_tokens == 0:
+                ctx.reply_tokens = n
+                ctx.first_token_at = first_at
+                ctx.stream_end_at = math.inf
+                ctx.stream_done = done
+                done.callbacks.append(lambda _: self._llm_stream_over(ctx, job, first_at, n, start))
+                handed_on = True
+                return
+            yield done
+            job = None
+            if ctx.reply_tokens == 0:
+                ctx.reply_tokens = n
+        finally:
+            if prefill_held:
+                self.prefill.release()
+            if not handed_on:
+                if job is not None:  # walked away mid-decode: the stream stops
+                    self._decode_leave(job)
+                self.in_flight -= 1
+                ctx.provider_s += env.now - start
+                self.slots.release()
+
+    def _llm_stream_over(self, ctx, job, first_at: float, n: int, start: float) -> None:
+        now = self.env.now
+        ctx.stream_end_at = now
+        if n > 1:
+            gap = job.work / (n - 1) / job.min_rate if job.min_rate > 0 else 0.0
+            ctx.tpot_s = (now - first_at) / (n - 1)
+            ctx.itl_max_s = min(tokens_per_chunk(gap), n - 1) * gap
+        self.in_flight -= 1
+        ctx.provider_s += now - start
+        self.slots.release()
+
+    def _decode_join(self, work: float, done: simpy.Event):
+        job = self.decode.join(self.env.now, work)
+        self._decode_done[job.key] = done
+        self._decode_schedule()
+        return job
+
+    def _decode_leave(self, job) -> None:
+        self.decode.leave(self.env.now, job)
+        self._decode_done.pop(job.key, None)
+        self._decode_schedule()
+
+    def _decode_schedule(self) -> None:
+        """One timer for the next stream to finish; a join or leave makes the pending one stale."""
+        self._decode_timer += 1
+        nxt = self.decode.next_done(self.env.now)
+        if nxt is not None:
+            gen = self._decode_timer
+            self.env.timeout(max(nxt[0] - self.env.now, 0.0)).callbacks.append(lambda _: self._decode_fire(gen))
+
+    def _decode_fire(self, gen: int) -> None:
+        if gen != self._decode_timer:
+            return
+        now = self.env.now
+        while True:
+            nxt = self.decode.next_done(now)
+            if nxt is None or nxt[0] > now + 1e-9:
+                break
+            job = nxt[1]
+            self.decode.leave(now, job)
+            self._decode_done.pop(job.key).succeed()
+        self._decode_schedule()
 
     def guarded_call(self, ctx, class_key):
         """``call`` as a process body: returns the Failure instead of raising it, and ends

@@ -29,9 +29,10 @@ def DET(v):
     return {"dist": "deterministic", "value": v}
 
 
-def stream_scenario(make_scenario, providers: dict, fallback: dict | None = None, tokens: int = 6, **cls) -> object:
+def stream_scenario(make_scenario, providers: dict, fallback: dict | None = None, tokens: int = 6,
+                    arrivals: dict | None = None, **cls) -> object:
     return make_scenario({
-        "workload": {"mix": {"select": None, "chat": 1.0}},
+        "workload": {"mix": {"select": None, "chat": 1.0}, **({"arrivals": arrivals} if arrivals else {})},
         "endpoints": {
             "select": None,
             "chat": {"kind": "chat_completions", "model_selection": False, "stream": True,
@@ -188,3 +189,27 @@ def test_loadgen_records_ttft_and_tpot_as_the_simulator_predicts(make_scenario, 
     assert float(np.median(tpot)) == pytest.approx(sim_tpot, rel=0.05)
     assert all(r.itl_max_s >= r.tpot_s * 0.9 for r in ok)
     assert all(math.isfinite(r.latency_s) and r.latency_s >= r.ttft_s for r in ok)
+
+
+def test_llm_server_shares_its_decode_as_the_simulator_predicts(make_scenario, emulator_set, run_async):
+    # six streams at once: prefills one after another (10 ms + 400 tokens at 40k/s = 20 ms each),
+    # then 40 tokens each from a decode of 120 tokens/s shared by all (at most 60 for one stream)
+    sc = stream_scenario(make_scenario, {"p1": {"latency": {
+        "model": "llm", "prefill_base": DET("10ms"), "prefill_tokens_per_s": 40000,
+        "decode_tokens_per_s": 120, "max_stream_tokens_per_s": 60}}}, tokens=40, input_tokens=DET(400),
+        arrivals={"process": "burst", "size": 6, "every": "10s"})
+
+    async def main():
+        async with emulator_set(sc) as emu:
+            async with await start_gateway(sc, emu.urls, time.monotonic(), 1, REDIS) as gw:
+                return await run_load(sc, gw.url, time.monotonic() + 0.05, 1, 0.5, drain_s=10.0)
+
+    records, _ = run_async(main(), timeout=30)
+    assert len(records) == 6 and all(r.outcome == "ok" and r.input_tokens == 400 and r.output_tokens == 40 for r in records)
+    sim = run_scenario(sc.model_copy(update={"run": sc.run.model_copy(update={"duration": 0.5, "replications": 1})})).records
+    measured_ttft, predicted_ttft = sorted(r.ttft_s for r in records), sorted(sim["ttft_s"])
+    assert predicted_ttft == pytest.approx([0.02 * k for k in range(1, 7)])  # the prefill queue
+    assert measured_ttft == pytest.approx(predicted_ttft, abs=0.015)
+    measured_tpot, predicted_tpot = np.median([r.tpot_s for r in records]), float(sim["tpot_s"].median())
+    assert predicted_tpot > 1 / 60 * 1.5  # slower than a stream alone: the decode is shared
+    assert measured_tpot == pytest.approx(predicted_tpot, rel=0.06)
