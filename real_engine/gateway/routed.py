@@ -7,6 +7,12 @@ the router's ``timeout``; the waits between retries are real sleeps.  What the r
 from a call (latency per completion token from the reply's ``usage``, a 429's Retry-After) is
 read off the real reply.  A request that fails is answered with the status LiteLLM's proxy
 would give (429, 408, 500, 503), and its record outcome follows from it.
+
+A streamed request (``"stream": true``) is answered as the flow's are: a call succeeds at its
+reply's first chunk (the router's timeout bounds the wait for it, and the latency it learns
+is that time to first token, as LiteLLM's lowest-latency routing does for streams), and the
+open stream goes back as a ``flow.StreamRelay`` for ``app`` to relay; its completion tokens,
+not known before the end, are the request's own count when it sent one (else none).
 """
 
 from __future__ import annotations
@@ -55,8 +61,8 @@ class RealRouter:
             return next(iter(self.settings.groups))
         return self.scenario.router_group(cls)
 
-    async def chat(self, ctx: "RequestContext", ep_name: str, body: dict[str, Any]) -> tuple[bytes, str]:
-        from real_engine.gateway.flow import FlowError, emulator_queue_s, status_kind
+    async def chat(self, ctx: "RequestContext", ep_name: str, body: dict[str, Any]) -> "tuple[bytes, str] | StreamRelay":
+        from real_engine.gateway.flow import FlowError, StreamRelay, emulator_queue_s, status_kind
 
         core = self.core
         clock = core.clock
@@ -70,7 +76,10 @@ class RealRouter:
             "X-Gwsim-Class": ctx.class_name,
         }
         payload = json.dumps(body).encode()
-        reply: tuple[bytes, str] | None = None
+        stream = body.get("stream") is True
+        own_out = body.get("gwsim_output_tokens")
+        stream_tokens = own_out if isinstance(own_out, int) and not isinstance(own_out, bool) and own_out > 0 else 0
+        reply: "tuple[bytes, str] | StreamRelay | None" = None
         while not route.done:
             what, detail = route.step
             if what == "wait":
@@ -84,18 +93,33 @@ class RealRouter:
             timing = CallTiming()
             started = time.perf_counter()
             resp = None
+            upstream = None
             try:
                 async with asyncio.timeout(self.settings.timeout):
-                    resp = await core.provider_pools[provider].request("POST", "/v1/chat/completions", payload, headers, timing)
+                    if stream:
+                        resp, upstream, first = await self._open_stream(provider, payload, headers, timing)
+                    else:
+                        resp = await core.provider_pools[provider].request("POST", "/v1/chat/completions", payload, headers, timing)
                 kind = None if resp.status == 200 else status_kind(resp.status)
             except UpstreamError as exc:
                 kind = exc.kind
             except TimeoutError:
                 kind = "timeout"
+            except BaseException:
+                if upstream is not None:
+                    upstream.close()
+                raise
             elapsed = time.perf_counter() - started
-            queue_s = min(emulator_queue_s(resp), timing.exchange_s) if resp is not None else 0.0
             ctx.add("provider_pool_wait", timing.pool_wait_s)
             ctx.add("provider_connect", timing.connect_s)
+            if upstream is not None:  # the relay adds the provider's time when the stream ends
+                queue_s = emulator_queue_s(upstream)  # type: ignore[arg-type] - it reads .headers only
+                ctx.add("provider_queue", queue_s)
+                core.metrics.upstream_calls.labels(provider, "ok").inc()
+                reply = StreamRelay(first, upstream, queue_s, _nothing_after)
+                route.advance(clock.now(), Attempt(None, elapsed, stream_tokens, stream_tokens + input_tokens))
+                continue
+            queue_s = min(emulator_queue_s(resp), timing.exchange_s) if resp is not None else 0.0
             ctx.add("provider_queue", queue_s)
             ctx.add("provider", max(0.0, timing.exchange_s - queue_s))
             core.metrics.upstream_calls.labels(provider, kind or "ok").inc()
@@ -110,10 +134,33 @@ class RealRouter:
         result = route.step[1]
         ctx.fallback_used = result.fallback_used
         if not result.ok:
+            if isinstance(reply, StreamRelay):
+                reply.upstream.close()
             raise FlowError(client_outcome(result.status), f"router: {result.kind}", status=result.status, error_type=result.kind)
         ctx.provider = result.deployment.provider
         assert reply is not None
         return reply
+
+
+    async def _open_stream(self, provider: str, payload: bytes, headers: dict[str, str], timing: CallTiming):
+        """(reply head, the open stream on success else None, its first piece) of a streamed call."""
+        from real_engine.gateway.flow import HttpResponse
+
+        up = await self.core.provider_pools[provider].open_stream("POST", "/v1/chat/completions", payload, headers, timing)
+        try:
+            if up.status != 200:
+                return HttpResponse(up.status, up.headers, await up.read_all(), False), None, b""
+            first = await up.piece()
+            if not first:
+                raise UpstreamError("reset", f"{provider}: a stream that ended before its first chunk")
+        except BaseException:
+            up.close()
+            raise
+        return up, up, first
+
+
+async def _nothing_after(reply: bytes) -> None:
+    """A routed stream has no prompt-cache SET or selection store after it."""
 
 
 def _usage(raw: bytes) -> tuple[int, int]:

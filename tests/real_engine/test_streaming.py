@@ -213,3 +213,31 @@ def test_llm_server_shares_its_decode_as_the_simulator_predicts(make_scenario, e
     measured_tpot, predicted_tpot = np.median([r.tpot_s for r in records]), float(sim["tpot_s"].median())
     assert predicted_tpot > 1 / 60 * 1.5  # slower than a stream alone: the decode is shared
     assert measured_tpot == pytest.approx(predicted_tpot, rel=0.06)
+
+
+def test_router_walks_a_stream_to_its_first_chunk_then_relays_it(make_scenario, emulator_set, run_async):
+    # the router's timeout (300 ms) bounds the wait for the first chunk (80 ms), not the stream (~680 ms)
+    sc = make_scenario({
+        "workload": {"mix": {"select": None, "chat": 1.0}},
+        "endpoints": {"select": None, "chat": {"kind": "chat_completions", "model_selection": False, "stream": True,
+                                               "classes": [{"name": "c1", "model": "main", "output_tokens": DET(6)}]}},
+        "providers": {"p1": {"latency": SLOW_DECODE["latency"], "errors": {"503": 1.0}}, "p2": SLOW_DECODE},
+        "router": {"num_retries": 2, "timeout": "300ms", "strategy": "least-busy",
+                   "groups": {"main": {"deployments": [{"provider": "p1"}, {"provider": "p2"}]}}},
+    })
+
+    async def main():
+        async with emulator_set(sc) as emu, aiohttp.ClientSession() as s:
+            async with await start_gateway(sc, emu.urls, time.monotonic(), 1, REDIS) as gw:
+                return await read_stream(s, gw.url, 1)
+
+    status, headers, events, _ = run_async(main(), timeout=20)
+    # p1's 503s come back at its TTFT (80 ms): twice on p1 (least-busy's first of equals), then p2
+    assert status == 200 and headers["X-Gwsim-Provider"] == "p2" and headers["X-Gwsim-Attempts"] == "3"
+    chunks = content_events(events)
+    assert len(chunks) == 6 and 0.24 <= chunks[0][0] < 0.3 and chunks[-1][0] - chunks[0][0] > 0.45
+    closing = [json.loads(line[len(": gwsim "):]) for _, line in events if line.startswith(": gwsim ")]
+    assert closing[0]["outcome"] == "ok"
+    sim = run_scenario(sc.model_copy(update={"run": sc.run.model_copy(update={"replications": 1})})).records
+    assert (sim.outcome == "ok").all() and (sim.provider == "p2").all()
+    assert float(sim.ttft_s.iloc[0]) == pytest.approx(0.24)  # the simulator's walk also stops at the first chunk
