@@ -19,6 +19,8 @@ EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "real": (("aiohttp", "redis", "cryptography"), "aiohttp, redis, cryptography"),
     "charts": (("altair", "vl_convert"), "altair, vl-convert-python"),
     "dask": (("dask", "distributed"), "dask[distributed]"),
+    # LiteLLM's real proxy, for gwsim measure --gateway litellm (its CLI runs on uvloop)
+    "litellm": (("litellm", "fastapi", "uvicorn", "uvloop"), "litellm[proxy]"),
 }
 
 

@@ -47,7 +47,10 @@ def register(cli: click.Group) -> None:
     @click.option("--header", "headers", multiple=True, metavar="'NAME: VALUE'",
                   help="Header the load generator sends with every request, e.g. 'Authorization: Bearer sk-...' for a "
                   "gateway that requires a key (repeatable); $GWSIM_API_KEY sends 'Authorization: Bearer $GWSIM_API_KEY'.")
-    def measure(scenario, duration, overrides, seed, as_json, out, target_url, redis_url, strict, headers) -> None:
+    @click.option("--gateway", type=click.Choice(["builtin", "litellm"]), default="builtin", show_default=True,
+                  help="The gateway measured: gwsim's own asyncio gateway, or LiteLLM's real proxy configured by "
+                  "`gwsim export litellm` (the scenario needs a [router]; install gwsim[litellm]).")
+    def measure(scenario, duration, overrides, seed, as_json, out, target_url, redis_url, strict, headers, gateway) -> None:
         """Run the scenario for real: emulated upstreams, the asyncio gateway, a load generator.
 
         Starts the emulators and the gateway (each in its own process) on 127.0.0.1, drives them
@@ -65,7 +68,11 @@ def register(cli: click.Group) -> None:
         from real_engine.loadgen import request_headers
 
         sc = load_scenario(scenario, list(overrides))
-        check_executor(scenario, overrides, "real", strict)
+        launcher = None
+        if gateway == "litellm":
+            launcher = _litellm_launcher(scenario, overrides, target_url, strict)
+        else:
+            check_executor(scenario, overrides, "real", strict)
         try:
             request_headers(headers, {})
         except ValueError as exc:
@@ -92,16 +99,16 @@ def register(cli: click.Group) -> None:
         if bar is not None:
             with bar:
                 result = run_measure(scenario, list(overrides), duration_s=duration, target_url=target_url, seed=seed, progress=tick,
-                                     redis_url=redis_url, headers=headers)
+                                     redis_url=redis_url, headers=headers, gateway=launcher)
         else:
             result = run_measure(scenario, list(overrides), duration_s=duration, target_url=target_url, seed=seed, redis_url=redis_url,
-                                 headers=headers)
+                                 headers=headers, gateway=launcher)
         records = result.frame()
         warmup = min(sc.run.warmup, result.duration_s / 2)
         summary = stats.summarize(
             records,
             scenario=sc.run.name,
-            engine="real",
+            engine="litellm" if launcher is not None else "real",
             replications=1,
             seed=result.seed,
             warmup_s=warmup,
@@ -124,3 +131,26 @@ def register(cli: click.Group) -> None:
             sent = result.accounting.get("sent", 0)
             where = f" in {out}" if out else " (summary above)"
             raise Interrupted(f"interrupted; kept the {sent} requests sent so far, each counted once{where}")
+
+
+def _litellm_launcher(scenario: str, overrides, target_url, strict: bool):
+    """LiteLLM's proxy as the measured gateway; the export's warnings (``--strict``: the first
+    refuses), a one-line error naming the extra when LiteLLM is not installed."""
+    from gwsim.litellm.proxy import LiteLLMProxy, check_installed
+    from gwsim.litellm_cmd import export_litellm
+    from simulator.errors import ScenarioError, UsageError
+    from simulator.scenario import load_scenario
+
+    if target_url is not None:
+        raise UsageError("--target and --gateway litellm: expected one gateway to measure, got both")
+    check_installed()
+    _, warnings = export_litellm(scenario, overrides)
+    if strict and warnings:
+        raise ScenarioError(warnings[0])
+    for line in warnings:
+        click.echo(f"gwsim: warning: {' '.join(line.split())}", err=True)
+    from simulator.scenario import apply_overrides, read_scenario_data
+
+    sc = load_scenario(scenario, list(overrides) + ['profile="none"'])
+    raw = apply_overrides(read_scenario_data(scenario), list(overrides), str(scenario))
+    return LiteLLMProxy(sc, raw, str(scenario))

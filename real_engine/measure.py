@@ -27,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from real_engine import settings
 from simulator.errors import GwsimError
@@ -45,6 +45,21 @@ TERM_GRACE_S = 10.0
 
 class MeasureError(GwsimError):
     """The measurement could not run (Redis down, a process failed to start)."""
+
+
+class GatewayLauncher(Protocol):
+    """A gateway other than the built-in one, started in its own process in front of the emulators
+    (``gwsim.litellm.proxy`` starts LiteLLM's proxy): ``launch`` starts it (the orchestrator then
+    owns the process and stops it on every exit path), ``wait_ready`` returns its URL."""
+
+    name: str
+    startup_s: float  # from launch to the run's first arrival (a slower start is reported)
+    ready_timeout_s: float  # the longest start-up tolerated
+    headers: dict[str, str]  # what the load generator must send it (its key)
+
+    def launch(self, upstream_urls: dict[str, Any], workdir: Path) -> "ChildProcess": ...
+
+    def wait_ready(self, proc: "ChildProcess", deadline: float) -> str: ...
 
 
 @dataclass
@@ -109,11 +124,12 @@ class ChildProcess:
     """One child process with its log file; ``stop()`` is SIGTERM, then SIGKILL after a grace."""
 
     def __init__(self, name: str, argv: list[str], workdir: Path, pass_fds: tuple[int, ...] = (),
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str | None] | None = None) -> None:
         self.name = name
         self.log_path = workdir / f"{name}.log"
         self._log = open(self.log_path, "wb")
-        env = {**os.environ, **(extra_env or {})}
+        # a None value takes the variable out of the child's environment
+        env = {k: v for k, v in {**os.environ, **(extra_env or {})}.items() if v is not None}
         env.setdefault("PYTHONUNBUFFERED", "1")
         # Own session: a Ctrl-C in the terminal reaches the orchestrator only, which then
         # stops the children in the right order.
@@ -224,18 +240,21 @@ def measure(
     startup_s: float = DEFAULT_STARTUP_S,
     workdir: str | Path | None = None,
     headers: list[str] | tuple[str, ...] = (),
+    gateway: GatewayLauncher | None = None,
 ) -> MeasureResult:
     """Run the scenario on the real engine (or against ``target_url``) and collect the results.
 
     ``workdir``: where the processes' ready files, logs and results go (a temporary
     directory, removed afterwards, when not given).  ``headers`` ("Name: value"): sent by the
     load generator with every request (an external gateway's key), handed to it in its
-    environment, never on its command line.
+    environment, never on its command line.  ``gateway``: a gateway to measure instead of the
+    built-in one, started in front of the emulators (LiteLLM's proxy); Redis is not needed then.
     """
     from real_engine.loadgen import HEADERS_ENV, request_headers
 
     # checked here, before any process starts (ValueError with one line)
-    loadgen_env = {HEADERS_ENV: json.dumps(request_headers(headers, {}))} if headers else None
+    sent_headers = {**(gateway.headers if gateway is not None else {}), **request_headers(headers, {})}
+    loadgen_env = {HEADERS_ENV: json.dumps(sent_headers)} if sent_headers else None
     # The machine profile stands for overheads the simulator must add; the real engine pays
     # them for real, so its processes load the scenario without it.
     overrides = list(overrides) + ['profile="none"']
@@ -243,8 +262,10 @@ def measure(
     seed = scenario.run.seed if seed is None else int(seed)
     duration = scenario.run.duration if duration_s is None else float(duration_s)
     redis_url = settings.redis_url(redis_url)
-    if target_url is None:
+    if target_url is None and gateway is None:
         check_redis(redis_url)
+    if gateway is not None:
+        startup_s = max(startup_s, gateway.startup_s)
     own_dir = workdir is None
     wd = Path(tempfile.mkdtemp(prefix="gwsim-measure-")) if own_dir else Path(workdir)  # type: ignore[arg-type]
     wd.mkdir(parents=True, exist_ok=True)
@@ -265,15 +286,21 @@ def measure(
                 procs["emulators"] = ChildProcess(
                     "emulators", [py, "-m", "real_engine.emulators", *common, "--ready-file", str(emu_ready)], wd
                 )
-                procs["gateway"] = ChildProcess(
-                    "gateway",
-                    [py, "-m", "real_engine.gateway", *common, "--upstreams", str(emu_ready),
-                     "--ready-file", str(gw_ready), "--redis-url", redis_url],
-                    wd,
-                )
-                deadline = time.monotonic() + READY_TIMEOUT_S
-                wait_ready(emu_ready, [procs["emulators"]], deadline)
-                url = wait_ready(gw_ready, [procs["gateway"], procs["emulators"]], deadline)["url"]
+                if gateway is None:
+                    procs["gateway"] = ChildProcess(
+                        "gateway",
+                        [py, "-m", "real_engine.gateway", *common, "--upstreams", str(emu_ready),
+                         "--ready-file", str(gw_ready), "--redis-url", redis_url],
+                        wd,
+                    )
+                    deadline = time.monotonic() + READY_TIMEOUT_S
+                    wait_ready(emu_ready, [procs["emulators"]], deadline)
+                    url = wait_ready(gw_ready, [procs["gateway"], procs["emulators"]], deadline)["url"]
+                else:
+                    deadline = time.monotonic() + max(READY_TIMEOUT_S, gateway.ready_timeout_s)
+                    upstreams = wait_ready(emu_ready, [procs["emulators"]], deadline)
+                    procs["gateway"] = gateway.launch(upstreams, wd)
+                    url = gateway.wait_ready(procs["gateway"], deadline)
             if time.monotonic() > t0 - 0.5:
                 problems.append(f"start-up took longer than startup_s={startup_s:g}s: the first arrivals may be late")
             read_fd, write_fd = os.pipe()

@@ -4,5 +4,3 @@
 Nothing here imports LiteLLM: the config is plain YAML, and the proxy runs as its own process
 from the optional extra ``gwsim[litellm]``.
 """
-
-EXTRA_HINT = "LiteLLM's proxy is not installed; install the extra: pip install 'gwsim[litellm]'"

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from simulator.errors import ScenarioError
+from simulator.policies.routing import deployment_id
 from simulator.scenario import Scenario
 
 __all__ = [
@@ -99,7 +100,7 @@ def export_config(
                 value = getattr(d, key)
                 if value is not None:
                     params[key] = value
-            model_list.append({"model_name": group, "litellm_params": params, "model_info": {"id": f"{group}-{i}", "gwsim_provider": d.provider}})
+            model_list.append({"model_name": group, "litellm_params": params, "model_info": {"id": deployment_id(group, i), "gwsim_provider": d.provider}})
     settings: dict[str, Any] = {"routing_strategy": router.strategy}
     for key in ROUTER_SETTINGS:
         value = getattr(router, key)

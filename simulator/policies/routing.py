@@ -62,6 +62,8 @@ __all__ = [
     "Router",
     "RouterConfig",
     "client_outcome",
+    "deployment_id",
+    "deployment_providers",
     "parallel_limit",
 ]
 
@@ -77,6 +79,18 @@ UNKNOWN_COST_PER_TOKEN = 5.0
 #: Retry-After of the router's own rpm refusal (usage-based-routing-v2's pre-call check).
 RPM_REFUSAL_RETRY_AFTER_S = 60.0
 MINUTE_S = 60.0
+
+
+def deployment_id(group: str, index: int) -> str:
+    """A deployment's id: its group and place in it (LiteLLM's ``model_info.id`` in an exported config)."""
+    return f"{group}-{index}"
+
+
+def deployment_providers(router: "RouterSettings | None") -> dict[str, str]:
+    """Deployment id -> the provider it calls (to read a LiteLLM reply's ``x-litellm-model-id``)."""
+    if router is None:
+        return {}
+    return {deployment_id(g, i): d.provider for g, group in router.groups.items() for i, d in enumerate(group.deployments)}
 
 
 def client_outcome(status: int) -> str:
@@ -144,11 +158,11 @@ class RouterConfig:
 
     @classmethod
     def from_settings(cls, router: "RouterSettings") -> "RouterConfig":
-        """From the scenario's ``[router]`` table: deployment ids are ``GROUP/INDEX``."""
+        """From the scenario's ``[router]`` table: deployment ids are ``GROUP-INDEX``."""
         groups = {
             name: tuple(
                 DeploymentSpec(
-                    f"{name}/{i}", name, d.provider, d.weight, d.rpm, d.tpm, d.max_parallel_requests,
+                    deployment_id(name, i), name, d.provider, d.weight, d.rpm, d.tpm, d.max_parallel_requests,
                     d.input_cost_per_token, d.output_cost_per_token, d.cooldown_time,
                 )
                 for i, d in enumerate(group.deployments)
