@@ -5,9 +5,9 @@ A failed call on a deployment is counted (per deployment, in a one-minute window
 at the window's first failure, as LiteLLM's in-memory counters with a 60 s TTL do), then the
 router decides whether to cool the deployment down:
 
-* no cooldown at all when cooldowns are disabled, when the cooldown would last 0 s, for a
-  connection error (LiteLLM's ``APIConnectionError``: refused, reset) and for a 4xx other
-  than 401/402/404/408/429;
+* no cooldown at all when cooldowns are disabled, when the cooldown would last 0 s, and for a
+  4xx other than 401/402/404/408/429 (a connection refused or reset reaches the router as an
+  ``InternalServerError``, 500, measured on the real proxy: it cools down like one);
 * LiteLLM's default rule, when neither ``allowed_fails`` (at a value other than LiteLLM's
   default of 3) nor an ``allowed_fails_policy`` is set: a 429 cools a deployment of a group
   with alternatives at once; so does a failure share above 50 % of at least 5 calls in the
@@ -56,14 +56,14 @@ MINUTE_S = 60.0
 
 #: The HTTP status LiteLLM gives each error kind (the client sees it when the request fails):
 #: a provider's 429/500/503, a timeout (408), a connection refused or reset mid-response
-#: (``APIConnectionError``, 500), no deployment available (every one cooling down or over its
+#: (500), no deployment available (every one cooling down or over its
 #: limits: ``RouterRateLimitError``, 429), a deployment's ``max_parallel_requests`` full or its
 #: ``rpm`` used up (``RateLimitError`` raised by the router itself, 429).
 KIND_STATUS = {
     "429": 429, "500": 500, "503": 503, "timeout": 408, "connect": 500, "reset": 500,
     "no_deployments": 429, "max_parallel": 429, "rpm_limit": 429,
 }
-#: Kinds LiteLLM raises as ``APIConnectionError``: never a cooldown.
+#: Connection failures (refused, reset mid-response): an ``InternalServerError`` to the router.
 CONNECTION_KINDS = frozenset({"connect", "reset"})
 
 
@@ -73,11 +73,11 @@ def error_class(kind: str) -> str:
         return "rate_limit"
     if kind == "timeout":
         return "timeout"
-    if kind == "500":
+    if kind == "500" or kind in CONNECTION_KINDS:
         return "internal_server_error"
     if kind == "503":
         return "service_unavailable"
-    return "other"  # connection errors, no deployment available
+    return "other"  # no deployment available
 
 
 def retryable_status(status: int) -> bool:
@@ -180,7 +180,7 @@ class Cooldowns:
         return True
 
     def _may_cool(self, kind: str, duration: float) -> bool:
-        if self.config.disabled or abs(duration) < 1e-9 or kind in CONNECTION_KINDS:
+        if self.config.disabled or abs(duration) < 1e-9:
             return False
         status = KIND_STATUS.get(kind, 500)
         return not (400 <= status < 500) or status in (401, 402, 404, 408, 429)

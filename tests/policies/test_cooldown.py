@@ -53,11 +53,14 @@ def test_lone_deployment_is_not_cooled_by_the_default_rule():
     assert c.cooldowns == 0
 
 
-def test_connection_errors_and_most_4xx_never_cool():
-    c = make(CooldownConfig(allowed_fails=0))
-    assert not c.on_failure("g/0", "connect", 0.0)
-    assert not c.on_failure("g/0", "reset", 0.0)
-    assert c.on_failure("g/0", "timeout", 0.0)  # 408 may cool: counted, 1 > 0 allowed
+def test_connection_errors_cool_like_500s():
+    # measured on LiteLLM's proxy: refused connections reach the router as InternalServerErrors
+    c = make()
+    for t in range(4):
+        assert not c.on_failure("g/0", "connect", float(t))
+    assert c.on_failure("g/0", "reset", 4.0)  # 5 of 5 failed
+    d = make(CooldownConfig(allowed_fails=0))
+    assert d.on_failure("g/0", "timeout", 0.0)  # 408 may cool: counted, 1 > 0 allowed
 
 
 def test_allowed_fails_counts_within_the_router_cooldown_time():
@@ -93,6 +96,6 @@ def test_disabled_and_zero_cooldowns():
 
 
 def test_error_classes_and_retryable_statuses():
-    assert [error_class(k) for k in ("429", "rpm_limit", "timeout", "500", "503", "connect")] == [
-        "rate_limit", "rate_limit", "timeout", "internal_server_error", "service_unavailable", "other"]
+    assert [error_class(k) for k in ("429", "rpm_limit", "timeout", "500", "503", "connect", "no_deployments")] == [
+        "rate_limit", "rate_limit", "timeout", "internal_server_error", "service_unavailable", "internal_server_error", "other"]
     assert [retryable_status(s) for s in (400, 404, 408, 409, 429, 500, 503)] == [False, False, True, True, True, True, True]
