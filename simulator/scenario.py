@@ -703,6 +703,16 @@ class Provider(_Model):
         "deadline (fallback.attempt_timeout) or the client's timeout ends it.",
     )
     over_limit: Literal["queue", "reject"] = Field(default="queue", description="Beyond concurrency: queue, or reject with 429.")
+    rpm: int | None = Field(
+        default=None, gt=0,
+        description="Requests per minute the provider admits over a sliding 60 s window; beyond it a 429 with a "
+        "Retry-After of the whole seconds until a request would fit (simulator.policies.quota).",
+    )
+    tpm: int | None = Field(
+        default=None, gt=0,
+        description="Tokens per minute over the same window, counted as providers count them: input tokens plus the "
+        "max_tokens asked for at admission, what the request used once it is done.",
+    )
     network_rtt: Distribution = Field(default=ZERO, description="Round trip between gateway and provider.")
     pool: ConnectionPool = Field(default_factory=lambda: ConnectionPool(max_idle_per_host=100), description="Gateway's HTTP pool to this provider.")
     breaker: Breaker | None = Field(default=None, description="Optional breaker guarding this provider.")
@@ -735,7 +745,14 @@ class Fallback(_Model):
     hedge_delay: float = Field(default=1.0, ge=0, description="hedge: start the next alternative after this long without an answer.")
     trigger_on: tuple[str, ...] = Field(default=("timeout", "connect", "reset", "429", "500", "503", "breaker_open"), description="Error kinds that trigger a fallback.")
     race_setup_cpu: Distribution = Field(default=ZERO, description="Seed quirk: CPU for the race that only constructs clients, before one real call.")
-    _d = _durations("attempt_timeout", "hedge_delay")
+    retry_after_cap: float | None = Field(
+        default=None, gt=0,
+        description="none or sequential: on a provider's 429 whose Retry-After is no longer than this, wait that long "
+        "and call the same provider again (None: a 429 falls back, or fails, as trigger_on says; so does a longer "
+        "Retry-After).",
+    )
+    retry_after_waits: int = Field(default=1, ge=0, le=100, description="none or sequential: how many times one request waits on a Retry-After.")
+    _d = _durations("attempt_timeout", "hedge_delay", "retry_after_cap")
 
     @field_validator("trigger_on")
     @classmethod

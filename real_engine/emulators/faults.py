@@ -14,11 +14,11 @@ import json
 from aiohttp import web
 
 
-def error_reply(status: int, message: str, timing: str | None = None) -> web.Response:
-    """An OpenAI-style error body with ``status``; 429 carries ``Retry-After: 1``."""
+def error_reply(status: int, message: str, timing: str | None = None, retry_after: int = 1) -> web.Response:
+    """An OpenAI-style error body with ``status``; 429 carries ``Retry-After`` (1 s unless told)."""
     headers = {}
     if status == 429:
-        headers["Retry-After"] = "1"
+        headers["Retry-After"] = str(int(retry_after))
     if timing is not None:
         headers["X-Emulator-Timing"] = timing
     body = json.dumps({"error": {"message": message, "type": "emulated_error", "code": status}})

@@ -12,20 +12,26 @@ at ttft + tokens / tokens_per_s (grouped so chunks are at least ``MIN_CHUNK_S`` 
 it at half the service time: after the first chunk when that has gone out by then.
 
 ``Provider.errors`` answers 429 (with ``Retry-After: 1``), 500 or 503 with the given
-probabilities, about when the first token would have come.  An ``llm`` latency model is an inference server that slows under load, paced by
+probabilities, about when the first token would have come.  ``rpm`` and ``tpm`` are the
+provider's quotas (``simulator.policies.quota``, checked on arrival after the outage): a
+request over them gets 429 after the round trip with the Retry-After the quota computes; it
+is charged its input tokens (``gwsim_input_tokens``, else a load-generator prompt's 5) plus
+its ``max_tokens``, then what it used once answered.  ``concurrency`` bounds requests in
+service; beyond it a request waits in FIFO order (``over_limit="queue"``) or gets 429 after a
+round trip (``"reject"``).  ``hang_probability``: a call, once in service, is never answered
+(a stuck response stream) with that probability, drawn from the provider's own hang stream;
+the client's timeout ends it, as in the simulator.  Faults: slow (x latency_factor), errors,
+outage (refused), hang (never answers), reset (headers and half the body after half the
+service time, then the connection is aborted).  The network round trip is added to the
+time to first byte.
+
+An ``llm`` latency model is an inference server that slows under load, paced by
 ``simulator.policies.llm_server.SharedDecode`` as the simulator times it: after the round
 trip a request waits for the prefill (one prompt at a time, FIFO; ``prefill_base`` + input
 tokens / ``prefill_tokens_per_s``; the request's ``gwsim_input_tokens``, else the provider's
 ``default_input_tokens``), whose end is the first token, then its tokens come as its share
 of the server's decode allows (a stream's chunks as they are decoded); an error status or a
-reset comes at the end of the prefill.  ``concurrency`` bounds
-requests in service; beyond it a request waits in FIFO order (``over_limit="queue"``)
-or gets 429 after a round trip (``"reject"``).  ``hang_probability``: a call, once in
-service, is never answered (a stuck response stream) with that probability, drawn from the
-provider's own hang stream; the client's timeout ends it, as in the simulator.  Faults: slow (x latency_factor), errors,
-outage (refused), hang (never answers), reset (headers and half the body after half the
-service time, then the connection is aborted).  The network round trip is added to the
-time to first byte.
+reset comes at the end of the prefill.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from real_engine.clock import RunClock
 from real_engine.emulators.base import EmulatorServer, timing_header
 from real_engine.emulators.faults import abort, error_reply, reset_midway
 from simulator.policies.llm_server import DecodeJob, SharedDecode
+from simulator.policies.quota import DEFAULT_MAX_TOKENS, PROMPT_TOKENS, ProviderQuota, QuotaEntry, header_seconds
 from simulator.policies.streaming import MIN_CHUNK_S, PLAIN_REPLY_TOKENS, chunk_schedule, reply_tokens, tokens_per_chunk
 from simulator.scenario import LLMServerLatency, PlainLatency, Provider, Scenario
 
@@ -119,6 +126,7 @@ class ProviderEmulator(EmulatorServer):
         self._classes = {(ep_name, c.name): c for ep_name, ep in scenario.endpoints.items() for c in ep.classes}
         self.limiter = FifoLimiter(provider.concurrency) if provider.concurrency else None
         self.concurrency_rejected = 0
+        self.quota = ProviderQuota(provider.rpm, provider.tpm) if provider.rpm or provider.tpm else None
         lat = provider.latency
         self._llm = lat if isinstance(lat, LLMServerLatency) else None
         if self._llm is not None:
@@ -174,6 +182,9 @@ class ProviderEmulator(EmulatorServer):
         self.stats.arrived()
         status = 499  # the client went away (handler cancelled) unless set below
         held = False
+        charged: QuotaEntry | None = None  # the quota's charge, settled with what was used
+        used = 0  # output tokens of the reply
+        inputs = PROMPT_TOKENS
         try:
             fault = self.fault_now()
             if fault is not None and fault.kind == "outage":
@@ -185,6 +196,17 @@ class ProviderEmulator(EmulatorServer):
             stream = bool(body.get("stream", False))
             prompt = "".join(str(m.get("content", "")) for m in body.get("messages", ()) if isinstance(m, dict))
             rtt = self.cfg.network_rtt.sample(self._rng)
+            if self.quota is not None:
+                inputs = self._own(body, "gwsim_input_tokens")
+                inputs = inputs if inputs is not None else PROMPT_TOKENS
+                asked = self._own(body, "max_tokens")
+                got = self.quota.admit(time.monotonic(), inputs + (max(asked, 1) if asked is not None else DEFAULT_MAX_TOKENS))
+                if not isinstance(got, QuotaEntry):
+                    await self.delay(rtt)
+                    status = 429
+                    return error_reply(429, "rate limit: the provider's rpm or tpm quota", timing_header(0, 0, 0),
+                                       retry_after=header_seconds(got))
+                charged = got
             queued_at = time.monotonic()
             if self.limiter is not None:
                 if self.limiter.full() and self.cfg.over_limit == "reject":
@@ -203,7 +225,7 @@ class ProviderEmulator(EmulatorServer):
                 self.hung += 1
                 return await self.hold_until_client_leaves(request)
             if self._llm is not None:
-                status, resp = await self._llm_reply(request, body, endpoint, class_name, stream, fault, rtt, queue_s, prompt)
+                status, resp, used = await self._llm_reply(request, body, endpoint, class_name, stream, fault, rtt, queue_s, prompt)
                 return resp
             own = body.get("gwsim_output_tokens") if isinstance(body, dict) else None
             own = own if isinstance(own, int) and not isinstance(own, bool) and own >= 0 else None
@@ -239,16 +261,18 @@ class ProviderEmulator(EmulatorServer):
                              else max(1, len(prompt) // 4))
             usage = {"prompt_tokens": prompt_tokens, "completion_tokens": tokens, "total_tokens": prompt_tokens + tokens}
             if stream:
-                status = 200
+                status, used = 200, tokens
                 return await self._stream(request, model, usage, tokens, rtt + first, decode, queue_s)
             service = await self.delay(rtt + first + decode)
             payload = json.dumps(self._completion(model, tokens, usage)).encode()
-            status = 200
+            status, used = 200, tokens
             headers = {"X-Emulator-Timing": timing_header(queue_s, service, rtt + first + decode)}
             return web.Response(body=payload, content_type="application/json", headers=headers)
         finally:
             if held:
                 self.limiter.release()
+            if charged is not None and status != 499:  # a call left hanging keeps its charge, as in the simulator
+                self.quota.settle(charged, time.monotonic(), inputs + (used if status == 200 else 0))
             self.stats.left(status)
 
     def _completion(self, model: str, tokens: int, usage: dict[str, int]) -> dict[str, Any]:
@@ -322,8 +346,8 @@ class ProviderEmulator(EmulatorServer):
         return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
     async def _llm_reply(self, request: web.Request, body: dict, endpoint: str, class_name: str, stream: bool, fault,
-                         rtt: float, queue_s: float, prompt: str) -> tuple[int, web.StreamResponse]:
-        """(status, reply) of a call on the LLM server: round trip, prefill queue and prefill,
+                         rtt: float, queue_s: float, prompt: str) -> tuple[int, web.StreamResponse, int]:
+        """(status, reply, output tokens) of a call on the LLM server: round trip, prefill queue and prefill,
         then the tokens as the shared decode gives them (the simulator's ``_llm_call``)."""
         lat = self._llm
         assert lat is not None
@@ -350,9 +374,9 @@ class ProviderEmulator(EmulatorServer):
         finally:
             self._prefill.release()
         if fault is not None and fault.kind == "reset":
-            return 0, self.drop_connection(request)
+            return 0, self.drop_connection(request), 0
         if err is not None:
-            return err, error_reply(err, "emulated provider error", timing_header(queue_s, service, rtt + prefill_s))
+            return err, error_reply(err, "emulated provider error", timing_header(queue_s, service, rtt + prefill_s)), 0
         n = reply_tokens(out)
         model = str(body.get("model") or f"{self.name}-model")
         prompt_tokens = int(inputs) if inp is not None else max(1, len(prompt) // 4)
@@ -364,7 +388,7 @@ class ProviderEmulator(EmulatorServer):
                 await self._decoded(job, job.work)
                 headers = {"X-Emulator-Timing": timing_header(queue_s, service + time.monotonic() - started, rtt + prefill_s)}
                 return 200, web.Response(body=json.dumps(self._completion(model, n, usage)).encode(),
-                                         content_type="application/json", headers=headers)
+                                         content_type="application/json", headers=headers), n
             resp = web.StreamResponse(status=200, headers={
                 "Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                 "X-Emulator-Timing": timing_header(queue_s, service, rtt + prefill_s),
@@ -384,7 +408,7 @@ class ProviderEmulator(EmulatorServer):
             await resp.write(self._chunk(model, {}, "stop", usage))
             await resp.write(b"data: [DONE]\n\n")
             await resp.write_eof()
-            return 200, resp
+            return 200, resp, n
         finally:
             self._decode_leave(job)
 
@@ -418,6 +442,8 @@ class ProviderEmulator(EmulatorServer):
         if self.limiter is not None:
             out.update(concurrency=self.limiter.limit, max_waiting=self.limiter.max_waiting,
                        concurrency_rejected=self.concurrency_rejected)
+        if self.quota is not None:
+            out.update(quota_admitted=self.quota.admitted, quota_refused=self.quota.refused)
         return out
 
     def __repr__(self) -> str:

@@ -46,6 +46,7 @@ from simulator.policies.breaker import CircuitBreaker, make_breaker
 from simulator.policies.cache import similarity_hit_probability, stores_selection
 from simulator.policies.eventlog import RUN_LOG_LIMIT
 from simulator.policies.fallback import FallbackPlan, rank_candidates, ranked_selection
+from simulator.policies.quota import retry_after_wait
 from simulator.policies.ratelimit import SlidingWindowLimiter
 from simulator.policies.retry import RetryPolicy
 from simulator.records import STAGES
@@ -650,6 +651,7 @@ class GatewayCore:
         running: dict[asyncio.Task, _Attempt] = {}
         finished: list[_Attempt] = []
         loop = asyncio.get_running_loop()
+        waits = 0  # calls made again after a 429's Retry-After (fallback.retry_after_cap)
 
         def launch(providers: list[str]) -> None:
             for p in providers:
@@ -676,8 +678,17 @@ class GatewayCore:
                         to_cancel = plan.on_success(att.provider, now)
                         self._finish_losers(plan, running, to_cancel, fb.cancel_losers)
                         running.clear()
-                        self._account(ctx, plan, finished, winner=att)
+                        self._account(ctx, plan, finished, winner=att, again=waits)
                         return att
+                    if att.kind == "429" and fb.mode in ("none", "sequential") and fb.retry_after_cap is not None:
+                        # the provider said when to come back: wait (up to the cap) and call it again
+                        header = att.response.headers.get("retry-after") if att.response is not None else None
+                        wait = retry_after_wait(_seconds(header), fb.retry_after_cap, waits, fb.retry_after_waits)
+                        if wait is not None:
+                            waits += 1
+                            await asyncio.sleep(wait)
+                            launch([att.provider])  # still running as far as the plan knows
+                            continue
                     new = plan.on_failure(att.provider, att.kind, now)
                     if fb.mode == "sequential":
                         for _ in new:
@@ -685,7 +696,7 @@ class GatewayCore:
                             await self.burn(ctx, fb.race_setup_cpu.sample(self._rng_race))
                     launch(new)
             last = max(finished, key=lambda a: a.finished)
-            self._account(ctx, plan, finished, winner=None)
+            self._account(ctx, plan, finished, winner=None, again=waits)
             raise FlowError(KIND_OUTCOME.get(last.kind or "500", "upstream_error"), f"provider call failed: {last.kind}")
         finally:
             # Cancelled from outside (or an unexpected error): no attempt may outlive the request.
@@ -709,10 +720,12 @@ class GatewayCore:
             task.add_done_callback(_consume_result)
             task.add_done_callback(_close_stream)
 
-    def _account(self, ctx: RequestContext, plan: FallbackPlan, finished: list[_Attempt], winner: _Attempt | None) -> None:
+    def _account(self, ctx: RequestContext, plan: FallbackPlan, finished: list[_Attempt], winner: _Attempt | None,
+                 again: int = 0) -> None:
         """Stage times along the critical path: the deciding attempt and the ones before it
-        that ended before it started (overlapping losers add nothing to latency)."""
-        ctx.attempts = plan.attempts  # calls started, as the simulator counts them
+        that ended before it started (overlapping losers add nothing to latency).  ``again``:
+        calls made again after a Retry-After, which the plan does not count."""
+        ctx.attempts = plan.attempts + again  # calls started, as the simulator counts them
         ctx.fallback_used = plan.fallback_used
         if not finished:
             return
@@ -736,6 +749,14 @@ class GatewayCore:
 def _consume_result(task: asyncio.Task) -> None:
     if not task.cancelled():
         task.exception()  # retrieve it so asyncio does not log "exception never retrieved"
+
+
+def _seconds(header: str | None) -> float | None:
+    """A ``Retry-After`` in seconds (None when absent or not a number of seconds)."""
+    try:
+        return float(int(header)) if header else None
+    except ValueError:
+        return None
 
 
 def _close_stream(task: asyncio.Task) -> None:

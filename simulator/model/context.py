@@ -13,14 +13,15 @@ import math
 class Failure(Exception):
     """A request (or an attempt) ended without an answer; ``kind`` is a record outcome or error kind."""
 
-    __slots__ = ("kind", "status")
+    __slots__ = ("kind", "status", "retry_after_s")
 
-    def __init__(self, kind: str, status: int) -> None:
-        # Both in args: SimPy re-creates an event's exception as type(e)(*e.args) before
+    def __init__(self, kind: str, status: int, retry_after_s: float | None = None) -> None:
+        # All in args: SimPy re-creates an event's exception as type(e)(*e.args) before
         # throwing it into the process waiting on that event (Deadlines fails events).
-        super().__init__(kind, status)
+        super().__init__(kind, status, retry_after_s)
         self.kind = kind
         self.status = status
+        self.retry_after_s = retry_after_s  # a 429's Retry-After (seconds), when it carried one
 
     def __str__(self) -> str:
         return self.kind

@@ -45,6 +45,7 @@ from simulator.policies.eventlog import RUN_LOG_LIMIT
 from simulator.policies.fallback import FallbackPlan, ranked_selection
 from simulator.policies.ratelimit import SlidingWindowLimiter
 from simulator.policies.routing import client_outcome
+from simulator.policies.quota import retry_after_wait
 from simulator.policies.retry import RetryPolicy
 from simulator.policies.streaming import CACHED_REPLY_TOKENS
 from simulator.scenario import Scenario, active_fault
@@ -603,9 +604,11 @@ class SimGateway:
 
     def _sequential(self, ctx: RequestContext, plan: FallbackPlan, build: float):
         env = self.env
-        timeout = self.scenario.fallback.attempt_timeout
+        fb = self.scenario.fallback
+        timeout = fb.attempt_timeout
         to_start = plan.start(env.now)
         last: Failure | None = None
+        waits = 0
         while to_start:
             provider = to_start[0]
             cpu = build
@@ -614,6 +617,16 @@ class SimGateway:
                 cpu = self.race_setup() + self._client_cpu(provider)
             ctx.attempts += 1
             failure = yield from self._provider_attempt(ctx, provider, timeout, cpu=cpu)
+            while failure is not None and failure.kind == "429" and fb.retry_after_cap is not None:
+                # the provider said when to come back: wait (up to the cap) and call it again
+                wait = retry_after_wait(failure.retry_after_s, fb.retry_after_cap, waits, fb.retry_after_waits)
+                if wait is None:
+                    break
+                waits += 1
+                if wait > 0:
+                    yield env.timeout(wait)
+                ctx.attempts += 1
+                failure = yield from self._provider_attempt(ctx, provider, timeout)
             if failure is None:
                 plan.on_success(provider, env.now)
                 ctx.provider = provider
@@ -774,7 +787,7 @@ class SimGateway:
             return False
         fb = scenario.fallback
         one_attempt = fb.mode == "none" or (fb.mode == "sequential" and fb.max_attempts == 1)
-        if not one_attempt or fb.attempt_timeout is not None:
+        if not one_attempt or fb.attempt_timeout is not None or fb.retry_after_cap is not None:
             return False
         primary = ranked_selection(self.provider_order, class_index, klass.provider)[0]
         return (

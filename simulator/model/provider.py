@@ -29,6 +29,14 @@ from simulator.model.flow import Stuck
 from simulator.model.servers import Servers
 from simulator.model.slots import Slots
 from simulator.policies.llm_server import SharedDecode
+from simulator.policies.quota import (
+    ERROR_RETRY_AFTER_S,
+    PROMPT_TOKENS,
+    ProviderQuota,
+    QuotaEntry,
+    header_seconds,
+    requested_tokens,
+)
 from simulator.policies.streaming import PLAIN_REPLY_TOKENS, even_figures, reply_tokens, tokens_per_chunk
 from simulator.scenario import LLMServerLatency, PlainLatency, Provider, active_fault
 
@@ -83,6 +91,9 @@ class SimProvider:
         self._hang_p = cfg.hang_probability
         self._error_table = [(float(p), int(status)) for status, p in sorted(cfg.errors.items())]
         self._rejects = cfg.over_limit == "reject" and bool(cfg.concurrency)
+        #: rpm/tpm quotas; ``_entry``: the charge ``_refused`` just made, taken by its caller at once
+        self.quota = ProviderQuota(cfg.rpm, cfg.tpm) if cfg.rpm or cfg.tpm else None
+        self._entry: QuotaEntry | None = None
         self.stuck = Stuck(env)
         self.in_flight = 0
         self.calls = 0
@@ -91,7 +102,7 @@ class SimProvider:
         #: hung or abandoned (``place`` then stands in for ``call_at``)
         self.uniform = (
             not cfg.faults and not self._error_table and not self._hang_p and not self._rejects
-            and self._plain is not None and self.slots is None
+            and self._plain is not None and self.slots is None and self.quota is None
         )
 
     def _service_time(self, class_key, tokens: float = -1) -> tuple[float, float, float]:
@@ -125,17 +136,30 @@ class SimProvider:
             return self.servers.next_start(now) > now
         return self.slots is not None and self.slots.count >= self.slots.capacity
 
-    def _refused(self, at: float, fault, rtt: float) -> tuple[float, Failure] | None:
-        """A call refused outright: an outage (at once) or the limit full with ``reject`` (a 429
-        after the round trip); when it comes back and the failure, else None."""
+    def _refused(self, at: float, fault, rtt: float, ctx=None) -> tuple[float, Failure] | None:
+        """A call refused outright: an outage (at once), over the rpm/tpm quota (a 429 with its
+        Retry-After, after the round trip) or the limit full with ``reject`` (a 429 after the
+        round trip); when it comes back and the failure, else None (and the call charged to
+        the quota in ``_entry``)."""
+        self._entry = None
         if fault is not None and fault.kind == "outage":
             return at, Failure("connect", 0)
+        if self.quota is not None and ctx is not None:
+            got = self.quota.admit(at, requested_tokens(ctx.input_tokens, ctx.output_tokens))
+            if not isinstance(got, QuotaEntry):
+                return at + rtt, Failure("429", 429, float(header_seconds(got)))
+            self._entry = got
         if self.cfg.over_limit == "reject" and self._full(at):
             self.rejected += 1
-            return at + rtt, Failure("429", 429)
+            return at + rtt, Failure("429", 429, ERROR_RETRY_AFTER_S)
         return None
 
-    def _serve(self, ctx, class_key, at: float, start: float, fault, rtt: float) -> tuple[float, Failure | None, tuple | None]:
+    def _settle(self, ctx, entry: QuotaEntry | None, at: float, output: int) -> None:
+        if entry is not None:
+            self.quota.settle(entry, at, (ctx.input_tokens if ctx.input_tokens >= 0 else PROMPT_TOKENS) + output)
+
+    def _serve(self, ctx, class_key, at: float, start: float, fault, rtt: float,
+               entry: QuotaEntry | None = None) -> tuple[float, Failure | None, tuple | None]:
         """The call asked for at ``at`` is served from ``start``: when its answer is back (inf:
         never), the failure it brings, and for a reply (first chunk at, tpot, largest chunk gap,
         tokens, the stream broke) for ``_replied``.  Books the limit's server when there is one."""
@@ -168,13 +192,15 @@ class SimProvider:
         if status and failure is None:
             # errors come back about when the first token would have
             service = min(service, self._ttft() if self._ttft is not None else service)
-            failure = Failure(str(status), status)
+            failure = Failure(str(status), status, ERROR_RETRY_AFTER_S if status == 429 else None)
             broken = False
         held = rtt + service
         end = servers.book(at, start, held) if servers is not None else start + held
         if failure is not None:
+            self._settle(ctx, entry, end, 0)
             return end, failure, None
         n = reply_tokens(tokens)
+        self._settle(ctx, entry, end, n)
         return end, None, (start + rtt + first, decode, n, broken)
 
     def _replied(self, ctx, end: float, reply: tuple) -> float:
@@ -212,13 +238,15 @@ class SimProvider:
         faults = self.cfg.faults
         fault = active_fault(faults, at) if faults else None
         rtt = self.rtt()
-        if fault is not None or self._rejects:
-            refused = self._refused(at, fault, rtt)
+        entry = None
+        if fault is not None or self._rejects or self.quota is not None:
+            refused = self._refused(at, fault, rtt, ctx)
             if refused is not None:
                 return refused[0], refused[0], refused[1], None
+            entry = self._entry
         start = self.servers.next_start(at) if self.servers is not None else at
         ctx.provider_queue_s += start - at
-        end, failure, reply = self._serve(ctx, class_key, at, start, fault, rtt)
+        end, failure, reply = self._serve(ctx, class_key, at, start, fault, rtt, entry)
         return start, end, failure, reply
 
     def place(self, ctx, at: float) -> tuple[float, float]:
@@ -301,11 +329,12 @@ class SimProvider:
         faults = self.cfg.faults
         fault = active_fault(faults, now) if faults else None
         rtt = self.rtt()
-        refused = self._refused(now, fault, rtt)
+        refused = self._refused(now, fault, rtt, ctx)
         if refused is not None:
             if refused[0] > now:
                 yield env.timeout(refused[0] - now)
             raise refused[1]
+        entry = self._entry
         slots = self.slots
         waiting = slots.acquire()
         if waiting is not None:
@@ -318,11 +347,11 @@ class SimProvider:
         ctx.provider_queue_s += start - now
         self.in_flight += 1
         if self._llm is not None:
-            yield from self._llm_call(ctx, class_key, start, fault, rtt)
+            yield from self._llm_call(ctx, class_key, start, fault, rtt, entry)
             return
         streaming_to = -1.0  # a stream relayed from its first chunk: the slot is held to its end
         try:
-            end, failure, reply = self._serve(ctx, class_key, now, start, fault, rtt)
+            end, failure, reply = self._serve(ctx, class_key, now, start, fault, rtt, entry)
             if end == math.inf:
                 yield self.stuck.wait()
             answer = reply[0] if reply is not None and ctx.stream else end
@@ -348,7 +377,7 @@ class SimProvider:
 
     # ------------------------------------------------------------------ llm server
 
-    def _llm_call(self, ctx, class_key, start: float, fault, rtt: float):
+    def _llm_call(self, ctx, class_key, start: float, fault, rtt: float, entry: QuotaEntry | None = None):
         """Generator: a call on an LLM server, admitted at ``start`` (its slot held): the round
         trip, the prefill queue and prefill, then the shared decode.  A stream is answered at
         its first token; its decode goes on, holding the slot, until ``ctx.stream_done``."""
@@ -390,9 +419,11 @@ class SimProvider:
             self.prefill.release()
             prefill_held = False
             if fault is not None and fault.kind == "reset":
+                self._settle(ctx, entry, env.now, 0)
                 raise Failure("reset", 0)
             if status:
-                raise Failure(str(status), status)
+                self._settle(ctx, entry, env.now, 0)
+                raise Failure(str(status), status, ERROR_RETRY_AFTER_S if status == 429 else None)
             n = reply_tokens(out)
             first_at = env.now
             done = env.event()
@@ -402,11 +433,12 @@ class SimProvider:
                 ctx.first_token_at = first_at
                 ctx.stream_end_at = math.inf
                 ctx.stream_done = done
-                done.callbacks.append(lambda _: self._llm_stream_over(ctx, job, first_at, n, start))
+                done.callbacks.append(lambda _: self._llm_stream_over(ctx, job, first_at, n, start, entry))
                 handed_on = True
                 return
             yield done
             job = None
+            self._settle(ctx, entry, env.now, n)
             if ctx.reply_tokens == 0:
                 ctx.reply_tokens = n
         finally:
@@ -419,9 +451,10 @@ class SimProvider:
                 ctx.provider_s += env.now - start
                 self.slots.release()
 
-    def _llm_stream_over(self, ctx, job, first_at: float, n: int, start: float) -> None:
+    def _llm_stream_over(self, ctx, job, first_at: float, n: int, start: float, entry: QuotaEntry | None) -> None:
         now = self.env.now
         ctx.stream_end_at = now
+        self._settle(ctx, entry, now, n)
         if n > 1:
             gap = job.work / (n - 1) / job.min_rate if job.min_rate > 0 else 0.0
             ctx.tpot_s = (now - first_at) / (n - 1)

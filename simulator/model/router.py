@@ -80,7 +80,8 @@ class SimRouter:
                 route.advance(env.now, Attempt(None, elapsed, completion, completion + input_tokens))
             else:
                 kind = failure.kind if failure.kind in ("429", "500", "503", "timeout", "connect", "reset") else "500"
-                retry_after = PROVIDER_RETRY_AFTER_S if kind == "429" else None
+                retry_after = failure.retry_after_s if failure.retry_after_s is not None else (
+                    PROVIDER_RETRY_AFTER_S if kind == "429" else None)
                 route.advance(env.now, Attempt(kind, elapsed, retry_after_s=retry_after))
         result = route.step[1]
         ctx.fallback_used = result.fallback_used
