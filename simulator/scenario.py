@@ -200,8 +200,10 @@ class GammaArrivals(_Model):
 
 
 class MMPPArrivals(_Model):
-    """A two-state Markov-modulated Poisson process: Poisson at a high rate for an exponential
-    while, then at a low rate for another; the mean over both states is ``rate``."""
+    """A two-state Markov-modulated Poisson process: bursts and lulls around a mean rate.
+
+    Poisson at a high rate for an exponential while, then at a low rate for another; the mean
+    over both states is ``rate``."""
 
     process: Literal["mmpp"] = Field(default="mmpp", description="Two-state Markov-modulated Poisson arrivals (bursts and lulls).")
     rate: float = Field(description="Mean arrival rate over both states, e.g. '10/s'.")
@@ -228,8 +230,10 @@ Arrivals = Annotated[
 
 
 class TokenCopula(_Model):
-    """Input and output tokens of each request, drawn together: each marginal is a quantile table
-    (piecewise linear between quantiles), and their dependence a Gaussian copula."""
+    """Input and output tokens of each request, drawn together from a Gaussian copula.
+
+    Each marginal is a quantile table (linear between quantiles, rounded to whole tokens);
+    their dependence is a Gaussian copula of the given correlation."""
 
     model: Literal["copula"] = Field(default="copula", description="Gaussian copula over two quantile tables (what `gwsim fit workload` writes).")
     levels: tuple[float, ...] = Field(min_length=2, description="Probabilities of the quantiles, increasing from 0 to 1.")
@@ -330,7 +334,6 @@ class Workload(_Model):
         json_schema_extra=only("simulator", "the real load generator draws its own arrivals; replay feeds a measurement's requests back to the simulator"),
     )
 
-    _d = _durations("client_timeout")
     trace: Trace | None = Field(default=None, description="The request trace replayed when mode = 'trace'.")
     time_scale: float = Field(
         default=1.0, gt=0, le=1e6,
@@ -343,6 +346,7 @@ class Workload(_Model):
         "classes' output_tokens); `gwsim fit workload` writes it from a trace.",
     )
 
+    _d = _durations("client_timeout")
 
     @model_validator(mode="after")
     def _consistent(self) -> "Workload":
@@ -350,7 +354,6 @@ class Workload(_Model):
             raise ValueError("expected an arrivals table for an open-loop workload")
         if self.mode == "closed" and self.users is None:
             raise ValueError("expected users for a closed-loop workload")
-        total = sum(self.mix.values())
         if self.mode == "trace":
             if self.trace is None:
                 raise ValueError("at workload.trace: expected a trace table (file, format, ...) with mode = 'trace', got nothing")
@@ -366,6 +369,7 @@ class Workload(_Model):
                 raise ValueError(f"at workload.time_scale: expected 1 for a closed-loop workload (scale users instead), got {self.time_scale:g}")
             if self.tokens is not None:
                 raise ValueError("at workload.tokens: expected tokens only for open-loop traffic, got a table with mode = 'closed'")
+        total = sum(self.mix.values())
         if any(v < 0 for v in self.mix.values()) or not math.isclose(total, 1.0, abs_tol=1e-6):
             raise ValueError(f"expected mix shares >= 0 that sum to 1, got sum {total:g}")
         return self
@@ -1030,6 +1034,14 @@ class Scenario(_Model):
         return self
 
     @model_validator(mode="after")
+    def _trace_endpoints(self) -> "Scenario":
+        if self.workload.trace is not None:
+            from simulator.trace import check_scenario
+
+            check_scenario(self)
+        return self
+
+    @model_validator(mode="after")
     def _router_references(self) -> "Scenario":
         router = self.router
         if router is None:
@@ -1074,14 +1086,6 @@ class Scenario(_Model):
 
 # Limits on what a scenario file may hold.  They sit far above anything a real scenario
 # needs; they exist so that junk gets one line instead of a crash deep inside the TOML
-    @model_validator(mode="after")
-    def _trace_endpoints(self) -> "Scenario":
-        if self.workload.trace is not None:
-            from simulator.trace import check_scenario
-
-            check_scenario(self)
-        return self
-
 # parser, pydantic or numpy (recursion limit, int-to-str limit, C integer overflow).
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_DEPTH = 32
