@@ -102,6 +102,10 @@ def resource_label(name: str) -> str:
         return f"Provider {name.split(':', 1)[1]} (concurrency slots)"
     if name.startswith("provider_pool:"):
         return f"Provider {name.split(':', 1)[1]} connection pool"
+    if name.startswith("decode:"):
+        return f"Provider {name.split(':', 1)[1]} decode (tokens/s)"
+    if name.startswith("prefill:"):
+        return f"Provider {name.split(':', 1)[1]} prefill"
     return RESOURCES.get(name, name)
 
 

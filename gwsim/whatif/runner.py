@@ -26,7 +26,7 @@ import pandas as pd
 from simulator.engine import ignore_sigint, run_replication
 from simulator.errors import PartialResults, UsageError
 from simulator.records import STAGES
-from simulator.scenario import Scenario, apply_overrides, read_scenario_data, scenario_from_data
+from simulator.scenario import LLMServerLatency, Scenario, apply_overrides, read_scenario_data, scenario_from_data
 from simulator.stats import t_interval
 
 log = logging.getLogger(__name__)
@@ -139,7 +139,9 @@ def utilisation(scenario: Scenario, win: pd.DataFrame, gauges: pd.DataFrame) -> 
     concurrency limit (provider_s of the requests it served over its slots; a failed request's
     time goes to the first candidate), the AI service (work per request from the scenario's
     batch model, with the mean batch inferred from the queue the gauges saw), the Redis pool
-    (cache and prompt-cache time over its connections).  From the gauges (sampled every
+    (cache and prompt-cache time over its connections), and an llm provider's decode (tokens
+    it generated over its decode throughput) and prefill (its prompts' prefill time, from the
+    records' input tokens, over the time).  From the gauges (sampled every
     ``run.window``): the AI-service connection pool (in use over max_conns_per_host) and the
     client's concurrency cap (in flight over the cap).
     """
@@ -162,6 +164,12 @@ def utilisation(scenario: Scenario, win: pd.DataFrame, gauges: pd.DataFrame) -> 
             if order and name == order[0]:
                 mine |= served == ""
             out[f"provider:{name}"] = float(prov_s[mine].sum()) / (cfg.concurrency * span)
+        lat = cfg.latency
+        if isinstance(lat, LLMServerLatency):
+            ok = (served == name) & (win["outcome"].to_numpy() == "ok")
+            out[f"decode:{name}"] = float(win["output_tokens"].to_numpy(dtype="float64")[ok].sum()) / (lat.decode_tokens_per_s * span)
+            inputs = win["input_tokens"].to_numpy(dtype="float64")[ok]
+            out[f"prefill:{name}"] = float((lat.prefill_base.mean + inputs / lat.prefill_tokens_per_s).sum()) / span
     ai = scenario.ai_service
     ai_rows = win["ai_service_s"].to_numpy(dtype="float64") > 0
     if ai_rows.any():
