@@ -401,7 +401,7 @@ class _Seen:
         tokens = self.tokens
         if self.stream and self.chunks:
             tpot, itl, counted = figures_of(self.chunks)
-            tokens = tokens or counted
+            tokens = tokens or (counted if self.done and not self.error else 0)
             out["ttft_s"] = self.chunks[0][0] - base
             if tokens >= 2 and len(self.chunks) >= 2:
                 out["tpot_s"] = (self.chunks[-1][0] - self.chunks[0][0]) / (tokens - 1)

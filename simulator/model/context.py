@@ -86,5 +86,6 @@ class RequestContext:
             self.ai_connect_s, self.ai_queue_s, self.ai_service_s, self.provider_pool_wait_s,
             self.provider_connect_s, self.provider_queue_s, self.provider_s, self.prompt_cache_s, self.store_s,
             self.stream, self.first_token_at - start if self.stream and self.first_token_at >= 0 else math.nan,
-            self.tpot_s, self.itl_max_s, self.input_tokens if self.input_tokens > 0 else 0, self.reply_tokens,
+            self.tpot_s, self.itl_max_s, self.input_tokens if self.input_tokens > 0 else 0,
+            self.reply_tokens if self.outcome == "ok" else 0,
         )
