@@ -297,6 +297,13 @@ def window_length(data: TraceData, start_s: float, duration_s: float | None) -> 
     return float(span + (span / max(n - 1, 1) if n > 1 else 1.0))
 
 
+def trace_rate(trace: Any) -> float:
+    """Requests per second of a scenario trace table's window, at time_scale 1."""
+    data: TraceData = trace.data
+    sl = window(data, trace.start, trace.duration)
+    return (sl.stop - sl.start) / max(window_length(data, trace.start, trace.duration), 1e-9)
+
+
 # --------------------------------------------------------------------------- in a scenario
 
 #: At most this many requests per replication (as ``simulator.scenario.MAX_REQUESTS_PER_REPLICATION``).

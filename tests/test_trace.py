@@ -375,3 +375,17 @@ def test_replayed_and_fitted_conversation_traffic_give_the_same_percentiles() ->
     for q, tolerance in (("p50", 0.05), ("p95", 0.10), ("p99", 0.10)):
         assert abs(b[q] / a[q] - 1) < tolerance, (q, a[q], b[q])
     assert math.isfinite(a["p99"])
+
+
+def test_capacity_and_gate_scale_a_trace_by_its_speed(tmp_path: Path) -> None:
+    from gwsim.whatif.capacity import current_load, set_load
+    from gwsim.whatif.gate import apply_load_factor
+
+    trace = _azure(tmp_path / "t.csv", [(0.5 * i, 5, 10) for i in range(40)])  # 2 req/s
+    scen = _write(tmp_path, f'file = "{trace}"\nformat = "azure2023"', "time_scale = 1.5")
+    sc = load_scenario(scen)
+    assert current_load(sc) == pytest.approx(2.0 * 1.5)
+    data = read_scenario_data(scen)
+    apply_load_factor(data, 2.0)
+    assert data["workload"]["time_scale"] == 3.0
+    assert set_load(read_scenario_data(scen), "rate", 8.0, trace_rate=2.0)["workload"]["time_scale"] == 4.0

@@ -95,15 +95,23 @@ def current_load(scenario: Scenario) -> float:
     wl = scenario.workload
     if wl.mode == "closed":
         return float(wl.users or 1)
+    if wl.mode == "trace":  # the trace's own rate, sped up by time_scale
+        from simulator.trace import trace_rate
+
+        return trace_rate(wl.trace) * wl.time_scale
     assert wl.arrivals is not None
     return float(wl.arrivals.mean_rate)
 
 
-def set_load(data: dict[str, Any], variable: str, value: float) -> dict[str, Any]:
-    """Raw scenario data with its load set to ``value`` (req/s, or users)."""
+def set_load(data: dict[str, Any], variable: str, value: float, trace_rate: float = 1.0) -> dict[str, Any]:
+    """Raw scenario data with its load set to ``value`` (req/s, or users); a trace is sped up
+    (``time_scale``) from its own rate, ``trace_rate``."""
     wl = data.setdefault("workload", {})
     if variable == "users":
         wl["users"] = max(1, int(round(value)))
+        return data
+    if wl.get("mode") == "trace":
+        wl["time_scale"] = value / trace_rate
         return data
     arrivals = wl.setdefault("arrivals", {})
     if arrivals.get("process") == "burst":
@@ -131,12 +139,15 @@ class _Evaluator:
         self.on_probe = on_probe
         self.probes: list[Probe] = []
         self._cache: dict[float, Probe] = {}
+        base = source.build()
+        # a trace's load is its own rate sped up (time_scale): probes set time_scale from it
+        self.trace_rate = current_load(base) / base.workload.time_scale if base.workload.mode == "trace" else 1.0
 
     def __call__(self, load: float) -> Probe:
         key = round(load, 9)
         if key in self._cache:
             return self._cache[key]
-        scenario = self.source.build(transform=lambda d: set_load(d, self.variable, load))
+        scenario = self.source.build(transform=lambda d: set_load(d, self.variable, load, self.trace_rate))
         variant = Variant({self.variable: load}, scenario)
         n = self.replications
         frame = run_variants([variant], self.executor, replications=n, seed=self.seed, goodput=self.goodput)

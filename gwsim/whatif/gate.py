@@ -162,6 +162,9 @@ def apply_load_factor(data: dict[str, Any], factor: float) -> None:
     if wl.get("mode", "open") == "closed":
         wl["users"] = max(1, int(round(int(wl["users"]) * factor)))
         return
+    if wl.get("mode") == "trace":  # the trace played factor times as fast
+        wl["time_scale"] = float(wl.get("time_scale", 1.0)) * factor
+        return
     arrivals = wl.get("arrivals", {})
     if arrivals.get("process") == "burst":
         # same burst size, bursts factor times as often
