@@ -76,7 +76,9 @@ def register(cli: click.Group) -> None:
     @click.option("--traffic", type=click.Choice(["own", "measured"]), default="own", show_default=True,
                   help="Open-loop traffic of the simulator: its own draws (a prediction), or, as a DIAGNOSTIC (not a "
                   "prediction), the measured requests replayed.")
-    def check(suite_dir, duration, replications, overrides, seed, as_json, out, background, traffic) -> int:
+    @click.option("--gateway", type=click.Choice(["builtin", "litellm"]), default="builtin", show_default=True,
+                  help="The gateway measured: gwsim's own, or LiteLLM's real proxy (scenarios with a [router]; gwsim[litellm]).")
+    def check(suite_dir, duration, replications, overrides, seed, as_json, out, background, traffic, gateway) -> int:
         """Predict every scenario of SUITE_DIR from the scenario and its machine profile alone, measure it on the
         real engine, and compare per endpoint: P50/P95/P99, throughput and success rate, each with the half-width of
         the measured value's 95 % CI (a figure whose CI is not narrower than its threshold is inconclusive), and the
@@ -85,6 +87,8 @@ def register(cli: click.Group) -> None:
         from gwsim.extras import require
 
         require("real", "gwsim calibrate check")
+        if gateway == "litellm":
+            require("litellm", "gwsim calibrate check --gateway litellm")
         from gwsim.calibration.check import check_scenario, format_checks, suite_document, suite_files
         from gwsim.output import atomic_write_json, atomic_write_parquet, check_dir, ensure_dir
 
@@ -97,7 +101,8 @@ def register(cli: click.Group) -> None:
         checks = []
         for path in files:
             click.echo(f"checking {path.stem} ...", err=True)
-            c = check_scenario(path, duration_s=duration, replications=replications, overrides=overrides, seed=seed, keep_frames=directory is not None, background=background, traffic=traffic)
+            c = check_scenario(path, duration_s=duration, replications=replications, overrides=overrides, seed=seed, keep_frames=directory is not None, background=background, traffic=traffic,
+                              gateway=gateway)
             checks.append(c)
             if directory is not None:
                 ensure_dir(directory)

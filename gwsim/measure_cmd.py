@@ -136,10 +136,9 @@ def register(cli: click.Group) -> None:
 def _litellm_launcher(scenario: str, overrides, target_url, strict: bool):
     """LiteLLM's proxy as the measured gateway; the export's warnings (``--strict``: the first
     refuses), a one-line error naming the extra when LiteLLM is not installed."""
-    from gwsim.litellm.proxy import LiteLLMProxy, check_installed
+    from gwsim.litellm.proxy import check_installed, launcher_for
     from gwsim.litellm_cmd import export_litellm
     from simulator.errors import ScenarioError, UsageError
-    from simulator.scenario import load_scenario
 
     if target_url is not None:
         raise UsageError("--target and --gateway litellm: expected one gateway to measure, got both")
@@ -149,8 +148,4 @@ def _litellm_launcher(scenario: str, overrides, target_url, strict: bool):
         raise ScenarioError(warnings[0])
     for line in warnings:
         click.echo(f"gwsim: warning: {' '.join(line.split())}", err=True)
-    from simulator.scenario import apply_overrides, read_scenario_data
-
-    sc = load_scenario(scenario, list(overrides) + ['profile="none"'])
-    raw = apply_overrides(read_scenario_data(scenario), list(overrides), str(scenario))
-    return LiteLLMProxy(sc, raw, str(scenario))
+    return launcher_for(scenario, list(overrides) + ['profile="none"'])

@@ -149,3 +149,19 @@ def test_cli_export_and_import_round_trip(tmp_path):
     bad = subprocess.run([*gwsim, "import", "litellm", str(tmp_path / "bad.yaml"), "-o", str(tmp_path / "x.toml")], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "expected valid YAML" in bad.stderr
     assert not (tmp_path / "x.toml").exists()
+
+
+SUITE = Path(__file__).resolve().parents[1] / "scenarios" / "litellm"
+
+
+@pytest.mark.parametrize("config", sorted(SUITE.glob("*.yaml")), ids=lambda p: p.stem)
+def test_each_shipped_config_imports_as_its_scenario(config):
+    from simulator.scenario import load_scenario
+
+    data, warnings = import_config(yaml.safe_load(config.read_text()), str(config))
+    assert warnings == []
+    assert scenario_from_data(data, str(config), SUITE) == load_scenario(config.with_suffix(".toml"))
+
+
+def test_the_suite_has_its_configs():
+    assert len(list(SUITE.glob("*.yaml"))) == len(list(SUITE.glob("*.toml"))) >= 5

@@ -131,6 +131,7 @@ def check_scenario(
     background: str = PREDICTION["background"],
     traffic: str = PREDICTION["traffic"],
     startup_s: float = 12.0,
+    gateway: str = "builtin",
 ) -> ScenarioCheck:
     from gwsim.calibration.profile import CpuSampler
     from real_engine.measure import measure
@@ -166,7 +167,13 @@ def check_scenario(
         # A generous start-up: on a busy machine the load generator can take longer than
         # measure's default to start, and then sends its first arrivals late, all at once; the
         # backlog that makes drains for seconds at a high utilisation, past the warm-up.
-        result = measure(str(path), [*common, 'profile="none"'], duration_s=duration, seed=seed, startup_s=startup_s)
+        launcher = None
+        if gateway == "litellm":  # LiteLLM's real proxy in place of the built-in gateway
+            from gwsim.litellm.proxy import launcher_for
+
+            launcher = launcher_for(str(path), [*common, 'profile="none"'])
+        result = measure(str(path), [*common, 'profile="none"'], duration_s=duration, seed=seed, startup_s=startup_s,
+                         gateway=launcher)
     finally:
         sampler.stop()
     measure_s = time.perf_counter() - t

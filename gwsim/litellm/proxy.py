@@ -104,3 +104,12 @@ class LiteLLMProxy:
             if time.monotonic() > deadline:
                 raise MeasureError(f"LiteLLM's proxy was not ready within {READY_TIMEOUT_S:g}s: {proc.tail(2)}")
             time.sleep(0.25)
+
+
+def launcher_for(scenario_path: str, overrides: list[str] | tuple[str, ...] = ()) -> LiteLLMProxy:
+    """The proxy for the scenario at ``scenario_path`` (with ``--set`` overrides)."""
+    from simulator.scenario import apply_overrides, load_scenario, read_scenario_data
+
+    sc = load_scenario(scenario_path, list(overrides))
+    raw = apply_overrides(read_scenario_data(scenario_path), list(overrides), str(scenario_path))
+    return LiteLLMProxy(sc, raw, str(scenario_path))
