@@ -419,6 +419,78 @@ def _null_run(hops: int, duration_s: float, rate: float, redis_url: str) -> Null
     return NullRun(hops, max(requests, 1), cpu, sampler.background(lo, hi), lags, latency - stages, np.concatenate(hop_wall), latency)
 
 
+_SCAN_SCENARIO = """
+[run]
+name = "null-scan"
+duration = "{duration}s"
+warmup = "1s"
+drain = "5s"
+seed = 3
+
+[workload]
+mode = "open"
+arrivals = {{ process = "constant", rate = "{rate}/s" }}
+mix = {{ ep = 1.0 }}
+
+[endpoints.ep]
+kind = "select_model"
+classes = [{{ name = "c" }}]
+
+[ai_service]
+workers = 4
+max_batch_size = 1
+batch_base = {{ dist = "deterministic", value = "{ai_s}s" }}
+
+[model_selection]
+candidates = ["p"]
+semantic_cache = {{ enabled = true, scan_on_miss = true, initial_entries = {entries} }}
+
+[providers.p]
+latency = {{ model = "plain", time = {{ dist = "deterministic", value = "{ai_s}s" }} }}
+"""
+
+
+@dataclass
+class ScanRun:
+    """A real-engine run whose every request misses the semantic cache and scans it."""
+
+    cpu_per_request: float  # the gateway process's CPU per request (s)
+    cache_s: float  # median time in the cache stage (the GET and the scan)
+    round_trips: float  # Redis round trips of the scan per request (SCAN calls and GETs)
+    keys: float  # entries compared per request
+    background: float
+
+
+def _scan_run(duration_s: float, rate: float, redis_url: str, entries: int = 200) -> ScanRun:
+    """The gateway scanning ``entries`` entries at a low rate: its CPU per request from /proc and
+    the cache stage's wall time, in situ (a client benchmark alone runs on an idle event loop
+    and a warm cache, and is off by a factor that changes from run to run)."""
+    from real_engine.measure import measure
+
+    with tempfile.TemporaryDirectory(prefix="gwsim-profile-") as d:
+        path = Path(d) / "null_scan.toml"
+        path.write_text(_SCAN_SCENARIO.format(duration=duration_s, rate=rate, entries=entries, ai_s=NULL_AI_S))
+        sampler = CpuSampler().start()
+        try:
+            result = measure(str(path), [], duration_s=duration_s, redis_url=redis_url, startup_s=8.0)
+        finally:
+            sampler.stop()
+    df = result.frame()
+    settle = min(3.0, duration_s / 3)
+    ok = df.loc[(df["outcome"] == "ok") & (df["arrived_at"] >= settle)]
+    if len(ok) < 10:
+        raise RuntimeError(f"profile benchmark of the semantic scan: only {len(ok)} successful requests")
+    lo, hi = result.t0 + settle, result.t0 + duration_s - 0.2
+    cpu = sampler.window(lo, hi)
+    arrived = df["arrived_at"].to_numpy()
+    requests = max(int(((arrived >= lo - result.t0) & (arrived < hi - result.t0)).sum()), 1)
+    scan = (result.gateway_stats or {}).get("semantic_scan") or {}
+    total = max(len(df), 1)
+    calls, keys = scan.get("scan_calls", 0) / total, scan.get("keys_read", 0) / total
+    return ScanRun(cpu.get("gateway", 0.0) / requests, float(ok["cache_s"].median()), calls + keys, keys,
+                   sampler.background(lo, hi))
+
+
 @dataclass
 class Profile:
     """What ``measure_profile`` found: scalars in seconds (cores and background as counts) and
@@ -442,6 +514,7 @@ def measure_profile(
     values.update(asyncio.run(_redis_client_costs(redis_url, n)))
     one = _null_run(1, duration_s, rate, redis_url)
     two = _null_run(2, duration_s, rate, redis_url)
+    scan = _scan_run(duration_s, min(rate, 5.0), redis_url)
     cores = os.cpu_count() or 1
 
     def per_request(run: NullRun, name: str) -> float:
@@ -454,6 +527,18 @@ def measure_profile(
     if hop == 0.0 or hop > g1:
         hop = g2 / 3  # the difference drowned in noise: split evenly per request and per call
     gateway = max(g1 - hop, 0.0)
+    # The scan in situ: the gateway's CPU per request beyond a request with two upstream calls
+    # (the embedding API and the AI service) is the scan's, split between round trips and
+    # entries as the client benchmark splits it; the cache stage's wall time beyond that CPU,
+    # per round trip, is the wire and the server.
+    bench_trip, bench_entry = values["redis_cpu"], values["scan_entry_cpu"]
+    scan_cpu = max(scan.cpu_per_request - gateway - 2 * hop, 0.0)
+    if scan.round_trips > 0 and scan_cpu > 0:
+        ratio = bench_entry / bench_trip if bench_trip > 0 else 0.0
+        trip_cpu = scan_cpu / (scan.round_trips + ratio * scan.keys)
+        values["redis_cpu"], values["scan_entry_cpu"] = trip_cpu, ratio * trip_cpu
+        trips = scan.round_trips + 1  # and the exact GET before the scan
+        values["redis_op_time"] = max((scan.cache_s - trip_cpu * trips - values["scan_entry_cpu"] * scan.keys) / trips, 0.0)
     upstream = (one.cpu.get("emulators", 0.0) + two.cpu.get("emulators", 0.0)) / (one.requests + 2 * two.requests)
     background = (one.background + two.background) / 2
     # The measured wall time beyond the stages includes that CPU, slowed by whatever shared
