@@ -470,3 +470,31 @@ def test_a_semantic_scan_costs_the_gateway_loop_cpu_per_round_trip_and_entry(tmp
     # without the client's CPU in the machine model, the scan is round trips on the wire only
     wire = run_scenario(load_scenario(path, ['machine.redis_cpu={dist="deterministic", value=0}', 'machine.scan_entry_cpu={dist="deterministic", value=0}']), replications=1).records
     assert wire["cache_s"].max() < 0.001
+
+
+def test_only_the_clients_cpu_before_the_send_is_on_the_latency_path(tmp_path):
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "client.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "5s"
+        replications = 1
+        [workload]
+        mode = "open"
+        arrivals = { process = "constant", rate = "2/s" }
+        mix = { ep = 1.0 }
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{ name = "c", provider = "p" }]
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
+        [machine]
+        cores = 2
+        client_cpu = { dist = "deterministic", value = "2ms" }
+    """))
+    df = run_scenario(load_scenario(path), replications=1).records
+    # the load generator stops the clock when the reply is read; the record it builds after that is off the path
+    assert df["latency_s"].to_numpy() == pytest.approx(0.021, abs=1e-9)
