@@ -557,7 +557,8 @@ def measure_profile(
     else:
         lateness = {"dist": "deterministic", "value": max(lag50, 0.0)}
         lag_mean = max(lag50, 0.0)
-    request_latency = less_mean(np.concatenate([one.request_wall, two.request_wall]), (client + gateway) * slow)
+    # (half the client's CPU is after the reply has been timed: see simulator.model.machine.request_end)
+    request_latency = less_mean(np.concatenate([one.request_wall, two.request_wall]), (client / 2 + gateway) * slow)
     hop_latency = less_mean(np.concatenate([one.hop_wall, two.hop_wall]), (hop + upstream) * slow + lag_mean)
     values.update(
         cores=float(cores), background=background, client_cpu=client, gateway_cpu=gateway, gateway_hop_cpu=hop,
