@@ -341,7 +341,9 @@ def measure(
                     os.close(fd)
 
     for name, code in codes.items():
-        if code not in (0, None) and not (interrupted and code < 0):
+        # an external gateway (LiteLLM's proxy) may end on the SIGTERM that stops it
+        stopped = gateway is not None and name == "gateway" and code == -signal.SIGTERM
+        if code not in (0, None) and not (interrupted and code < 0) and not stopped:
             problems.append(f"{name} exited with code {code}: {procs[name].tail()}")
     records = _read_records(out)
     accounting = _read_json(Path(str(out) + ".accounting.json"))

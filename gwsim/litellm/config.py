@@ -5,7 +5,8 @@ group; ``litellm_params`` its model, ``api_base`` and limits; ``model_info.id`` 
 and ``gwsim_provider``), the router's settings ``router_settings`` (LiteLLM's names: the
 strategy, retries, retry and allowed-fails policies, cooldowns, fallbacks, the latency
 strategy's buffer and window), and the proxy's key ``general_settings.master_key`` is read
-from ``$LITELLM_MASTER_KEY``.  What a LiteLLM config cannot say (the providers' latency and
+from ``$LITELLM_MASTER_KEY``; the client's ``x-`` headers are forwarded to the providers (the
+emulated ones read each request's class from the load generator's ``X-Gwsim-Class``).  What a LiteLLM config cannot say (the providers' latency and
 faults, the traffic, the run) goes under a top-level ``gwsim`` key, which the proxy ignores
 and ``import`` reads back, so export then import gives the scenario again.  An ``api_base``
 not given is ``os.environ/GWSIM_API_BASE_<PROVIDER>`` (LiteLLM reads it from the
@@ -117,7 +118,8 @@ def export_config(
     config = {
         "model_list": model_list,
         "router_settings": settings,
-        "general_settings": {"master_key": f"os.environ/{MASTER_KEY_ENV}"},
+        # x- headers go on to the providers: the emulated ones read the request's class from them
+        "general_settings": {"master_key": f"os.environ/{MASTER_KEY_ENV}", "forward_client_headers_to_llm_api": True},
         GWSIM_KEY: rest,
     }
     return config, _export_warnings(scenario, source)
@@ -232,7 +234,7 @@ def import_config(data: Any, source: str) -> tuple[dict[str, Any], list[str]]:
     _router_settings(r, r.table(data.get("router_settings"), "router_settings"), router)
     _litellm_settings(r, r.table(data.get("litellm_settings"), "litellm_settings"), router)
     for key in r.table(data.get("general_settings"), "general_settings"):
-        if key != "master_key":
+        if key not in ("master_key", "forward_client_headers_to_llm_api"):
             r.unmodelled(f"general_settings.{key}")
     for key in data:
         if key not in ("model_list", "router_settings", "litellm_settings", "general_settings", GWSIM_KEY):
