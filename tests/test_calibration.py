@@ -198,25 +198,30 @@ def test_read_measured_seed_csv():
 
 
 SUITE = Path(__file__).resolve().parents[1] / "scenarios" / "calibration"
-#: The CI subset of the calibration suite: three scenarios, each shortened to CI_DURATION_S, whose
-#: figures that short a run still decides (see docs/calibration.md).
-CI_SUBSET = ("bursty_mix", "closed_pool_race", "semantic_scan")
-CI_DURATION_S = 45.0
+#: The CI subset of the calibration suite: three scenarios, each shortened to CI_DURATION_S.
+CI_SUBSET = ("admission_cpu", "closed_pool_race", "timeouts_hedge")
+CI_DURATION_S = 50.0
 
 
 @pytest.mark.real
 @pytest.mark.timeout(420)
 def test_ci_subset_of_the_calibration_suite_is_predicted_within_its_thresholds():
     """The prediction (the simulator's own traffic, the profile's background: the defaults),
-    measured: every figure decided and within its threshold, every KS statistic within its
-    1 % critical value.  About three minutes."""
+    measured on three scenarios of the suite shortened to 50 s (about three minutes): no
+    decided figure beyond its threshold, no KS statistic beyond its 1 % critical value, and the
+    percentiles decided.  That short a run cannot decide every success rate and Poisson count to
+    0.5 pp and 3 % (the suite's full-length runs must); those may be left undecided here."""
     from gwsim.calibration.check import check_scenario, format_checks, suite_document
 
     checks = [check_scenario(SUITE / f"{name}.toml", duration_s=CI_DURATION_S, startup_s=6.0) for name in CI_SUBSET]
     doc = suite_document(str(SUITE), checks, traffic="own", background="profile")
+    table = "\n" + format_checks(checks)
     assert doc["traffic"] == "own" and doc["background"] == "profile" and doc["prediction"]
-    assert all(c.accounting["sent"] > 500 for c in checks)
-    assert doc["passed"], "\n" + format_checks(checks)
+    assert all(c.accounting["sent"] > 1000 and not c.problems for c in checks), table
+    for c in checks:
+        for e in c.endpoints:
+            assert not e.misses and not e.ks_failed, table
+            assert not {"p50", "p95", "p99"} & set(e.inconclusive), table
 
 
 # --------------------------------------------------------------------------- machine model

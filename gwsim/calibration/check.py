@@ -133,7 +133,7 @@ def check_scenario(
     startup_s: float = 12.0,
     gateway: str = "builtin",
 ) -> ScenarioCheck:
-    from gwsim.calibration.profile import CpuSampler
+    from gwsim.calibration.profile import CALIBRATION_DB, CpuSampler, calibration_redis_url, redis_keys
     from real_engine.measure import measure
     from simulator.api import run_scenario
 
@@ -161,6 +161,8 @@ def check_scenario(
         # Before the measurement: the prediction cannot depend on it, and the simulator's
         # worker processes are not competing with the measured ones for the cores.
         sim, simulate_s = simulate(sim_sc)
+    redis_url = calibration_redis_url()
+    foreign = redis_keys(redis_url)
     sampler = CpuSampler(every=0.5).start()
     t = time.perf_counter()
     try:
@@ -173,6 +175,7 @@ def check_scenario(
 
             launcher = launcher_for(str(path), [*common, 'profile="none"'])
         result = measure(str(path), [*common, 'profile="none"'], duration_s=duration, seed=seed, startup_s=startup_s,
+                         redis_url=redis_url,
                          gateway=launcher)
     finally:
         sampler.stop()
@@ -199,6 +202,9 @@ def check_scenario(
         endpoints=list(base.endpoints), thresholds=thresholds, counts=count_model(base),
     )
     problems = list(getattr(result, "problems", []) or [])
+    if foreign:
+        problems.append(f"Redis database {CALIBRATION_DB} held {foreign} keys before the measurement (not this check's): "
+                        "the semantic cache's SCAN reads past them too")
     if result.interrupted:
         problems.append("measurement interrupted")
     return ScenarioCheck(

@@ -118,6 +118,7 @@ async def _loopback_benchmarks(n: int, redis_url: str) -> dict[str, float]:
             await client.get("gwsim:calibrate:probe")
             ops.append(time.perf_counter() - t)
         out["redis_op_time"] = statistics.median(ops)
+        await client.delete("gwsim:calibrate:probe")  # a key left behind lengthens every semantic scan
     finally:
         await client.aclose()
     return out
@@ -419,6 +420,35 @@ def _null_run(hops: int, duration_s: float, rate: float, redis_url: str) -> Null
     return NullRun(hops, max(requests, 1), cpu, sampler.background(lo, hi), lags, latency - stages, np.concatenate(hop_wall), latency)
 
 
+#: The Redis database calibration measures in: a semantic scan SCANs the whole database, so keys
+#: other programs keep in the default one (or left behind) would lengthen it.
+CALIBRATION_DB = 15
+
+
+def calibration_redis_url(url: str | None = None) -> str:
+    """The Redis server of ``url`` (else the real engine's setting), database ``CALIBRATION_DB``."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = settings.redis_url(url)
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        return url  # a unix socket names its database in the query; left as given
+    return urlunsplit(parts._replace(path=f"/{CALIBRATION_DB}"))
+
+
+def redis_keys(url: str) -> int | None:
+    """Keys in the database of ``url`` (None when Redis does not answer)."""
+    import redis
+
+    client = redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    try:
+        return int(client.dbsize())
+    except redis.exceptions.RedisError:
+        return None
+    finally:
+        client.close()
+
+
 _SCAN_SCENARIO = """
 [run]
 name = "null-scan"
@@ -514,7 +544,7 @@ def measure_profile(
     values.update(asyncio.run(_redis_client_costs(redis_url, n)))
     one = _null_run(1, duration_s, rate, redis_url)
     two = _null_run(2, duration_s, rate, redis_url)
-    scan = _scan_run(duration_s, min(rate, 5.0), redis_url)
+    scan = _scan_run(duration_s, min(rate, 5.0), calibration_redis_url(redis_url))
     cores = os.cpu_count() or 1
 
     def per_request(run: NullRun, name: str) -> float:
