@@ -33,8 +33,8 @@ from simulator.model.flow import Flow
 from simulator.model.gateway import SimGateway
 from simulator.model.slots import Slots
 from simulator.records import RECORD_FIELDS, rows_frame
-from simulator.rng import Streams
 from simulator.arrivals import plan, time_scaled, uses_plan
+from simulator.rng import Streams
 from simulator.scenario import BurstArrivals, ConstantArrivals, PoissonArrivals, Scenario
 
 
@@ -227,12 +227,12 @@ class Replication:
     def _open_loop(self):
         env = self.env
         wl = self.scenario.workload
-        arrivals = wl.arrivals
         end = self.scenario.run.duration
         if uses_plan(wl):  # a trace, replayed traffic, gamma or MMPP arrivals, drawn tokens
             yield from self._replay(plan(wl, end, self.streams["arrivals"], self.streams["tokens"]), end)
             return
         wl = time_scaled(wl)
+        arrivals = wl.arrivals
         rng = self.streams["arrivals"]
         factor_at = wl.factor_at
         if isinstance(arrivals, BurstArrivals):
