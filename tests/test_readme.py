@@ -49,6 +49,8 @@ def _shortened(command: str, tmp: Path) -> tuple[list[str], str | None]:
             return [], f"{source} is not here (third-party data, or a file the README makes by hand)"
     if sub in SIMULATING:
         args += SHORT + ["-n", "2"]
+    if sub == "sweep" and "--out" not in args:
+        args += ["--out", str(tmp / "sweep")]  # its default, sweep-NAME/, would land in the checkout
     if sub == "capacity":
         args += ["--tolerance", "0.25"]
     if sub == "measure":
@@ -77,6 +79,7 @@ def test_every_readme_command_runs(command: str, tmp_path: Path) -> None:
         allowed = (int(shown.group(1)),)
     assert done.returncode in allowed, f"{command}\nexit {done.returncode}\n{done.stderr[-2000:]}"
     assert "Traceback" not in done.stderr
+    assert not [p.name for p in ROOT.glob("sweep-*")], "a README command wrote into the checkout"
 
 
 def _shown_output(command: str) -> str:
