@@ -23,6 +23,9 @@ Conventions (see docs/metrics.md for the formulas):
     bound at 95 % (p95 needs 72 successes, p99 367);
   - a t-interval's lower end below 0 is raised to 0: latencies are never negative, so this
     cuts off only values the true latency cannot take and keeps the coverage;
+* the what-if commands (validate, sweep, capacity, sensitivity) print the mean over
+  replications with ``t_interval`` over the per-replication values, cut the same way to the
+  range the metric can take (``gwsim.whatif.runner.metric_range``);
 * nothing in a summary is NaN: undefined values are ``None`` (JSON ``null``), and floats are
   rounded to 6 significant digits so that equal inputs give byte-identical JSON;
 * a block whose requests include streamed ones (records' ``stream``) also has ``streamed``
@@ -105,9 +108,20 @@ def _point(lat_ms: np.ndarray, key: str) -> float:
     return float(np.percentile(lat_ms, _PCT[key]))
 
 
-def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+def t_interval(
+    values: Sequence[float] | np.ndarray,
+    level: float = 0.95,
+    floor: float | None = None,
+    ceiling: float | None = None,
+) -> tuple[float, float] | None:
     """Student-t interval ``mean ± t_{(1+level)/2, k-1} · s / sqrt(k)`` over finite values.
 
+    ``floor``/``ceiling``: the range the quantity can take (0 for a latency, a rate or a count;
+    0 and 1 for a share); an end beyond it is brought back to it.  The true value lies in that
+    range, so cutting the interval to it drops only impossible values and keeps its coverage;
+    with two or three replications (t = 12.7 or 4.3) a latency's t-interval often reaches
+    below 0, which is how ``gwsim validate -n 2`` came to print a negative P95 bound.  The
+    interval still holds the mean it is centred on when the values themselves lie in the range.
     None when fewer than two finite values exist (no spread can be estimated).
     """
     arr = np.asarray(values, dtype="float64")
@@ -118,7 +132,12 @@ def t_interval(values: Sequence[float] | np.ndarray, level: float = 0.95) -> tup
     m = float(np.mean(arr))
     s = float(np.std(arr, ddof=1))
     half = student_t.ppf(0.5 + level / 2.0, k - 1) * s / math.sqrt(k)
-    return (m - half, m + half)
+    lo, hi = m - half, m + half
+    if floor is not None and lo < floor:
+        lo = floor
+    if ceiling is not None and hi > ceiling:
+        hi = ceiling
+    return (lo, hi)
 
 
 def centred_interval(

@@ -373,3 +373,59 @@ def test_every_printed_ci_contains_its_estimate_and_no_bound_is_negative(run):
         for r in rows:
             if r["ci95"] is not None and r["delta"] is not None:
                 assert r["ci95"][0] <= r["delta"] <= r["ci95"][1], r
+
+
+# --------------------------------------------------------------------------- the what-if commands' intervals
+
+from gwsim.whatif.runner import _block, aggregate, metric_range  # noqa: E402
+from gwsim.whatif.slo import judge, parse_slo  # noqa: E402
+
+
+def _assert_replication_cis_hold(points: pd.DataFrame) -> None:
+    """Each metric's mean over replications lies in its interval, which stays in the range
+    the metric can take (no latency, rate or count below 0, no share above 1)."""
+    for row in points.to_dict("records"):
+        for col, point in row.items():
+            if f"{col}_lo" not in row or not math.isfinite(point):
+                continue
+            lo, hi = row[f"{col}_lo"], row[f"{col}_hi"]
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                continue
+            floor, ceiling = metric_range(col)
+            assert floor <= lo <= point <= hi, (col, lo, point, hi)
+            assert ceiling is None or hi <= ceiling, (col, hi)
+
+
+def test_two_replications_far_apart_give_a_p95_interval_from_0_not_below():
+    # validate -n 2 printed a negative P95 lower bound: t(0.975, 1) = 12.7 times half the gap
+    per_rep = pd.DataFrame({"variant": [0, 0], "replication": [0, 1], "p95_ms": [100.0, 2000.0],
+                            "success_rate": [0.2, 1.0]})
+    row = aggregate(per_rep, []).iloc[0]
+    assert row["p95_ms_lo"] == 0.0 and row["p95_ms_hi"] > 2000.0
+    assert row["success_rate_lo"] == 0.0 and row["success_rate_hi"] == 1.0
+    v = judge(parse_slo("p95<4s"), [100.0, 2000.0])
+    assert v.ci[0] == 0.0 and v.ci[0] <= v.value <= v.ci[1] and not v.decided
+    assert stats.t_interval([100.0, 2000.0])[0] < 0  # the bare interval, which nothing prints any more
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_runs())
+def test_every_ci_the_what_if_commands_print_contains_its_estimate_and_none_leaves_the_metric_range(run):
+    """validate, sweep, capacity and sensitivity print the mean over replications of each
+    replication's metrics (``_block``) with ``aggregate``'s or ``judge``'s interval."""
+    df, reps = run
+    span = float(df["arrived_at"].max()) + 1.0 if len(df) else 1.0
+    rows = []
+    for r in range(reps):
+        row = _block(df.loc[df["replication"] == r], span)
+        rows.append({"variant": 0, "replication": r, **row})
+    per_rep = pd.DataFrame(rows)
+    _assert_replication_cis_hold(aggregate(per_rep, []))
+    for text in ("p95<1s", "p99<=300ms", "mean<100ms", "success>=0.99", "errors<0.05", "throughput>=5/s"):
+        slo = parse_slo(text)
+        v = judge(slo, per_rep[slo.column].to_numpy(dtype="float64"))
+        if v.ci is None:
+            continue
+        lo, hi = v.ci
+        assert 0.0 <= lo <= v.value <= hi, (text, v.ci, v.value)
+        assert slo.kind != "fraction" or hi <= 1.0, (text, v.ci)

@@ -374,7 +374,8 @@ def format_markdown(result: GateResult) -> str:
     for r in _rows(result, markdown=True):
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |")
     lines += ["", "Margin: room to spare before the SLO is missed (negative: missed by that much). "
-              "Intervals are 95 % Student-t over replications; *within noise* means the interval "
+              "Intervals are 95 % Student-t over replications, cut to the values the metric can take "
+              "(no latency below 0, no share beyond 0-100 %); *within noise* means the interval "
               "straddles the threshold, so more replications could change the verdict.", ""]
     lines += ["<details><summary>Scenarios</summary>", ""]
     for s in result.stresses:

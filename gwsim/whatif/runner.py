@@ -453,9 +453,28 @@ def metric_columns(frame: pd.DataFrame, label_keys: Iterable[str] = ()) -> list[
     return [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
 
 
+#: Metrics that are shares of requests (0..1), with or without an ``<endpoint>:`` prefix.
+SHARE_COLUMNS = ("success_rate", "error_rate", "goodput")
+
+
+def metric_range(column: str) -> tuple[float, float | None]:
+    """The values a metrics column can take: ``(0, 1)`` for a share of requests, ``(0, None)``
+    for every other one (counts, rates, times and utilisations are never negative; a
+    utilisation can pass 1 slightly at the window's edges, so it gets no ceiling)."""
+    return (0.0, 1.0) if column.rsplit(":", 1)[-1] in SHARE_COLUMNS else (0.0, None)
+
+
+def replication_interval(column: str, values: Sequence[float] | np.ndarray) -> tuple[float, float] | None:
+    """The 95 % t interval over one column's per-replication values, cut to ``metric_range``:
+    the interval every what-if command prints next to the mean over replications."""
+    floor, ceiling = metric_range(column)
+    return t_interval(values, floor=floor, ceiling=ceiling)
+
+
 def aggregate(per_rep: pd.DataFrame, label_keys: Sequence[str]) -> pd.DataFrame:
     """One row per variant: every metric's mean over replications and its 95 % t interval
-    (columns ``<metric>``, ``<metric>_lo``, ``<metric>_hi``) and ``replications``."""
+    cut to the values the metric can take (``replication_interval``; columns ``<metric>``,
+    ``<metric>_lo``, ``<metric>_hi``) and ``replications``."""
     metrics = metric_columns(per_rep, label_keys)
     rows = []
     for variant, sub in per_rep.groupby("variant", sort=True):
@@ -467,9 +486,7 @@ def aggregate(per_rep: pd.DataFrame, label_keys: Sequence[str]) -> pd.DataFrame:
             vals = sub[col].to_numpy(dtype="float64")
             finite = vals[np.isfinite(vals)]
             row[col] = float(finite.mean()) if finite.size else math.nan
-            ci = t_interval(finite)
-            if ci and col.endswith(("success_rate", "error_rate")):
-                ci = (max(ci[0], 0.0), min(ci[1], 1.0))  # a share cannot leave [0, 1]
+            ci = replication_interval(col, finite)
             row[f"{col}_lo"] = ci[0] if ci else math.nan
             row[f"{col}_hi"] = ci[1] if ci else math.nan
         rows.append(row)

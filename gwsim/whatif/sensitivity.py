@@ -23,7 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gwsim.whatif.runner import DaskExecutor, LocalExecutor, Progress, ScenarioSource, Variant, get_path, run_variants
+from gwsim.whatif.runner import (DaskExecutor, LocalExecutor, Progress, ScenarioSource, Variant, get_path, replication_interval,
+                                 run_variants)
 from gwsim.whatif.slo import METRIC_COLUMNS
 from simulator.errors import ScenarioError, UsageError
 from simulator.stats import t_interval
@@ -250,7 +251,7 @@ def run_sensitivity(
             or (math.isfinite(row["high_lo"]) and (row["high_lo"] > 0 or row["high_hi"] < 0)))
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("swing", ascending=False, kind="stable").reset_index(drop=True)
-    base_ci = t_interval(base_vals)
+    base_ci = replication_interval(column, base_vals)  # a difference (the deltas above) may be negative; the baseline not
     label_labels = {"low_label", "high_label"}
     for col in label_labels:
         if col in table:

@@ -293,9 +293,9 @@ def judge(slo: SLO, values: Sequence[float] | np.ndarray) -> Verdict:
     value = float(np.mean(arr))
     if not math.isfinite(value):
         return Verdict(slo, None, None, None, None, False, True, n)
-    ci = t_interval(arr)
-    if ci is not None and slo.kind == "fraction":
-        ci = (max(ci[0], 0.0), min(ci[1], 1.0))  # a share cannot leave [0, 1]
+    # cut to the values the metric can take (a latency or a rate is never below 0, a share
+    # stays in [0, 1]): with 2 replications a latency's t-interval often reaches below 0
+    ci = t_interval(arr, floor=0.0, ceiling=1.0 if slo.kind == "fraction" else None)
     margin = slo.margin(value)
     if ci is None:
         margin_ci = None
