@@ -105,9 +105,15 @@ def register(cli: click.Group) -> None:
                               gateway=gateway)
             checks.append(c)
             if directory is not None:
+                from gwsim.output import provenance
+                from simulator.scenario import load_scenario
+
+                # the scenario as asked for (file, --set, profile): its hash and root seed, as every output carries
+                sc = load_scenario(path, list(overrides))
+                meta = provenance(sc, seed if seed is not None else sc.run.seed)
                 ensure_dir(directory)
-                atomic_write_parquet(directory / f"{path.stem}.measured.parquet", c.measured)
-                atomic_write_parquet(directory / f"{path.stem}.predicted.parquet", c.predicted)
+                atomic_write_parquet(directory / f"{path.stem}.measured.parquet", c.measured, meta)
+                atomic_write_parquet(directory / f"{path.stem}.predicted.parquet", c.predicted, meta)
         from gwsim.output import provenance
 
         doc = {**suite_document(str(suite_dir), checks, traffic=traffic, background=background), **provenance()}
