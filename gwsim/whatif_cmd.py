@@ -186,9 +186,14 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
         atomic_write_parquet(directory / "points.parquet", result.points, meta)
         atomic_write_parquet(directory / "replications.parquet", result.per_replication, meta)
         companion = "success_rate" if column != "success_rate" else "p95_ms"
+        from gwsim.whatif.charts import conditions
+
+        swept_load = next((p for p in result.params if p.startswith("workload.")), None)
         chart = sweep_chart(result.points, column, result.params, threshold=threshold, companion=companion,
-                            replications=result.replications, subtitle=f"Scenario {base.run.name}: {base.run.description}"
-                            if base.run.description else f"Scenario {base.run.name}")
+                            replications=result.replications,
+                            subtitle=[f"Scenario {base.run.name}: {base.run.description}" if base.run.description
+                                      else f"Scenario {base.run.name}",
+                                      conditions(base, f"swept ({swept_load})" if swept_load else None)])
         files = [str(p) for p in save_chart(chart, directory / "sweep", _fmt_choice(fmt))]
         files = [str(directory / "points.parquet"), str(directory / "replications.parquet"), *files]
         if as_json:
@@ -332,15 +337,20 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             atomic_write_parquet(directory / "probes.parquet", probes, meta)
             atomic_write_parquet(directory / "utilisation.parquet", result.utilisation, meta)
             files += [str(directory / "probes.parquet"), str(directory / "utilisation.parquet")]
-            slo = result.slos[0]
-            col = slo.column if slo.column in probes.columns else slo.column.split(":")[-1]
-            files += [str(p) for p in save_chart(capacity_chart(probes, col, slo.threshold, result.variable, answer=result.answer,
-                                                                title=f"Capacity search: {slo.text}"),
+            from gwsim.whatif.charts import conditions
+
+            # every SLO's metric, one panel each: the one that decided a probe is on the chart
+            cols = [(slo.column if slo.column in probes.columns else slo.column.split(":")[-1], slo.threshold) for slo in result.slos]
+            unit = "req/s" if result.variable == "rate" else "users"
+            files += [str(p) for p in save_chart(capacity_chart(probes, cols[0][0], cols[0][1], result.variable, answer=result.answer,
+                                                                title=f"Capacity search: {', '.join(s.text for s in result.slos)}",
+                                                                subtitle=conditions(base, f"each probe's {'arrival rate' if result.variable == 'rate' else 'user count'}"),
+                                                                more=cols[1:]),
                                                  directory / "capacity", _fmt_choice(fmt))]
-            if not result.utilisation.empty:
+            if not result.utilisation.empty and result.answer is not None:
                 files += [str(p) for p in save_chart(utilisation_chart(result.utilisation,
-                                                                       title=f"Utilisation at {result.answer:.4g} "
-                                                                             f"{'req/s' if result.variable == 'rate' else 'users'}"),
+                                                                       title=f"Utilisation at {result.answer:.4g} {unit}",
+                                                                       subtitle=conditions(base, f"{result.answer:.4g} {unit}, the capacity found")),
                                                      directory / "utilisation", _fmt_choice(fmt))]
         if as_json:
             payload = result.as_dict()
@@ -396,7 +406,11 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
                 color=alt.Color("source:N", title="Distribution"),
                 strokeDash=alt.condition(alt.datum.source == "data", alt.value([1, 0]), alt.value([5, 3])),
                 size=alt.condition(alt.datum.source == "data", alt.value(3), alt.value(1.5)),
-            ).properties(width=480, height=300, title=f"Fitted CDFs: {Path(file).name} {samples.column}")
+            ).properties(width=480, height=300, title=alt.TitleParams(
+                f"Fitted CDFs: {Path(file).name} {samples.column}", anchor="start",
+                subtitle=[f"{samples.n} {'bucket counts' if samples.binned else 'latencies'}"
+                          + (f"; {'; '.join(samples.notes)}" if samples.notes else "")
+                          + ". Thick line: the data; dashed: each fitted distribution (legend)."]))
             files = [str(directory / "fit.json")] + [str(p) for p in save_chart(chart, directory / "fit")]
         if as_json:
             payload["files"] = files
@@ -451,7 +465,13 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             atomic_write_parquet(directory / "sensitivity.parquet", result.table,
                                  provenance(base, seed if seed is not None else base.run.seed))
             files = [str(directory / "sensitivity.parquet")]
-            files += [str(p) for p in save_chart(tornado_chart(result.table, result.metric), directory / "tornado", _fmt_choice(fmt))]
+            from gwsim.whatif.charts import conditions
+
+            tornado = tornado_chart(result.table, result.metric, baseline=result.baseline,
+                                    replications=int(result.per_replication["replication"].nunique()),
+                                    subtitle=[f"Scenario {base.run.name}; each parameter -/+{result.delta_pct:g} % on its own, "
+                                              f"the others as they are", conditions(base)])
+            files += [str(p) for p in save_chart(tornado, directory / "tornado", _fmt_choice(fmt))]
         if as_json:
             click.echo(_dump(_clean({"metric": result.metric, "delta_pct": result.delta_pct, "baseline": result.baseline,
                                      "baseline_ci95": list(result.baseline_ci) if result.baseline_ci else None,

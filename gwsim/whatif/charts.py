@@ -59,6 +59,49 @@ def _rule_with_label(threshold: float, text: str, *, color: str = "#d62728") -> 
     return [rule, words]
 
 
+def _fault_text(who: str, fault) -> str:  # noqa: ANN001 - a simulator.scenario.Fault
+    what = {
+        "slow": f"{who} {fault.latency_factor:g}x slower",
+        "errors": f"{who} failing {fault.error_rate * 100:g} % of calls with {fault.error_status}",
+        "outage": f"{who} refusing connections",
+        "hang": f"{who} never answering",
+        "reset": f"{who} resetting connections",
+        "stall": f"{who} stalled",
+    }[fault.kind]
+    return f"{what} from {fault.start:g} s to {fault.end:g} s"
+
+
+def _load_text(scenario) -> str:  # noqa: ANN001 - a simulator.scenario.Scenario
+    wl = scenario.workload
+    if wl.mode == "closed":
+        text = f"{wl.users} users (closed loop)"
+    elif wl.mode == "trace":
+        text = "a request trace replayed" + (f" at {wl.time_scale:g}x its speed" if wl.time_scale != 1.0 else "")
+    else:
+        arr = wl.arrivals
+        how = {"poisson": "Poisson", "constant": "evenly spaced", "burst": "bursts", "gamma": "gamma-renewal", "mmpp": "MMPP"}[arr.process]
+        text = (f"bursts of {arr.size} every {arr.every:g} s ({arr.mean_rate:g} req/s)" if arr.process == "burst"
+                else f"{arr.mean_rate:g} req/s {how}")
+    if wl.rate_profile:
+        text += f", a rate profile of {len(wl.rate_profile)} {'points' if wl.profile_shape == 'ramp' else 'steps'}"
+    return text
+
+
+def conditions(scenario, varied: str | None = None) -> str:  # noqa: ANN001 - a simulator.scenario.Scenario
+    """One line saying what a chart's runs were put through: the load (or which setting of it
+    was varied) and every fault injected, with its window (``Injected: alpha 5x slower from
+    100 s to 250 s``), so the chart reads without the command that made it."""
+    faults = []
+    for name, provider in scenario.providers.items():
+        faults += [_fault_text(f"provider {name}", f) for f in provider.faults]
+    faults += [_fault_text("the AI service", f) for f in scenario.ai_service.faults]
+    faults += [_fault_text("Redis", f) for f in scenario.redis.faults]
+    faults += [_fault_text("the embedding API", f) for f in scenario.model_selection.semantic_cache.embedding_faults]
+    load = f"Load: {varied}" if varied else f"Load: {_load_text(scenario)}"
+    window = f" over {scenario.run.duration - scenario.run.warmup:g} s after a {scenario.run.warmup:g} s warm-up"
+    return f"{load}{window}. " + (f"Injected: {'; '.join(faults)}." if faults else "No fault injected.")
+
+
 def _title(text: str, subtitle: Sequence[str] | str | None) -> alt.TitleParams | str:
     if not subtitle:
         return text
@@ -133,10 +176,13 @@ def _sweep_panel(points: pd.DataFrame, metric: str, params: Sequence[str], thres
     return alt.layer(*layers, data=frame).properties(width=WIDTH, height=HEIGHT)
 
 
-def tornado_chart(table: pd.DataFrame, metric: str, *, title: str | None = None) -> alt.TopLevelMixin:
+def tornado_chart(table: pd.DataFrame, metric: str, *, title: str | None = None, subtitle: Sequence[str] | str | None = None,
+                  baseline: float | None = None, replications: int | None = None) -> alt.TopLevelMixin:
     """One bar per parameter from the metric's change with the parameter lowered to its change
     with the parameter raised, widest swing on top (a tornado).  Blue: parameter lowered,
-    orange: raised.  ``table`` is ``sensitivity.SensitivityResult.table``."""
+    orange: raised; a black whisker at each bar's end spans the change's paired 95 % CI.
+    ``table`` is ``sensitivity.SensitivityResult.table``; ``baseline`` (the metric's value with
+    every parameter as it is) labels the zero line; ``subtitle`` says what was injected."""
     rows = []
     for _, r in table.iterrows():
         name = f"{parameter_label(r['parameter'])}: {r['base_value']}"
@@ -144,14 +190,21 @@ def tornado_chart(table: pd.DataFrame, metric: str, *, title: str | None = None)
             delta = r[f"{side}_delta"]
             if delta is None or not math.isfinite(float(delta)):
                 continue
+            lo, hi = r.get(f"{side}_lo", math.nan), r.get(f"{side}_hi", math.nan)
             rows.append({"parameter": name, "variation": word, "change": str(r[f"{side}_label"]),
-                         "delta": float(delta), "swing": r["swing"], "value": str(r[f"{side}_value"])})
-    frame = pd.DataFrame(rows, columns=["parameter", "variation", "change", "delta", "swing", "value"])
+                         "delta": float(delta), "swing": r["swing"], "value": str(r[f"{side}_value"]),
+                         "lo": float(lo) if lo is not None and math.isfinite(float(lo)) else math.nan,
+                         "hi": float(hi) if hi is not None and math.isfinite(float(hi)) else math.nan})
+    frame = pd.DataFrame(rows, columns=["parameter", "variation", "change", "delta", "swing", "value", "lo", "hi"])
     # the bar-end label: just the quantity ("280ms", not "lognormal median 280ms")
     frame["short"] = frame["value"].map(lambda v: str(v).split()[-1] if str(v).split() else "")
+    # the value's words go past the whisker's end, not on it
+    frame["at"] = [(h if d >= 0 else lo_) if math.isfinite(h) and math.isfinite(lo_) else d
+                   for d, lo_, h in zip(frame["delta"], frame["lo"], frame["hi"])]
     order = list(dict.fromkeys(frame.sort_values("swing", ascending=False, kind="stable")["parameter"]))
-    lo = min(0.0, float(frame["delta"].min())) if not frame.empty else -1.0
-    hi = max(0.0, float(frame["delta"].max())) if not frame.empty else 1.0
+    ends = pd.concat([frame["delta"], frame["lo"], frame["hi"]]).dropna()
+    lo = min(0.0, float(ends.min())) if not ends.empty else -1.0
+    hi = max(0.0, float(ends.max())) if not ends.empty else 1.0
     pad = 0.18 * ((hi - lo) or 1.0)  # room for the labels outside the bars
     x = alt.X("delta:Q", title=f"Change in {label(metric)} from baseline", scale=alt.Scale(domain=[lo - pad, hi + pad], nice=False))
     y = alt.Y("parameter:N", sort=order, title=None, axis=alt.Axis(labelLimit=420))
@@ -167,17 +220,44 @@ def tornado_chart(table: pd.DataFrame, metric: str, *, title: str | None = None)
     for side, dy in (("parameter lowered", -6), ("parameter raised", 6)):
         for cond, align, dx in ((alt.datum.delta >= 0, "left", 4), (alt.datum.delta < 0, "right", -4)):
             labels.append(alt.Chart(frame).transform_filter(alt.datum.variation == side).transform_filter(cond)
-                          .mark_text(align=align, dx=dx, dy=dy, fontSize=10).encode(y=y, x="delta:Q", text="short:N"))
-    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(color="black").encode(x="x:Q")
+                          .mark_text(align=align, dx=dx, dy=dy, fontSize=10).encode(y=y, x="at:Q", text="short:N"))
+    # the paired CI of each change: a thin whisker through the bar's end, on its own half of the row
+    whiskers = [alt.Chart(frame).transform_filter(alt.datum.variation == side).transform_filter("isFinite(datum.lo)")
+                .mark_rule(color="black", strokeWidth=1.2, yOffset=dy).encode(y=y, x="lo:Q", x2="hi:Q")
+                for side, dy in (("parameter lowered", -4), ("parameter raised", 4))]
+    zero_text = f"baseline {baseline:,.4g}" if baseline is not None and math.isfinite(baseline) else "baseline"
+    zero_frame = pd.DataFrame({"x": [0.0], "text": [zero_text]})
+    zero = alt.Chart(zero_frame).mark_rule(color="black").encode(x="x:Q")
+    zero_words = alt.Chart(zero_frame).mark_text(align="left", baseline="bottom", dx=3, fontSize=10).encode(
+        x="x:Q", y=alt.value(-2), text="text:N")
     height = max(120, 34 * len(order))
-    return alt.layer(bars, *labels, zero).properties(width=WIDTH, height=height,
-                                                  title=title or f"Sensitivity of {label(metric)}")
+    notes = [subtitle] if isinstance(subtitle, str) else list(subtitle or [])
+    over = f" over {replications} replications" if replications else ""
+    notes.append(f"Bars: mean change from the baseline{over}; whiskers: its paired 95 % confidence interval.")
+    return alt.layer(bars, *whiskers, *labels, zero, zero_words).properties(
+        width=WIDTH, height=height, title=_title(title or f"Sensitivity of {label(metric)}", notes))
 
 
 def capacity_chart(probes: pd.DataFrame, column: str, threshold: float, x: str, *, answer: float | None = None,
-                   title: str | None = None, subtitle: Sequence[str] | str | None = None) -> alt.TopLevelMixin:
+                   title: str | None = None, subtitle: Sequence[str] | str | None = None,
+                   more: Sequence[tuple[str, float]] = ()) -> alt.TopLevelMixin:
     """The search's probes: the SLO metric (with its interval) against the load, the SLO as a
-    dashed rule and the answer as a vertical line, each labelled on the chart."""
+    dashed rule and the answer as a vertical line, each labelled on the chart.  ``more``: the
+    other SLOs' (column, threshold), each a panel under the first on the same load axis, so the
+    metric that decided a probe is on the chart whichever it was."""
+    x_enc = alt.X("load:Q", title=label(x))
+    wanted = [(c, t) for c, t in [(column, threshold), *more] if c in probes.columns]
+    panels = [_capacity_panel(probes, c, t, x, x_enc, answer, words=i == 0) for i, (c, t) in enumerate(wanted)]
+    reps = sorted(set(probes["replications"].astype(int)))
+    notes = [subtitle] if isinstance(subtitle, str) else list(subtitle or [])
+    notes.append("Error bars: 95 % confidence interval over "
+                 + (f"{reps[0]} replications" if len(reps) == 1 else f"{reps[0]}-{reps[-1]} replications") + " per probe.")
+    chart = panels[0] if len(panels) == 1 else alt.vconcat(*panels).resolve_scale(color="shared")
+    return chart.properties(title=_title(title or "Capacity search", notes))
+
+
+def _capacity_panel(probes: pd.DataFrame, column: str, threshold: float, x: str, x_enc: alt.X,
+                    answer: float | None, words: bool = True) -> alt.TopLevelMixin:
     frame = pd.DataFrame({
         "load": probes[x].astype(float),
         "value": probes[column].astype(float),
@@ -186,9 +266,10 @@ def capacity_chart(probes: pd.DataFrame, column: str, threshold: float, x: str, 
         "replications": probes["replications"].astype(int),
         "verdict": probes["feasible"].map({True: "meets SLOs", False: "misses SLOs"}),
     }).sort_values("load")
-    x_enc = alt.X("load:Q", title=label(x))
+    share = column.split(":")[-1] in ("success_rate", "error_rate", "goodput")
+    y_enc = alt.Y("value:Q", title=label(column), scale=alt.Scale(zero=not share), axis=alt.Axis(format="%") if share else alt.Undefined)
     points = alt.Chart(frame).mark_point(filled=True, size=70).encode(
-        x=x_enc, y=alt.Y("value:Q", title=label(column)),
+        x=x_enc, y=y_enc,
         color=alt.Color("verdict:N", title="Probe", scale=alt.Scale(domain=["meets SLOs", "misses SLOs"],
                                                                       range=["#2ca02c", "#d62728"])),
         tooltip=[alt.Tooltip("load:Q", title=label(x), format=".4g"), alt.Tooltip("value:Q", title=label(column), format=".4g"),
@@ -198,18 +279,16 @@ def capacity_chart(probes: pd.DataFrame, column: str, threshold: float, x: str, 
     slo = pd.DataFrame({"slo": [threshold], "text": [_slo_text(column, threshold)]})
     layers = [bars, points,
               alt.Chart(slo).mark_rule(color="#d62728", strokeDash=[6, 4]).encode(y="slo:Q"),
-              alt.Chart(slo).mark_text(color="#d62728", align="left", baseline="bottom", dy=-2, fontSize=11).encode(
-                  y="slo:Q", x=alt.value(4), text="text:N")]
+              # a share's probes sit above its SLO (near 100 %): its words go under the line
+              alt.Chart(slo).mark_text(color="#d62728", align="left", baseline="top" if share else "bottom",
+                                       dy=2 if share else -2, fontSize=11).encode(y="slo:Q", x=alt.value(4), text="text:N")]
     if answer is not None:
         found = pd.DataFrame({"answer": [answer], "text": [f"answer {answer:,.4g}"]})
         layers.append(alt.Chart(found).mark_rule(color="#2ca02c").encode(x="answer:Q"))
-        layers.append(alt.Chart(found).mark_text(color="#2ca02c", align="left", baseline="top", dx=4, fontSize=11).encode(
-            x="answer:Q", y=alt.value(4), text="text:N"))
-    reps = sorted(set(frame["replications"]))
-    notes = [subtitle] if isinstance(subtitle, str) else list(subtitle or [])
-    notes.append("Error bars: 95 % confidence interval over "
-                 + (f"{reps[0]} replications" if len(reps) == 1 else f"{reps[0]}-{reps[-1]} replications") + " per probe.")
-    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT, title=_title(title or "Capacity search", notes))
+        if words:  # named once, in the top panel; the same line runs through the others
+            layers.append(alt.Chart(found).mark_text(color="#2ca02c", align="left", baseline="top", dx=4, fontSize=11).encode(
+                x="answer:Q", y=alt.value(4), text="text:N"))
+    return alt.layer(*layers).properties(width=WIDTH, height=HEIGHT if not share else HEIGHT * 2 // 3)
 
 
 def utilisation_chart(util: pd.DataFrame, *, title: str | None = None, subtitle: Sequence[str] | str | None = None) -> alt.TopLevelMixin:
