@@ -114,3 +114,16 @@ def test_the_prose_quotes_the_numbers() -> None:
     compare = _shown_output("gwsim compare scenarios/examples/my_gateway.toml --set-b fallback.attempt_timeout=8s")
     p95 = re.search(r"^all\s+p95\s+ms\s+([\d.]+)\s+([\d.]+)", compare, re.M)
     assert f"P95 goes from {float(p95.group(1)) / 1000:.1f} s to {float(p95.group(2)) / 1000:.1f} s" in TEXT
+
+
+@pytest.mark.timeout(600)
+def test_the_readme_library_example_runs(tmp_path: Path) -> None:
+    """The README's Python example, shortened (20 s of traffic) and drawing into a temporary
+    directory, runs in a fresh interpreter and writes its chart."""
+    code = next(body for lang, body in code_blocks(TEXT) if lang == "python" and "from gwsim.whatif" in body)
+    assert '("run.duration=120s",)' in code and ', "sweep")' in code
+    code = code.replace('("run.duration=120s",)', '("run.duration=20s", "run.warmup=0s")')
+    code = code.replace(', "sweep")', f", {str(tmp_path / 'sweep')!r})")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=540)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "sweep.html").is_file() and (tmp_path / "sweep.png").is_file()
