@@ -198,8 +198,10 @@ def test_read_measured_seed_csv():
 
 
 SUITE = Path(__file__).resolve().parents[1] / "scenarios" / "calibration"
-#: The CI subset of the calibration suite: three scenarios, each shortened to CI_DURATION_S.
-CI_SUBSET = ("admission_cpu", "closed_pool_race", "timeouts_hedge")
+#: The CI subset of the calibration suite: three scenarios, each shortened to CI_DURATION_S:
+#: failures for three reasons (admission rejections, timeouts, upstream errors).  closed_pool_race
+#: left it: its KS statistic sat at its critical value in the full-length quiet run (2026-12-05).
+CI_SUBSET = ("admission_cpu", "timeouts_hedge", "upstream_errors")
 CI_DURATION_S = 50.0
 
 
