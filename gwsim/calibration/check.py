@@ -32,7 +32,7 @@ from typing import Callable
 
 import pandas as pd
 
-from gwsim.calibration.metrics import FIGURES, KS_ALPHA, THRESHOLDS, EndpointComparison, compare_frames
+from gwsim.calibration.metrics import FIGURES, KS_ALPHA, STREAM_FIGURES, THRESHOLDS, EndpointComparison, compare_frames
 from simulator.errors import UsageError
 from simulator.scenario import load_scenario
 
@@ -277,6 +277,14 @@ def verdict(e: EndpointComparison) -> str:
     return "; ".join(parts) or "ok"
 
 
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    return [
+        "  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(), "  ".join("-" * w for w in widths),
+        *("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows),
+    ]
+
+
 def format_checks(checks: list[ScenarioCheck]) -> str:
     head = ["scenario", "endpoint", "n meas", "P50 ms m/p", "err%", "P95 ms m/p", "err%", "P99 ms m/p", "err%",
             "thr err%", "succ %", "succ pp", "KS D/crit", "verdict", "bg"]
@@ -296,7 +304,6 @@ def format_checks(checks: list[ScenarioCheck]) -> str:
                 verdict(e),
                 _f(c.background, ".2f"),
             ])
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
     lines = []
     if checks and not all(c.prediction for c in checks):
         c = checks[0]
@@ -304,15 +311,29 @@ def format_checks(checks: list[ScenarioCheck]) -> str:
             f"DIAGNOSTIC, not a prediction: the simulator was given the measured "
             f"{' and '.join(x for x, on in (('traffic', c.traffic_mode == 'measured'), ('background', c.background_mode == 'measured')) if on)}"
         )
-    lines += ["  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip(), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines += _table(head, rows)
+    # endpoints with streamed requests: their TTFT and TPOT figures, in a table of their own
+    # (their verdict is the row's above: a miss or an undecided stream figure is named there)
+    stream_rows = [
+        [c.scenario, e.endpoint, str(e.streamed),
+         *(cell for key in STREAM_FIGURES
+           for cell in (f"{_f(e.measured[key], '.0f' if key.startswith('ttft') else '.1f')}/"
+                        f"{_f(e.predicted[key], '.0f' if key.startswith('ttft') else '.1f')}", _figure(e, key, "+.1f")))]
+        for c in checks for e in c.endpoints if "ttft_p50" in e.measured
+    ]
+    if stream_rows:
+        lines.append("")
+        lines += _table(["scenario", "endpoint", "n streamed", "TTFT P50 ms m/p", "err%", "TTFT P95 ms m/p", "err%",
+                         "TPOT P50 ms m/p", "err%"], stream_rows)
     passed = sum(c.passed for c in checks)
     undecided = sum(len(c.inconclusive) for c in checks)
     th = checks[0].endpoints[0].thresholds if checks and checks[0].endpoints else THRESHOLDS
     lines.append(
         f"{passed}/{len(checks)} scenarios pass: every figure decided (its measured 95 % CI half-width, after ±, "
         f"below its threshold) and within it (|err| P50 <= {th['p50']:g} %, P95/P99 <= {th['p95']:g}/{th['p99']:g} %, "
-        f"throughput <= {th['throughput']:g} %, success <= {th['success_pp']:g} pp), KS D <= its {KS_ALPHA:.0%} critical value"
+        f"throughput <= {th['throughput']:g} %, success <= {th['success_pp']:g} pp"
+        + (f"; TTFT P50/P95 <= {th['ttft_p50']:g}/{th['ttft_p95']:g} %, TPOT P50 <= {th['tpot_p50']:g} %" if stream_rows else "")
+        + f"), KS D <= its {KS_ALPHA:.0%} critical value"
         + (f"; {undecided} figure{'s' if undecided != 1 else ''} undecided (?)" if undecided else "")
     )
     for c in checks:

@@ -19,6 +19,12 @@ that size from sampling noise).  The intervals:
   counts is taken when wider.  A closed loop's count is more regular than Poisson (each user
   waits for its answer): there the bootstrap of the measured per-second counts alone.
 
+An endpoint whose requests stream (records' ``stream``) has three more figures, over its
+successful streamed requests: TTFT P50 and P95 (``ttft_s``) and TPOT P50 (``tpot_s``, over
+those of two tokens or more), errors in % of the measured value, each decided by the same
+rule (the wider of the order-statistic interval and the block bootstrap of the measured
+value, below the threshold).
+
 The latency distributions as a whole are compared by the two-sample Kolmogorov-Smirnov
 statistic ``D`` of the successful requests' latencies against its 1 % critical value for the
 two sample sizes (scipy's ``kstwobign``): ``D`` above it fails the endpoint.  A TOST
@@ -37,9 +43,12 @@ import pandas as pd
 from scipy import stats as sps
 
 #: Acceptance thresholds (issue C): |error| limits in %, success in percentage points.
-THRESHOLDS = {"p50": 5.0, "p95": 10.0, "p99": 10.0, "throughput": 3.0, "success_pp": 0.5}
+THRESHOLDS = {"p50": 5.0, "p95": 10.0, "p99": 10.0, "throughput": 3.0, "success_pp": 0.5,
+              "ttft_p50": 5.0, "ttft_p95": 10.0, "tpot_p50": 5.0}
 #: The compared figures, in table order.
 FIGURES = ("p50", "p95", "p99", "throughput", "success_pp")
+#: The figures of an endpoint with streamed requests besides (issue 15): record field, percentile.
+STREAM_FIGURES = {"ttft_p50": ("ttft_s", 50.0), "ttft_p95": ("ttft_s", 95.0), "tpot_p50": ("tpot_s", 50.0)}
 TOST_MARGIN = 0.10
 QUANTILES = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
 #: Confidence of the measured figures' intervals.
@@ -219,6 +228,12 @@ class EndpointComparison:
     ks_critical: float | None = None
     ks_pvalue: float | None = None
     thresholds: dict = field(default_factory=dict)
+    streamed: int = 0  # measured successful streamed requests in the window (0: no stream figures)
+
+    @property
+    def figure_keys(self) -> tuple[str, ...]:
+        """The figures compared for this endpoint: the stream ones too when either side streamed."""
+        return FIGURES + tuple(STREAM_FIGURES) if any(k in self.measured for k in STREAM_FIGURES) else FIGURES
 
     @property
     def ks_failed(self) -> bool:
@@ -249,7 +264,7 @@ class EndpointComparison:
                 "threshold": self.thresholds.get(key),
                 "status": self.status(key),
             }
-            for key in FIGURES
+            for key in self.figure_keys
         }
         return d
 
@@ -261,6 +276,29 @@ def _side(df: pd.DataFrame, window_s: float, replications: int) -> tuple[dict, n
     out["throughput"] = len(ok) / window_s / max(replications, 1) if window_s > 0 else None
     out["success"] = (len(ok) / len(df)) if len(df) else None
     return out, lat
+
+
+def streamed(df: pd.DataFrame) -> bool:
+    """Whether any request of ``df`` asked for a streamed reply."""
+    return "stream" in df.columns and bool(df["stream"].to_numpy(dtype=bool).any())
+
+
+def _stream_values(df: pd.DataFrame, column: str) -> np.ndarray:
+    """``column`` (seconds) of the successful streamed requests of ``df`` where defined, in ms,
+    in ``df``'s order (TPOT is undefined for a one-token reply)."""
+    if "stream" not in df.columns or column not in df.columns:
+        return np.empty(0)
+    keep = (df["outcome"] == "ok").to_numpy() & df["stream"].to_numpy(dtype=bool)
+    x = df[column].to_numpy(dtype="float64")[keep] * 1000.0
+    return x[np.isfinite(x)]
+
+
+def _stream_side(df: pd.DataFrame) -> dict:
+    out = {}
+    for key, (column, q) in STREAM_FIGURES.items():
+        x = _stream_values(df, column)
+        out[key] = float(np.percentile(x, q)) if x.size else None
+    return out
 
 
 #: How the count of requests in a window varies from run to run (``compare_frames``'s ``counts``).
@@ -318,6 +356,37 @@ def measured_halfwidths(
     return out
 
 
+def stream_halfwidths(
+    m: pd.DataFrame, *, start: float, span: float, block_s: float = BLOCK_S, n_boot: int = N_BOOT, seed: int = 0,
+) -> dict[str, float | None]:
+    """Half-widths (in % of the measured value) of the stream figures' 95 % intervals: the wider
+    of the order-statistic interval and the block bootstrap over seconds of arrivals, as for
+    the latency percentiles (streams decoding together share the server, so are not independent)."""
+    m = m.sort_values("arrived_at", kind="stable")
+    keep = (m["outcome"] == "ok").to_numpy() & m["stream"].to_numpy(dtype=bool) if "stream" in m.columns else np.zeros(len(m), bool)
+    all_block, k = _blocks(m["arrived_at"].to_numpy(dtype="float64"), start, span, block_s)
+    out: dict[str, float | None] = {}
+    for column in sorted({c for c, _ in STREAM_FIGURES.values()}):
+        keys = {key: q for key, (c, q) in STREAM_FIGURES.items() if c == column}
+        x = m[column].to_numpy(dtype="float64") * 1000.0 if column in m.columns else np.full(len(m), np.nan)
+        sel = keep & np.isfinite(x)
+        values = x[sel]
+        boot = block_bootstrap(MeasuredSide(values, all_block[sel], all_block, k), quantiles=keys, n_boot=n_boot, seed=seed)
+        srt = np.sort(values)
+        for key, q in keys.items():
+            if values.size < 2:
+                out[key] = None
+                continue
+            point = float(np.percentile(values, q))
+            order = quantile_order_interval(srt, q)
+            if order is None or point <= 0:
+                out[key] = None  # not bounded: undecided
+                continue
+            widths = [(iv[1] - iv[0]) / 2 for iv in (order, boot.get(key)) if iv is not None]
+            out[key] = float(100.0 * max(widths) / point)
+    return out
+
+
 def compare_frames(
     predicted: pd.DataFrame,
     measured: pd.DataFrame,
@@ -361,9 +430,17 @@ def compare_frames(
         errors = {k: pct_error(ps[k], ms[k]) for k in (*QUANTILES, "throughput")}
         errors["success_pp"] = None if ps["success"] is None or ms["success"] is None else 100.0 * (ps["success"] - ms["success"])
         half = measured_halfwidths(m, start=start, span=span, counts=counts, arrivals_total=len(m_all), block_s=block_s)
+        keys = FIGURES
+        if streamed(m) or streamed(p):
+            # streamed on either side: TTFT and TPOT are compared (one side without them misses)
+            ms.update(_stream_side(m))
+            ps.update(_stream_side(p))
+            errors.update({k: pct_error(ps[k], ms[k]) for k in STREAM_FIGURES})
+            half.update(stream_halfwidths(m, start=start, span=span, block_s=block_s))
+            keys = FIGURES + tuple(STREAM_FIGURES)
         tost = {k: tost_quantile(plat, mlat, QUANTILES[k]) for k in ("p50", "p95")}
         misses, undecided = [], []
-        for key in FIGURES:
+        for key in keys:
             limit = th[key]
             e = errors[key]
             side = "success" if key == "success_pp" else key
@@ -383,5 +460,6 @@ def compare_frames(
         crit = ks_critical(len(mlat), len(plat))
         out.append(EndpointComparison(
             name, len(m), len(p), ms, ps, errors, ks, tost, misses, half, undecided, crit, pval, dict(th),
+            streamed=int(_stream_values(m, "ttft_s").size),
         ))
     return out
