@@ -350,7 +350,7 @@ def register(cli: click.Group) -> None:  # noqa: C901 - one place for all five c
             if not result.utilisation.empty and result.answer is not None:
                 files += [str(p) for p in save_chart(utilisation_chart(result.utilisation,
                                                                        title=f"Utilisation at {result.answer:.4g} {unit}",
-                                                                       subtitle=conditions(base, f"{result.answer:.4g} {unit}, the capacity found")),
+                                                                       subtitle=conditions(base, f"{result.answer:.4g} {unit} (the capacity found)")),
                                                      directory / "utilisation", _fmt_choice(fmt))]
         if as_json:
             payload = result.as_dict()

@@ -150,8 +150,9 @@ def _sweep_panel(points: pd.DataFrame, metric: str, params: Sequence[str], thres
     else:
         x_enc = alt.X(alias[x], type="nominal", title=label(x), sort=None)
     # a share near 1 is read from a scale that does not start at 0 (99 % vs 97 % matters)
-    share = metric.split(":")[-1] in ("success_rate", "error_rate")
-    y_enc = alt.Y(m, type="quantitative", title=label(metric), scale=alt.Scale(zero=not share))
+    share = metric.split(":")[-1] in ("success_rate", "error_rate", "goodput")
+    y_enc = alt.Y(m, type="quantitative", title=label(metric), scale=alt.Scale(zero=not share),
+                  axis=alt.Axis(format="%") if share else alt.Undefined)
     color = alt.Undefined
     if len(params) > 1:
         frame[alias[params[1]]] = _as_text(frame[alias[params[1]]], params[1])
