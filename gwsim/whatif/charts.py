@@ -53,9 +53,11 @@ def _slo_text(metric: str, threshold: float) -> str:
 def _rule_with_label(threshold: float, text: str, *, color: str = "#d62728") -> list[alt.Chart]:
     """A dashed horizontal rule at ``threshold`` and its label at the right end, so a reader
     knows what the line is without a legend."""
-    rule = alt.Chart().mark_rule(color=color, strokeDash=[6, 4]).encode(y=alt.datum(threshold))
-    words = alt.Chart().mark_text(color=color, align="left", baseline="bottom", dy=-2, fontSize=11).encode(
-        y=alt.datum(threshold), x=alt.value(4), text=alt.datum(text))
+    # one row, not one per data row: the layer's data is the sweep's points, and a text drawn
+    # once per point overprints itself into a smudge
+    rule = alt.Chart().transform_aggregate(n="count()").mark_rule(color=color, strokeDash=[6, 4]).encode(y=alt.datum(threshold))
+    words = alt.Chart().transform_aggregate(n="count()").mark_text(
+        color=color, align="left", baseline="bottom", dy=-2, fontSize=11).encode(y=alt.datum(threshold), x=alt.value(4), text=alt.datum(text))
     return [rule, words]
 
 
