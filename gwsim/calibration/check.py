@@ -216,6 +216,38 @@ def check_scenario(
     )
 
 
+def self_check(
+    path: str | Path,
+    *,
+    overrides: tuple[str, ...] | list[str] = (),
+    replications: int | None = None,
+    seed: int | None = None,
+    measured_replication: int = 0,
+    workers: int | None = None,
+    thresholds: dict | None = None,
+) -> list[EndpointComparison]:
+    """A perfect model's check of a scenario, without the real engine: the simulator runs one
+    replication more than the scenario's, one of them (``measured_replication``) plays the
+    measurement and the others the prediction, compared as ``check_scenario`` compares.  What a
+    suite's scenario must pass to be worth measuring: a figure this leaves undecided, or a KS
+    statistic beyond its critical value, says the scenario is too short (or its latencies move
+    together too much) for the check to judge the model on it."""
+    from simulator.api import run_scenario
+
+    sc = load_scenario(Path(path), list(overrides))
+    n = (replications if replications is not None else sc.run.replications) + 1
+    if not 0 <= measured_replication < n:
+        raise UsageError(f"measured_replication: expected 0-{n - 1}, got {measured_replication}")
+    run = run_scenario(sc, replications=n, seed=seed, workers=workers)
+    rec = run.records
+    mine = rec["replication"] == measured_replication
+    warmup = min(sc.run.warmup, sc.run.duration / 2)
+    return compare_frames(
+        rec.loc[~mine], rec.loc[mine], window=(warmup, sc.run.duration), predicted_replications=n - 1,
+        measured_replications=1, endpoints=list(sc.endpoints), thresholds=thresholds, counts=count_model(sc),
+    )
+
+
 def replayed(scenario, measured: pd.DataFrame):
     """``scenario`` with the measured requests as its open-loop traffic (``workload.replay``)."""
     sent = measured.sort_values(["arrived_at", "id"] if "id" in measured.columns else ["arrived_at"], kind="stable")
@@ -344,5 +376,5 @@ def format_checks(checks: list[ScenarioCheck]) -> str:
 
 __all__ = [
     "FIGURES", "PREDICTION", "ScenarioCheck", "check_scenario", "check_suite", "count_model", "format_checks",
-    "replayed", "suite_document", "suite_files", "verdict",
+    "replayed", "self_check", "suite_document", "suite_files", "verdict",
 ]
