@@ -48,6 +48,12 @@ def _shortened(command: str, tmp: Path) -> tuple[list[str], str | None]:
         path = Path(source.replace("{data}", data)) if "{data}" in source else ROOT / source
         if not path.exists():
             return [], f"{source} is not here (third-party data, or a file the README makes by hand)"
+    scenario = ROOT / args[1] if len(args) > 1 and args[1].endswith(".toml") else None
+    if scenario is not None and scenario.is_file():
+        data = os.environ.get("GWSIM_DATA_DIR") or str(ROOT.parent / "shared" / "data")
+        for needed in re.findall(r"\{data\}/([^\"']+)", scenario.read_text()):
+            if not (Path(data) / needed).exists():
+                return [], f"{args[1]} reads {{data}}/{needed}, not here (third-party data; set GWSIM_DATA_DIR)"
     if sub in SIMULATING:
         args += SHORT + ["-n", "2"]
     if sub == "sweep" and "--out" not in args:
