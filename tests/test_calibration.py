@@ -203,6 +203,8 @@ SUITE = Path(__file__).resolve().parents[1] / "scenarios" / "calibration"
 #: left it: its KS statistic sat at its critical value in the full-length quiet run (2026-12-05).
 CI_SUBSET = ("admission_cpu", "timeouts_hedge", "upstream_errors")
 CI_DURATION_S = 50.0
+#: Other work (cores) beyond the profile's background at which the CI subset stops judging.
+BUSY_MARGIN = 0.3
 
 
 @pytest.mark.real
@@ -220,6 +222,12 @@ def test_ci_subset_of_the_calibration_suite_is_predicted_within_its_thresholds()
     table = "\n" + format_checks(checks)
     assert doc["traffic"] == "own" and doc["background"] == "profile" and doc["prediction"]
     assert all(c.accounting["sent"] > 1000 and not c.problems for c in checks), table
+    # The prediction is for the machine the profile describes (its background, 0.07 cores when
+    # measured); other work on the cores during a measurement makes a different machine, and a
+    # miss there says nothing about the model.  Checked, not assumed: the load is sampled.
+    busy = [f"{c.scenario} bg {c.background:.2f}" for c in checks if c.background is not None and c.background_given is not None and c.background > c.background_given + BUSY_MARGIN]
+    if busy:
+        pytest.skip(f"the machine was not quiet during the measurement ({', '.join(busy)} cores of other work; the profile says {checks[0].background_given:.2f})")
     for c in checks:
         for e in c.endpoints:
             assert not e.misses and not e.ks_failed, table
