@@ -164,7 +164,7 @@ def test_each_shipped_config_imports_as_its_scenario(config):
 
 
 def test_the_suite_has_its_configs():
-    assert len(list(SUITE.glob("*.yaml"))) == len(list(SUITE.glob("*.toml"))) >= 5
+    assert len(list(SUITE.glob("*.yaml"))) == len(list(SUITE.glob("*.toml"))) >= 6
 
 
 @pytest.mark.parametrize("scenario", sorted(SUITE.glob("*.toml")), ids=lambda p: p.stem)

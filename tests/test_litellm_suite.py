@@ -1,0 +1,39 @@
+"""The CI subset of scenarios/litellm against LiteLLM's real proxy, thresholds enforced: the
+simulator's prediction (its own traffic, the scenario alone) and the proxy measured under the
+same scenario, every figure decided and within issue 13's thresholds, no KS failure.  Skipped
+(one line) when the extra gwsim[litellm] is missing; .ci/run installs it after the main run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gwsim.extras import missing
+
+pytestmark = [
+    pytest.mark.real,
+    pytest.mark.skipif(bool(missing("litellm")), reason=f"needs gwsim[litellm] (missing: {', '.join(missing('litellm'))})"),
+]
+
+SUITE = Path(__file__).resolve().parents[1] / "scenarios" / "litellm"
+#: Two scenarios of the suite at their full length: one failure mode (a deployment answering
+#: 503 to 30 % of calls, its cooldowns and retries) and the routing a queue decides (least-busy
+#: near saturation).  About five minutes with the proxy's start-up.
+CI_SUBSET = ("errors_cooldown", "least_busy_saturation")
+
+
+@pytest.mark.timeout(900)
+def test_ci_subset_of_the_litellm_suite_is_predicted_within_its_thresholds():
+    from gwsim.calibration.check import check_scenario, format_checks, suite_document
+
+    checks = [check_scenario(SUITE / f"{name}.toml", gateway="litellm") for name in CI_SUBSET]
+    doc = suite_document(str(SUITE), checks, traffic="own", background="profile")
+    table = "\n" + format_checks(checks)
+    assert doc["prediction"], table
+    assert all(c.accounting["sent"] > 1000 and not c.problems for c in checks), table
+    for c in checks:
+        for e in c.endpoints:
+            assert not e.misses and not e.ks_failed, table
+            assert not e.inconclusive, table
+    assert doc["passed"], table
