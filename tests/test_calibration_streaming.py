@@ -105,3 +105,18 @@ def test_the_table_and_json_carry_the_stream_figures():
 
 
 STREAM_SUITE = Path(__file__).resolve().parents[1] / "scenarios" / "calibration_streaming"
+
+
+def test_the_streaming_suite_streams_on_the_main_suites_profile():
+    from gwsim.calibration.check import suite_files
+    from simulator.scenario import load_scenario
+
+    files = suite_files(STREAM_SUITE)
+    assert len(files) >= 4
+    main_profile = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "calibration" / "admission_cpu.toml").machine
+    for path in files:
+        sc = load_scenario(path)
+        assert all(ep.stream for ep in sc.endpoints.values()), path.name
+        assert sc.machine == main_profile, path.name  # the same machine profile as the main suite
+        # the check's window: the scenario's own warm-up (not cut to half the run)
+        assert sc.run.warmup <= sc.run.duration / 2, path.name
