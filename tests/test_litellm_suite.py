@@ -32,7 +32,7 @@ def test_ci_subset_of_the_litellm_suite_is_predicted_within_its_thresholds():
     doc = suite_document(str(SUITE), checks, traffic="own", background="profile")
     table = "\n" + format_checks(checks)
     assert doc["prediction"], table
-    assert all(c.accounting["sent"] > 1000 and not c.problems for c in checks), table
+    assert all(c.accounting["sent"] >= 900 and not c.problems for c in checks), table + str([c.problems for c in checks])
     for c in checks:
         for e in c.endpoints:
             assert not e.misses and not e.ks_failed, table
