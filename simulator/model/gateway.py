@@ -138,6 +138,9 @@ class SimGateway:
             name: SimProvider(env, name, cfg, streams[f"provider:{name}"], tokens, abandonable)
             for name, cfg in scenario.providers.items()
         }
+        if self.machine is not None:
+            for provider in self.providers.values():
+                provider.lateness = self.machine.timer_lateness
         self.provider_pools = {name: SimHttpPool(env, cfg.pool, streams["pool"]) for name, cfg in scenario.providers.items()}
         self.breaker = make_breaker(ms.ai_client.breaker, log_limit=RUN_LOG_LIMIT) if ms.ai_client.breaker is not None else None
         self.provider_breakers = {name: make_breaker(cfg.breaker, log_limit=RUN_LOG_LIMIT) for name, cfg in scenario.providers.items() if cfg.breaker is not None}

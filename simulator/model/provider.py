@@ -94,6 +94,9 @@ class SimProvider:
         #: rpm/tpm quotas; ``_entry``: the charge ``_refused`` just made, taken by its caller at once
         self.quota = ProviderQuota(cfg.rpm, cfg.tpm) if cfg.rpm or cfg.tpm else None
         self._entry: QuotaEntry | None = None
+        #: the machine model's timer lateness (None without one): an emulated LLM server's prefill
+        #: ends on a timer, and a late timer keeps the one-at-a-time prefill busy that much longer
+        self.lateness: Sampler | None = None
         self.stuck = Stuck(env)
         self.in_flight = 0
         self.calls = 0
@@ -415,7 +418,7 @@ class SimProvider:
             prefill_held = True
             ctx.provider_queue_s += env.now - queued_at
             if prefill_s > 0:
-                yield env.timeout(prefill_s)
+                yield env.timeout(prefill_s + (self.lateness() if self.lateness is not None else 0.0))
             self.prefill.release()
             prefill_held = False
             if fault is not None and fault.kind == "reset":
