@@ -159,3 +159,44 @@ def test_a_late_prefill_timer_keeps_the_llm_servers_prefill_busy(tmp_path):
     assert on_time["provider_queue_s"].max() == pytest.approx(0.010, abs=1e-6)
     assert late["provider_queue_s"].max() == pytest.approx(0.013, abs=1e-6)
     assert (late["ttft_s"].median() - on_time["ttft_s"].median()) >= 0.003 - 1e-9
+
+
+def test_the_client_reads_the_first_chunk_after_its_way_back_through_the_gateway(tmp_path):
+    """TTFT is what the load generator measures: the first chunk leaves the provider, comes back
+    over the upstream hop, the gateway relays it (the reply half of its per-request CPU) and the
+    client reads it after the wall time per request beyond CPU.  With a machine model the
+    simulator's TTFT pays that way back; the provider's own first token is earlier by it."""
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "relay.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "5s"
+        replications = 1
+        [workload]
+        mode = "open"
+        arrivals = { process = "constant", rate = "2/s" }
+        mix = { chat = 1.0 }
+        [endpoints.chat]
+        kind = "chat_completions"
+        model_selection = false
+        stream = true
+        classes = [{ name = "c", provider = "p", output_tokens = { dist = "deterministic", value = 20 } }]
+        [providers.p]
+        latency = { model = "tokens", ttft = { dist = "deterministic", value = "50ms" }, tokens_per_s = 100 }
+        [fallback]
+        mode = "none"
+        max_attempts = 1
+        [machine]
+        gateway_cpu = { dist = "deterministic", value = "2ms" }
+        request_latency = { dist = "deterministic", value = "3ms" }
+        hop_latency = { dist = "deterministic", value = "1ms" }
+    """))
+    rec = run_scenario(load_scenario(path), replications=1).records
+    # the parse (1 ms of the gateway's 2) on the way in; the hop back, the reply half, the wall on the way out
+    assert rec["ttft_s"].to_numpy() == pytest.approx(0.001 + 0.050 + 0.001 + 0.001 + 0.003, abs=1e-9)
+    # the whole reply: its 20 tokens at 100/s, then the reply half and the wall after its last
+    # (the hop back was paid with the first chunk, while the rest streamed)
+    assert rec["latency_s"].to_numpy() == pytest.approx(0.001 + 0.050 + 0.200 + 0.001 + 0.003, abs=1e-9)
+    assert (rec["ttft_s"] < rec["latency_s"]).all()

@@ -36,7 +36,7 @@ class RequestContext:
         "ai_queue_s", "ai_service_s", "provider_pool_wait_s", "provider_connect_s", "provider_queue_s",
         "provider_s", "prompt_cache_s", "store_s", "input_tokens", "output_tokens",
         "stream", "first_token_at", "stream_end_at", "tpot_s", "itl_max_s", "reply_tokens", "stream_error",
-        "stream_done",
+        "stream_done", "first_relayed",
     )
 
     def __init__(self, rid: int, endpoint: str, endpoint_cfg, klass, class_index: int, arrived_at: float) -> None:
@@ -73,6 +73,8 @@ class RequestContext:
         self.stream_end_at = -1.0
         self.tpot_s = self.itl_max_s = math.nan
         self.reply_tokens = 0  # tokens of the reply that came back (0: none)
+        # the machine model moved first_token_at to when the client reads the first chunk
+        self.first_relayed = False
         self.stream_error = ""  # the stream broke after its first chunk (a reset): no fallback then
         self.stream_done = None  # an event for a stream whose end is not known when it starts (an llm server's)
 
@@ -85,7 +87,8 @@ class RequestContext:
             self.client_wait_s, self.cpu_wait_s, self.cpu_s, self.cache_s, self.embedding_s, self.ai_pool_wait_s,
             self.ai_connect_s, self.ai_queue_s, self.ai_service_s, self.provider_pool_wait_s,
             self.provider_connect_s, self.provider_queue_s, self.provider_s, self.prompt_cache_s, self.store_s,
-            self.stream, self.first_token_at - start if self.stream and self.first_token_at >= 0 else math.nan,
+            # (a stream of one short chunk can end before its first chunk's relay draw says)
+            self.stream, min(self.first_token_at, self.finished_at) - start if self.stream and self.first_token_at >= 0 else math.nan,
             self.tpot_s, self.itl_max_s, self.input_tokens if self.input_tokens > 0 else 0,
             self.reply_tokens if self.outcome == "ok" else 0,
         )

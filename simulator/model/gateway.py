@@ -743,6 +743,10 @@ class SimGateway:
                 replied = call.value
             if machine is not None:
                 yield from machine.hop_end(timer=True)
+                if replied is None and ctx.stream and ctx.first_token_at >= 0 and not ctx.first_relayed:
+                    # the gateway has the stream's first chunk: the client reads it after its way out
+                    ctx.first_relayed = True
+                    ctx.first_token_at = env.now + machine.first_chunk_path()
             if replied is not None:
                 raise replied
             reusable = True

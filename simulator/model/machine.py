@@ -230,6 +230,14 @@ class MachineModel:
         if wall > 0:
             yield self.env.timeout(wall)
 
+    def first_chunk_path(self) -> float:
+        """Seconds from the gateway holding a streamed reply's first chunk to the client reading
+        it: the reply half of the gateway's per-request CPU (it prepares the response and writes
+        the chunk; a plain delay here, not on the cores) and a draw of the wall time per request
+        beyond CPU, which the client's send and the reply's way back both lie on.  The whole
+        reply pays them in ``request_end``; the first chunk pays them on its own way out."""
+        return self.gateway_cpu() / 2 + self.request_latency()
+
     def hop_start(self):
         """The gateway encodes an upstream call, the emulator parses it."""
         yield from self.work(self.loop, self.hop_cpu() / 2)
