@@ -197,5 +197,8 @@ def test_scenario_slow_fault_stretches_redis_round_trips_on_schedule(make_scenar
     assert all(r[1]["X-Gwsim-Cache-Hit"] == "1" for r in during + after)
     slowed = sorted(r[2]["cache"] for r in during)
     normal = sorted(r[2]["cache"] for r in after)
-    assert slowed[2] > 10 * normal[2], (slowed, normal)  # medians
+    # The cache stage is Redis's round trip plus ~0.2 ms of the gateway's own Python, which the
+    # fault does not stretch: with a fast Redis (50 us) 40x the trip is ~9-10x the stage.  Without
+    # the fault the medians are alike, so 5x still fails a fault that is not applied.
+    assert slowed[2] > 5 * normal[2], (slowed, normal)  # medians
     assert slowed[0] > 2e-3, slowed  # even the quickest slowed GET
