@@ -80,10 +80,11 @@ def register(cli: click.Group) -> None:
                   help="The gateway measured: gwsim's own, or LiteLLM's real proxy (scenarios with a [router]; gwsim[litellm]).")
     def check(suite_dir, duration, replications, overrides, seed, as_json, out, background, traffic, gateway) -> int:
         """Predict every scenario of SUITE_DIR from the scenario and its machine profile alone, measure it on the
-        real engine, and compare per endpoint: P50/P95/P99, throughput and success rate (and for streamed requests
-        TTFT P50/P95 and TPOT P50), each with the half-width of the measured value's 95 % CI (a figure whose CI is not narrower than its threshold is inconclusive), and the
-        two-sample KS statistic against its 1 % critical value.  Exit 1 unless every figure is decided and within its
-        threshold and no KS statistic exceeds its critical value."""
+        real engine, and compare per endpoint: P50/P95/P99, throughput and success rate (and for streamed
+        requests TTFT P50/P95 and TPOT P50), each with the half-width of the measured value's 95 % CI (a figure
+        whose CI is not narrower than its threshold is inconclusive), and the two-sample KS statistic against its
+        1 % critical value.  Exit 1 unless every figure is decided and within its threshold and no KS statistic
+        exceeds its critical value."""
         from gwsim.extras import require
 
         require("real", "gwsim calibrate check")

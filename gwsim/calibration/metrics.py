@@ -286,11 +286,17 @@ def streamed(df: pd.DataFrame) -> bool:
 def _stream_values(df: pd.DataFrame, column: str) -> np.ndarray:
     """``column`` (seconds) of the successful streamed requests of ``df`` where defined, in ms,
     in ``df``'s order (TPOT is undefined for a one-token reply)."""
-    if "stream" not in df.columns or column not in df.columns:
+    if column not in df.columns:
         return np.empty(0)
-    keep = (df["outcome"] == "ok").to_numpy() & df["stream"].to_numpy(dtype=bool)
-    x = df[column].to_numpy(dtype="float64")[keep] * 1000.0
+    x = df[column].to_numpy(dtype="float64")[_streamed_ok(df)] * 1000.0
     return x[np.isfinite(x)]
+
+
+def _streamed_ok(df: pd.DataFrame) -> np.ndarray:
+    """Mask of ``df``'s successful streamed requests (all False without a ``stream`` column)."""
+    if "stream" not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return (df["outcome"] == "ok").to_numpy() & df["stream"].to_numpy(dtype=bool)
 
 
 def _stream_side(df: pd.DataFrame) -> dict:
@@ -298,6 +304,26 @@ def _stream_side(df: pd.DataFrame) -> dict:
     for key, (column, q) in STREAM_FIGURES.items():
         x = _stream_values(df, column)
         out[key] = float(np.percentile(x, q)) if x.size else None
+    return out
+
+
+def _percentile_halfwidths(values: np.ndarray, boot: dict, quantiles: dict[str, float]) -> dict[str, float | None]:
+    """Half-width, in % of the point estimate, of each percentile's interval: the wider of the
+    order-statistic interval of ``values`` and the block bootstrap's (``boot``, by key); None
+    where it is not bounded (undecided)."""
+    out: dict[str, float | None] = {}
+    srt = np.sort(values)
+    for key, q in quantiles.items():
+        if values.size < 2:
+            out[key] = None
+            continue
+        point = float(np.percentile(values, q))
+        order = quantile_order_interval(srt, q)
+        if order is None or point <= 0:
+            out[key] = None
+            continue
+        widths = [(iv[1] - iv[0]) / 2 for iv in (order, boot.get(key)) if iv is not None]
+        out[key] = float(100.0 * max(widths) / point)
     return out
 
 
@@ -320,19 +346,7 @@ def measured_halfwidths(
     all_block, k = _blocks(arrived, start, span, block_s)
     side = MeasuredSide(lat, all_block[ok_mask], all_block, k)
     boot = block_bootstrap(side, quantiles=QUANTILES, n_boot=n_boot, seed=seed)
-    out: dict[str, float | None] = {}
-    srt = np.sort(lat)
-    for key, q in QUANTILES.items():
-        if lat.size < 2:
-            out[key] = None
-            continue
-        point = float(np.percentile(lat, q))
-        order = quantile_order_interval(srt, q)
-        if order is None or point <= 0:
-            out[key] = None  # not bounded: undecided
-            continue
-        widths = [(iv[1] - iv[0]) / 2 for iv in (order, boot.get(key)) if iv is not None]
-        out[key] = float(100.0 * max(widths) / point)
+    out: dict[str, float | None] = _percentile_halfwidths(lat, boot, QUANTILES)
     n_ok, n_all = int(ok_mask.sum()), len(m)
     if n_all:
         wil = wilson_halfwidth(n_ok, n_all)
@@ -363,7 +377,7 @@ def stream_halfwidths(
     of the order-statistic interval and the block bootstrap over seconds of arrivals, as for
     the latency percentiles (streams decoding together share the server, so are not independent)."""
     m = m.sort_values("arrived_at", kind="stable")
-    keep = (m["outcome"] == "ok").to_numpy() & m["stream"].to_numpy(dtype=bool) if "stream" in m.columns else np.zeros(len(m), bool)
+    keep = _streamed_ok(m)
     all_block, k = _blocks(m["arrived_at"].to_numpy(dtype="float64"), start, span, block_s)
     out: dict[str, float | None] = {}
     for column in sorted({c for c, _ in STREAM_FIGURES.values()}):
@@ -372,18 +386,7 @@ def stream_halfwidths(
         sel = keep & np.isfinite(x)
         values = x[sel]
         boot = block_bootstrap(MeasuredSide(values, all_block[sel], all_block, k), quantiles=keys, n_boot=n_boot, seed=seed)
-        srt = np.sort(values)
-        for key, q in keys.items():
-            if values.size < 2:
-                out[key] = None
-                continue
-            point = float(np.percentile(values, q))
-            order = quantile_order_interval(srt, q)
-            if order is None or point <= 0:
-                out[key] = None  # not bounded: undecided
-                continue
-            widths = [(iv[1] - iv[0]) / 2 for iv in (order, boot.get(key)) if iv is not None]
-            out[key] = float(100.0 * max(widths) / point)
+        out.update(_percentile_halfwidths(values, boot, keys))
     return out
 
 
