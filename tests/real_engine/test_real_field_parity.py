@@ -169,8 +169,8 @@ def test_a_full_semantic_cache_evicts_the_oldest_stored_entry(make_scenario, emu
 
 def test_similarity_hits_at_the_class_rate_and_the_scan_stops_at_the_first_match(make_scenario, emulator_set, run_async):
     """100 entries, class s1 with similarity_hit 0.5 and similar_entry_at 0.3: about half of
-    80 new prompts find a similar entry, each after reading 30 keys (ceil(0.3 x 100)) as the
-    simulator's scan_round_trips counts them; the others read all 100.  Class s2 (no
+    80 new prompts find a similar entry, each after reading about 30 keys (ceil(0.3 x 100)) as
+    the simulator's scan_round_trips counts them; the others read all 100.  Class s2 (no
     similarity) never hits."""
     from real_engine.gateway import start_gateway
 
@@ -199,8 +199,12 @@ def test_similarity_hits_at_the_class_rate_and_the_scan_stops_at_the_first_match
     hits = sum(r[1]["X-Gwsim-Cache-Hit"] == "1" for r in s1)
     assert abs(hits / n - p) < 4 * math.sqrt(p * (1 - p) / n), hits
     assert emb["similar"] == hits  # every similar prompt found its entry, no other did
-    assert placed == {"gwsim:select:s1": (math.ceil(at * entries), entries)}
-    assert read_s1 == hits * math.ceil(at * entries) + (n - hits) * entries
+    # The wanted spot may hold a class's own (exact-match) entry, which cannot move: the similar
+    # entry then takes the nearest free spot, one or two keys away (2 own keys in 100).
+    ((prompt, (position, of)),) = placed.items()
+    assert (prompt, of) == ("gwsim:select:s1", entries)
+    assert abs(position - math.ceil(at * entries)) <= 2, position
+    assert read_s1 == hits * position + (n - hits) * entries
     assert all(r[1]["X-Gwsim-Cache-Hit"] == "0" for r in s2)
     assert stats["semantic_scan"]["keys_read"] == read_s1 + 5 * entries
 
