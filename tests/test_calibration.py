@@ -324,6 +324,19 @@ def test_less_mean_keeps_the_shape_and_removes_the_mean():
     assert np.all(less_mean(x, 1.0) == 0.0)  # more than the mean: nothing left
 
 
+def test_a_call_is_charged_no_more_cpu_than_its_measured_time_leaves_room_for():
+    from gwsim.calibration.profile import call_cpu_on_path_share
+
+    # 0.68 + 1.17 ms counted, 0.34 ms of timer lateness, the typical call 1.5 ms: 1.16 ms of room
+    share = call_cpu_on_path_share(0.00068, 0.00117, 0.0015, 1.0, 0.00034)
+    assert share == pytest.approx(1.16 / 1.85)
+    assert call_cpu_on_path_share(0.00068, 0.00117, 0.0015, 1.25, 0.00034) == pytest.approx(1.16 / 1.85 / 1.25)
+    # room for all of it: all of it is charged; no room at all: none
+    assert call_cpu_on_path_share(0.0003, 0.0005, 0.0015, 1.0, 0.0003) == 1.0
+    assert call_cpu_on_path_share(0.0003, 0.0005, 0.0002, 1.0, 0.0003) == 0.0
+    assert call_cpu_on_path_share(0.0, 0.0, 0.0015, 1.0, 0.0003) == 1.0
+
+
 def test_machine_model_slows_a_cpu_bound_gateway_as_other_work_grows(tmp_path):
     from simulator.api import run_scenario
     from simulator.scenario import load_scenario

@@ -589,7 +589,13 @@ def measure_profile(
         lag_mean = max(lag50, 0.0)
     # (half the client's CPU is after the reply has been timed: see simulator.model.machine.request_end)
     request_latency = less_mean(np.concatenate([one.request_wall, two.request_wall]), (client / 2 + gateway) * slow)
-    hop_latency = less_mean(np.concatenate([one.hop_wall, two.hop_wall]), (hop + upstream) * slow + lag_mean)
+    hop_wall = np.concatenate([one.hop_wall, two.hop_wall])
+    typical_call = float(np.median(hop_wall)) if hop_wall.size else 0.0
+    share = call_cpu_on_path_share(hop, upstream, typical_call, slow, lag_mean)
+    if share < 1.0:
+        values["_hop_cpu_on_path_share"] = share
+        hop, upstream = hop * share, upstream * share
+    hop_latency = less_mean(hop_wall, (hop + upstream) * slow + lag_mean)
     values.update(
         cores=float(cores), background=background, client_cpu=client, gateway_cpu=gateway, gateway_hop_cpu=hop,
         upstream_cpu=upstream,
@@ -603,7 +609,27 @@ def measure_profile(
         notes.append("load average at the end: " + " ".join(open("/proc/loadavg").read().split()[:3]))
     except OSError:
         pass
+    if "_hop_cpu_on_path_share" in values:
+        notes.append(f"per-call CPU charged: {values['_hop_cpu_on_path_share']:.0%} of the CPU counted "
+                     f"(the median call took {typical_call * 1e3:.2f} ms)")
     return Profile(values, request_latency, hop_latency, notes, lateness)
+
+
+def call_cpu_on_path_share(hop_cpu: float, upstream_cpu: float, typical_call_s: float, slow: float, lag_s: float) -> float:
+    """The share of the CPU counted per upstream call (the gateway's ``hop_cpu``, the emulator's
+    ``upstream_cpu``) that lies on the call's path: 1, unless the typical measured call
+    (``typical_call_s``, the null runs' median beyond the emulated time) took less wall time than
+    that CPU (slowed by ``slow``) and the timer's lateness ``lag_s``; then what the call leaves
+    room for.
+
+    The CPU /proc counts per call includes work off its path (the emulator's and the gateway's
+    bookkeeping after the reply is on its way), and a call cannot take less wall time than the
+    CPU on its path.  (Charging all of it made a batching AI service's P50 16 % and P99 34 % slow
+    in a run whose calls measured 1.4-1.6 ms against 2.2 ms charged.)"""
+    counted = (hop_cpu + upstream_cpu) * slow
+    if counted <= 0 or counted + lag_s <= typical_call_s:
+        return 1.0
+    return max(typical_call_s - lag_s, 0.0) / counted
 
 
 def less_mean(samples: np.ndarray, amount: float) -> np.ndarray:
