@@ -57,6 +57,8 @@ def register(cli: click.Group) -> None:
             for k, v in values.items():
                 if k in ("cores", "background"):
                     click.echo(f"{k:26s} {v:8.3f}")
+                elif k.endswith("_share"):
+                    click.echo(f"{k.strip('_'):26s} {v * 100:8.1f} %")
                 else:
                     click.echo(f"{k.strip('_'):26s} {v * 1000:8.3f} ms")
             for p in paths:
