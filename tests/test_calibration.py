@@ -460,6 +460,78 @@ def test_timer_lateness_delays_ai_batches_and_provider_calls(tmp_path):
     assert (late["latency_s"] - on_time["latency_s"]).to_numpy() == pytest.approx(0.002)
 
 
+def test_an_emulator_timer_ends_on_the_next_whole_millisecond(tmp_path):
+    """asyncio's epoll wait counts whole milliseconds and rounds the time left up: a 20.4 ms
+    provider call ends at 21 ms plus the wake-up (the profile's ``timer_lateness``, measured on
+    whole-millisecond delays), a 20 ms one at 20 ms plus the wake-up.  Measured in the LLM
+    emulator of calibration_streaming/queued_ttft (prefills of continuous length): late by
+    0.17 / 0.66 / 1.16 ms at its 5th / 50th / 95th percentile, a millisecond's uniform share
+    plus about 0.16 ms."""
+    import numpy as np
+
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    def scenario(call: str) -> Path:
+        path = tmp_path / f"call_{call}.toml"
+        path.write_text(textwrap.dedent(f"""
+            [run]
+            duration = "5s"
+            replications = 1
+            [workload]
+            mode = "open"
+            arrivals = {{ process = "constant", rate = "4/s" }}
+            mix = {{ chat = 1.0 }}
+            [endpoints.chat]
+            kind = "chat_completions"
+            model_selection = false
+            classes = [{{ name = "c", provider = "p" }}]
+            [providers.p]
+            latency = {{ model = "plain", time = {{ dist = "{'deterministic' if call != 'uniform' else 'uniform'}", {'value = "' + call + '"' if call != 'uniform' else 'low = "20ms", high = "30ms"'} }} }}
+            [fallback]
+            mode = "none"
+            max_attempts = 1
+            [machine]
+            timer_lateness = {{ dist = "deterministic", value = "0.2ms" }}
+        """))
+        return path
+
+    def extra(call: str) -> np.ndarray:
+        rec = run_scenario(load_scenario(scenario(call)), replications=1).records
+        ontime = run_scenario(load_scenario(scenario(call), ['machine.timer_lateness={dist="deterministic", value=0}']),
+                              replications=1).records
+        return rec["latency_s"].to_numpy() - ontime["latency_s"].to_numpy()
+
+    assert extra("20ms") == pytest.approx(0.0002, abs=1e-9)  # whole milliseconds: the wake-up alone
+    whole = run_scenario(load_scenario(scenario("20ms")), replications=1).records
+    part = run_scenario(load_scenario(scenario("20.4ms")), replications=1).records
+    assert len(whole) == len(part) > 10
+    # 0.4 ms more to emulate, and its timer ends at 21 ms instead of 20: a millisecond later
+    assert (part["latency_s"].to_numpy() - whole["latency_s"].to_numpy()) == pytest.approx(0.001, abs=1e-9)
+    # a call of drawn length ends late by the wake-up and a uniform share of a millisecond
+    # (without a machine profile, timer_lateness 0, nothing is late)
+    drawn = extra("uniform")
+    assert drawn.min() >= 0.0002 - 1e-9 and drawn.max() < 0.0012
+    assert drawn.mean() == pytest.approx(0.0007, abs=0.0002)
+
+
+def test_timer_late_rounds_a_known_delay_up_and_draws_the_rounding_of_an_unknown_one():
+    import numpy as np
+    import simpy
+
+    from simulator.machine_config import Machine
+    from simulator.model.machine import MachineModel
+
+    cfg = Machine.model_validate({"timer_lateness": {"dist": "deterministic", "value": "0.25ms"}})
+    model = MachineModel(simpy.Environment(), cfg, np.random.default_rng(7))
+    assert model.timer_late(0.020) == pytest.approx(0.00025)
+    assert model.timer_late(0.0204) == pytest.approx(0.0006 + 0.00025)
+    assert model.timer_late(0.02099) == pytest.approx(0.00001 + 0.00025)
+    drawn = np.array([model.timer_late() for _ in range(4000)]) - 0.00025
+    assert drawn.min() >= 0 and drawn.max() < 0.001
+    assert drawn.mean() == pytest.approx(0.0005, abs=0.00003)  # a uniform share of a millisecond
+
+
 def test_a_semantic_scan_costs_the_gateway_loop_cpu_per_round_trip_and_entry(tmp_path):
     from simulator.api import run_scenario
     from simulator.scenario import load_scenario

@@ -50,7 +50,7 @@ class SimAIService:
         self.batches = 0
         self.batch_sizes: deque[int] = deque(maxlen=RUN_LOG_LIMIT)  # the recent batches' sizes
         self.rejected = 0
-        #: machine model: how late the emulator's timers fire (a sampler), or None
+        #: machine model: how late the emulator's timer of a given delay fires (``MachineModel.timer_late``), or None
         self.lateness = None
         for _ in range(cfg.workers):
             env.process(self._worker())
@@ -105,7 +105,7 @@ class SimAIService:
                 arrival = self._next_arrival()
                 if decision.wake_at is not None:
                     # not `arrival | timeout`: no condition event per wait
-                    late = self.lateness() if self.lateness is not None else 0.0
+                    late = self.lateness(decision.wake_at - env.now) if self.lateness is not None else 0.0
                     env.timeout(decision.wake_at - env.now + late).callbacks.append(self._poke)
                 yield arrival
             batch = [queue.popleft() for _ in range(decision.take)]
@@ -117,7 +117,7 @@ class SimAIService:
             service = self.base() + sum(self.per_item() * item.work for item in batch)
             fault = active_fault(self.cfg.faults, dispatched) if self.cfg.faults else None
             factor = fault.latency_factor if fault is not None and fault.kind == "slow" else 1.0
-            yield env.timeout(service * factor + (self.lateness() if self.lateness is not None else 0.0))
+            yield env.timeout(service * factor + (self.lateness(service * factor) if self.lateness is not None else 0.0))
             for item in batch:
                 if item.extra:
                     yield env.timeout(item.extra * factor)

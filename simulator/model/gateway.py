@@ -128,7 +128,7 @@ class SimGateway:
                     tokens[(ep_name, klass.name)] = klass.output_tokens
         self.ai = SimAIService(env, scenario.ai_service, streams["ai_service"], extra)
         if self.machine is not None:
-            self.ai.lateness = self.machine.timer_lateness
+            self.ai.lateness = self.machine.timer_late
         self.ai_rtt = Sampler(scenario.ai_service.network_rtt, streams["network"])
         self.ai_pool = SimHttpPool(env, ms.ai_client.pool, streams["pool"], gauged=True)  # ai_pool_in_use
         fb = scenario.fallback
@@ -140,7 +140,7 @@ class SimGateway:
         }
         if self.machine is not None:
             for provider in self.providers.values():
-                provider.lateness = self.machine.timer_lateness
+                provider.lateness = self.machine.timer_late
         self.provider_pools = {name: SimHttpPool(env, cfg.pool, streams["pool"]) for name, cfg in scenario.providers.items()}
         self.breaker = make_breaker(ms.ai_client.breaker, log_limit=RUN_LOG_LIMIT) if ms.ai_client.breaker is not None else None
         self.provider_breakers = {name: make_breaker(cfg.breaker, log_limit=RUN_LOG_LIMIT) for name, cfg in scenario.providers.items() if cfg.breaker is not None}
@@ -483,7 +483,7 @@ class SimGateway:
             yield env.timeout(wait)
         if machine is not None:
             if ok:
-                yield from machine.hop_end(timer=True)
+                yield from machine.hop_end(timer=True, delay_s=embedded)
             return env.now - sent, ok
         return embedded, ok
 
@@ -742,7 +742,7 @@ class SimGateway:
                     raise Failure("timeout", 504)
                 replied = call.value
             if machine is not None:
-                yield from machine.hop_end(timer=True)
+                yield from machine.hop_end(timer=True, delay_s=station.first_timer_delay if ctx.stream else station.timer_delay)
                 if replied is None and ctx.stream and ctx.first_token_at >= 0 and not ctx.first_relayed:
                     # the gateway has the stream's first chunk: the client reads it after its way out
                     ctx.first_relayed = True

@@ -19,13 +19,16 @@ progress (``stalled_by``).  That is why a CPU-bound gateway slows down as its re
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import simpy
 
-from simulator.distributions import Sampler
+from simulator.distributions import Sampler, Uniform
 
 _EPS = 1e-9  # a nanosecond of CPU left is float noise, not work
+#: asyncio's epoll selector waits whole milliseconds, rounding the time left up
+TIMER_GRAIN_S = 0.001
 
 
 class _Job:
@@ -185,6 +188,7 @@ class MachineModel:
         self.request_latency = Sampler(cfg.request_latency, rng)
         self.hop_latency = Sampler(cfg.hop_latency, rng)
         self.timer_lateness = Sampler(cfg.timer_lateness, rng)
+        self.timer_grain = Sampler(Uniform(low=0.0, high=TIMER_GRAIN_S), rng)
         self.redis_cpu = Sampler(cfg.redis_cpu, rng)
         self.scan_entry_cpu = Sampler(cfg.scan_entry_cpu, rng)
         if self.cpu is not None and cfg.background_trace:
@@ -243,10 +247,24 @@ class MachineModel:
         yield from self.work(self.loop, self.hop_cpu() / 2)
         yield from self.work(self.upstreams, self.upstream_cpu())
 
-    def hop_end(self, timer: bool = False):
-        """Loopback (and, for a call whose emulated time is one timer, its lateness), then the
-        gateway decodes the reply."""
-        wall = self.hop_latency() + (self.timer_lateness() if timer else 0.0)
+    def timer_late(self, delay_s: float | None = None) -> float:
+        """Seconds an emulator's timer of ``delay_s`` fires late.  The event loop's epoll wait
+        counts whole milliseconds and rounds the time left up, so a timer ends on the next
+        millisecond boundary past its due time: ``ceil(delay) - delay`` for a known delay, a
+        uniform share of a millisecond for one drawn from a continuous distribution (``None``).
+        Then the wake-up itself, the profile's ``timer_lateness``, which ``gwsim calibrate
+        profile`` measures on whole-millisecond delays (where the rounding is nil)."""
+        if delay_s is None:
+            rounding = self.timer_grain()
+        else:
+            grains = delay_s / TIMER_GRAIN_S
+            rounding = max(math.ceil(grains - 1e-6) - grains, 0.0) * TIMER_GRAIN_S
+        return rounding + self.timer_lateness()
+
+    def hop_end(self, timer: bool = False, delay_s: float | None = None):
+        """Loopback (and, for a call whose emulated time is one timer, that timer's lateness,
+        ``timer_late(delay_s)``), then the gateway decodes the reply."""
+        wall = self.hop_latency() + (self.timer_late(delay_s) if timer else 0.0)
         if wall > 0:
             yield self.env.timeout(wall)
         yield from self.work(self.loop, self.hop_cpu() / 2)

@@ -23,7 +23,7 @@ import math
 
 import simpy
 
-from simulator.distributions import Sampler
+from simulator.distributions import Deterministic, Sampler
 from simulator.model.context import Failure
 from simulator.model.flow import Stuck
 from simulator.model.servers import Servers
@@ -38,7 +38,7 @@ from simulator.policies.quota import (
     requested_tokens,
 )
 from simulator.policies.streaming import PLAIN_REPLY_TOKENS, even_figures, reply_tokens, tokens_per_chunk
-from simulator.scenario import LLMServerLatency, PlainLatency, Provider, active_fault
+from simulator.scenario import LLMServerLatency, PlainLatency, Provider, TokenLatency, active_fault
 
 #: Slots of an llm provider without a concurrency limit (its calls still run as processes).
 UNLIMITED = 1 << 30
@@ -94,9 +94,19 @@ class SimProvider:
         #: rpm/tpm quotas; ``_entry``: the charge ``_refused`` just made, taken by its caller at once
         self.quota = ProviderQuota(cfg.rpm, cfg.tpm) if cfg.rpm or cfg.tpm else None
         self._entry: QuotaEntry | None = None
-        #: the machine model's timer lateness (None without one): an emulated LLM server's prefill
-        #: ends on a timer, and a late timer keeps the one-at-a-time prefill busy that much longer
-        self.lateness: Sampler | None = None
+        #: the machine model's timer lateness, ``MachineModel.timer_late`` (None without one): an
+        #: emulated LLM server's prefill ends on a timer, and a late timer keeps the
+        #: one-at-a-time prefill busy that much longer
+        self.lateness = None
+        #: the emulated time of a call's one timer (a whole reply; a stream's first chunk) when
+        #: every call takes the same, so that it rounds the same way each time; else None
+        self.timer_delay: float | None = None
+        self.first_timer_delay: float | None = None
+        if isinstance(cfg.network_rtt, Deterministic):
+            if isinstance(lat, PlainLatency) and isinstance(lat.time, Deterministic):
+                self.timer_delay = lat.time.value + cfg.network_rtt.value
+            elif isinstance(lat, TokenLatency) and isinstance(lat.ttft, Deterministic):
+                self.first_timer_delay = lat.ttft.value + cfg.network_rtt.value
         self.stuck = Stuck(env)
         self.in_flight = 0
         self.calls = 0
@@ -418,7 +428,7 @@ class SimProvider:
             prefill_held = True
             ctx.provider_queue_s += env.now - queued_at
             if prefill_s > 0:
-                yield env.timeout(prefill_s + (self.lateness() if self.lateness is not None else 0.0))
+                yield env.timeout(prefill_s + (self.lateness(prefill_s) if self.lateness is not None else 0.0))
             self.prefill.release()
             prefill_held = False
             if fault is not None and fault.kind == "reset":
