@@ -314,8 +314,11 @@ class Replication:
                 if env.now >= end:
                     return
             reply = env.event()
-            self._send(self._new_context(), lambda ctx, reply=reply: (self._answered(ctx), reply.succeed()))
-            yield reply
+            self._send(self._new_context(), lambda ctx, reply=reply: (self._answered(ctx), reply.succeed(ctx)))
+            ctx = yield reply
+            if ctx.client_after is not None and ctx.client_after.is_alive:
+                # the load generator builds the reply's record before its user thinks or sends again
+                yield ctx.client_after
 
     def _closed_loop(self):
         from simulator.distributions import Sampler

@@ -598,3 +598,77 @@ def test_only_the_clients_cpu_before_the_send_is_on_the_latency_path(tmp_path):
     df = run_scenario(load_scenario(path), replications=1).records
     # the load generator stops the clock when the reply is read; the record it builds after that is off the path
     assert df["latency_s"].to_numpy() == pytest.approx(0.021, abs=1e-9)
+
+
+def test_a_closed_loop_user_sends_again_only_after_building_the_previous_record(tmp_path):
+    """The load generator's user builds a reply's record (the second half of its CPU per
+    request) before it thinks or sends again: that half is off both requests' clocks."""
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "closed.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "1s"
+        replications = 1
+        [workload]
+        mode = "closed"
+        users = 1
+        think_time = { dist = "deterministic", value = "0ms" }
+        mix = { ep = 1.0 }
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{ name = "c", provider = "p" }]
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
+        [machine]
+        cores = 2
+        client_cpu = { dist = "deterministic", value = "2ms" }
+    """))
+    df = run_scenario(load_scenario(path), replications=1).records.sort_values("started_at")
+    assert len(df) > 40
+    # the send's half of the client CPU and the call: 21 ms each, not 22 behind the last record
+    assert df["latency_s"].to_numpy() == pytest.approx(0.021, abs=1e-9)
+    # a user's cycle: the request, then the record's 1 ms
+    assert df["started_at"].diff().dropna().to_numpy() == pytest.approx(0.022, abs=1e-9)
+
+
+def test_an_llm_servers_next_prefill_waits_for_the_previous_replys_start(tmp_path):
+    """The LLM emulator's event loop starts a reply (headers, first chunk: half its CPU per
+    call) after a prefill before the next prompt's prefill runs; the other half parses the call."""
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "prefill.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "0.025s"
+        replications = 1
+        [workload]
+        mode = "open"
+        arrivals = { process = "constant", rate = "100/s" }
+        mix = { chat = 1.0 }
+        [endpoints.chat]
+        kind = "chat_completions"
+        model_selection = false
+        stream = true
+        classes = [{ name = "c", provider = "gpu", input_tokens = { dist = "deterministic", value = 0 }, output_tokens = { dist = "deterministic", value = 2 } }]
+        [providers.gpu]
+        latency = { model = "llm", prefill_base = { dist = "deterministic", value = "30ms" }, prefill_tokens_per_s = 100000, decode_tokens_per_s = 1000, max_stream_tokens_per_s = 100 }
+        [fallback]
+        mode = "none"
+        max_attempts = 1
+        [machine]
+        cores = 2
+        upstream_cpu = { dist = "deterministic", value = "1ms" }
+    """))
+    df = run_scenario(load_scenario(path), replications=1).records.sort_values("arrived_at")
+    assert len(df) >= 2
+    first, second = df.iloc[0], df.iloc[1]
+    # the first: parsed (0.5 ms), prefilled (30 ms), its reply started (0.5 ms), then the second
+    # (parsed 0.5 ms after it arrived) takes the prefill
+    released = first["arrived_at"] + 0.0005 + 0.030 + 0.0005
+    assert second["provider_queue_s"] == pytest.approx(released - (second["arrived_at"] + 0.0005), abs=1e-9)
+    assert first["provider_queue_s"] == 0.0
+    assert first["ttft_s"] == pytest.approx(0.031, abs=1e-9)

@@ -36,7 +36,7 @@ class RequestContext:
         "ai_queue_s", "ai_service_s", "provider_pool_wait_s", "provider_connect_s", "provider_queue_s",
         "provider_s", "prompt_cache_s", "store_s", "input_tokens", "output_tokens",
         "stream", "first_token_at", "stream_end_at", "tpot_s", "itl_max_s", "reply_tokens", "stream_error",
-        "stream_done", "first_relayed",
+        "stream_done", "first_relayed", "client_after",
     )
 
     def __init__(self, rid: int, endpoint: str, endpoint_cfg, klass, class_index: int, arrived_at: float) -> None:
@@ -77,6 +77,9 @@ class RequestContext:
         self.first_relayed = False
         self.stream_error = ""  # the stream broke after its first chunk (a reset): no fallback then
         self.stream_done = None  # an event for a stream whose end is not known when it starts (an llm server's)
+        # the machine model's client CPU after the request's clock stopped (a process, or None):
+        # a closed-loop user finishes it before its next send, as the load generator does
+        self.client_after = None
 
     def as_row(self, replication: int, latency_from_sent: bool) -> tuple:
         start = self.started_at if latency_from_sent else self.arrived_at

@@ -141,6 +141,8 @@ class SimGateway:
         if self.machine is not None:
             for provider in self.providers.values():
                 provider.lateness = self.machine.timer_late
+                if provider.prefill is not None:
+                    provider.reply_work = self.machine.llm_reply
         self.provider_pools = {name: SimHttpPool(env, cfg.pool, streams["pool"]) for name, cfg in scenario.providers.items()}
         self.breaker = make_breaker(ms.ai_client.breaker, log_limit=RUN_LOG_LIMIT) if ms.ai_client.breaker is not None else None
         self.provider_breakers = {name: make_breaker(cfg.breaker, log_limit=RUN_LOG_LIMIT) for name, cfg in scenario.providers.items() if cfg.breaker is not None}
@@ -295,7 +297,7 @@ class SimGateway:
             self.in_system -= 1
             self.admission.leave()
         if machine is not None:
-            yield from machine.request_end(costs)
+            ctx.client_after = yield from machine.request_end(costs)
         if done is not None:
             done(ctx)
 
@@ -714,7 +716,7 @@ class SimGateway:
                 lead = self._cpu_delay(ctx, cpu + self.cpu_hop())
             else:
                 yield from self._cpu(ctx, cpu + self.cpu_hop())
-                yield from machine.hop_start()
+                yield from machine.hop_start(llm_server=station.reply_work is not None)
             replied: Failure | None = None  # an error reply travels back like a success
             if deadline is None and station.slots is None and not interruptible:
                 # nothing can walk away from this call: placed and answered without a generator
@@ -742,7 +744,8 @@ class SimGateway:
                     raise Failure("timeout", 504)
                 replied = call.value
             if machine is not None:
-                yield from machine.hop_end(timer=True, delay_s=station.first_timer_delay if ctx.stream else station.timer_delay)
+                yield from machine.hop_end(timer=station.reply_timer,
+                                           delay_s=station.first_timer_delay if ctx.stream else station.timer_delay)
                 if replied is None and ctx.stream and ctx.first_token_at >= 0 and not ctx.first_relayed:
                     # the gateway has the stream's first chunk: the client reads it after its way out
                     ctx.first_relayed = True

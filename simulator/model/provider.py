@@ -57,6 +57,7 @@ class SimProvider:
         self.servers = Servers(cfg.concurrency) if cfg.concurrency and not abandonable else None
         self.slots = Slots(env, cfg.concurrency) if cfg.concurrency and abandonable else None
         lat = cfg.latency
+        self.prefill: Slots | None = None  # an LLM server's one-at-a-time prefill
         #: a plain model's reply tokens (its class's output_tokens), drawn on a stream of their own
         #: so that recording them leaves the latency draws as they were
         self._plain_tokens: dict = {}
@@ -98,15 +99,25 @@ class SimProvider:
         #: emulated LLM server's prefill ends on a timer, and a late timer keeps the
         #: one-at-a-time prefill busy that much longer
         self.lateness = None
+        #: the machine model's ``MachineModel.llm_reply`` (None without one): the emulator's CPU
+        #: that starts a reply after a prefill, run before the next prompt's prefill can start
+        self.reply_work = None
         #: the emulated time of a call's one timer (a whole reply; a stream's first chunk) when
         #: every call takes the same, so that it rounds the same way each time; else None
+        #: (an LLM server's: its round trip's, the prefill's own timer being modelled here)
         self.timer_delay: float | None = None
         self.first_timer_delay: float | None = None
+        #: whether that timer exists: the emulator sleeps only for a positive time
+        self.reply_timer = True
         if isinstance(cfg.network_rtt, Deterministic):
             if isinstance(lat, PlainLatency) and isinstance(lat.time, Deterministic):
                 self.timer_delay = lat.time.value + cfg.network_rtt.value
+                self.reply_timer = self.timer_delay > 0
             elif isinstance(lat, TokenLatency) and isinstance(lat.ttft, Deterministic):
                 self.first_timer_delay = lat.ttft.value + cfg.network_rtt.value
+            elif isinstance(lat, LLMServerLatency):
+                self.timer_delay = self.first_timer_delay = cfg.network_rtt.value
+                self.reply_timer = cfg.network_rtt.value > 0
         self.stuck = Stuck(env)
         self.in_flight = 0
         self.calls = 0
@@ -429,6 +440,8 @@ class SimProvider:
             ctx.provider_queue_s += env.now - queued_at
             if prefill_s > 0:
                 yield env.timeout(prefill_s + (self.lateness(prefill_s) if self.lateness is not None else 0.0))
+            if self.reply_work is not None:
+                yield from self.reply_work()
             self.prefill.release()
             prefill_held = False
             if fault is not None and fault.kind == "reset":
