@@ -672,3 +672,43 @@ def test_an_llm_servers_next_prefill_waits_for_the_previous_replys_start(tmp_pat
     assert second["provider_queue_s"] == pytest.approx(released - (second["arrived_at"] + 0.0005), abs=1e-9)
     assert first["provider_queue_s"] == 0.0
     assert first["ttft_s"] == pytest.approx(0.031, abs=1e-9)
+
+
+def test_a_bursts_requests_leave_the_load_generator_one_send_at_a_time(tmp_path):
+    """A burst's requests are sent one after another by the load generator's one thread: the
+    k-th leaves k sends' CPU after the burst's instant.  Latency "from the send" starts when it
+    leaves (the load generator stamps it as the request's task runs); "from the schedule" at
+    the burst's instant."""
+    import numpy as np
+
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "burst.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "2s"
+        replications = 1
+        [workload]
+        mode = "open"
+        arrivals = { process = "burst", size = 5, every = "1s" }
+        mix = { ep = 1.0 }
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{ name = "c", provider = "p" }]
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
+        [machine]
+        cores = 2
+        client_cpu = { dist = "deterministic", value = "2ms" }
+    """))
+    sent = run_scenario(load_scenario(path, ['workload.latency_from="sent"']), replications=1).records
+    scheduled = run_scenario(load_scenario(path), replications=1).records
+    assert len(sent) == len(scheduled) == 10
+    for df in (sent, scheduled):
+        first = df.loc[df["arrived_at"] == df["arrived_at"].min()].sort_values("started_at")
+        assert (first["started_at"] - first["arrived_at"]).to_numpy() == pytest.approx(np.arange(5) * 0.001, abs=1e-9)
+    # each: its own send (1 ms) and the call (20 ms)
+    assert sent["latency_s"].to_numpy() == pytest.approx(0.021, abs=1e-9)
+    assert sorted(scheduled["latency_s"].round(6))[::2] == pytest.approx([0.021, 0.022, 0.023, 0.024, 0.025])

@@ -277,7 +277,7 @@ class SimGateway:
                 done(ctx)
             return
         machine = self.machine
-        costs = (yield from machine.request_start()) if machine is not None else None
+        costs = (yield from machine.request_start(lambda: setattr(ctx, "started_at", env.now))) if machine is not None else None
         self.in_system += 1
         try:
             yield from self._cpu(ctx, self.cpu_request())

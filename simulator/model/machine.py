@@ -38,12 +38,13 @@ LLM_REPLY_SHARE = 0.5
 
 
 class _Job:
-    __slots__ = ("remaining", "event", "thread")
+    __slots__ = ("remaining", "event", "thread", "on_start")
 
-    def __init__(self, remaining: float, event: simpy.Event, thread: "Thread") -> None:
+    def __init__(self, remaining: float, event: simpy.Event, thread: "Thread", on_start=None) -> None:
         self.remaining = remaining
         self.event = event
         self.thread = thread
+        self.on_start = on_start  # called when the thread takes the job up (it may queue first)
 
 
 class Thread:
@@ -89,15 +90,20 @@ class MachineCPU:
         self._stamp = env.now
         self._generation = 0
 
-    def run(self, thread: Thread, seconds: float):
+    def run(self, thread: Thread, seconds: float, on_start=None):
         """Generator: do ``seconds`` of CPU on ``thread``; returns when that work is done.
+        ``on_start()`` is called when the thread takes the job up, after the jobs queued before it.
 
         A waiter that is interrupted leaves the job running: CPU work once started is spent.
         """
         if seconds <= 0:
+            if on_start is not None:
+                on_start()
             return
-        job = _Job(seconds, self.env.event(), thread)
+        job = _Job(seconds, self.env.event(), thread, on_start)
         if not thread.queue:
+            if on_start is not None:
+                on_start()
             self._advance()  # at the shares before this job: it may stall others (the GIL)
             thread.queue.append(job)
             self.running.append(job)
@@ -160,7 +166,10 @@ class MachineCPU:
             thread = job.thread
             thread.queue.popleft()
             if thread.queue:
-                self.running.append(thread.queue[0])
+                head = thread.queue[0]
+                self.running.append(head)
+                if head.on_start is not None:
+                    head.on_start()
             job.event.succeed()
         self._schedule()
 
@@ -210,19 +219,22 @@ class MachineModel:
         """A gateway CPU worker thread (stalls while the event loop holds the GIL)."""
         return Thread(f"gw-cpu-{index}", self.loop if self.cfg.gil else None, group=self.loop.group)
 
-    def work(self, thread: Thread, seconds: float):
-        if seconds <= 0:
-            return
-        if self.cpu is None:
-            yield self.env.timeout(seconds)
+    def work(self, thread: Thread, seconds: float, on_start=None):
+        if self.cpu is None or seconds <= 0:
+            if on_start is not None:
+                on_start()
+            if seconds > 0:
+                yield self.env.timeout(seconds)
         else:
-            yield from self.cpu.run(thread, seconds)
+            yield from self.cpu.run(thread, seconds, on_start)
 
-    def request_start(self):
-        """Client sends (half its CPU), the gateway parses (half its per-request CPU)."""
+    def request_start(self, on_send=None):
+        """Client sends (half its CPU), the gateway parses (half its per-request CPU).
+        ``on_send()``: called when the client's thread takes the send up, after the sends queued
+        before it (a burst's requests leave one at a time): the load generator's "sent" instant."""
         client = self.client_cpu()
         gateway = self.gateway_cpu()
-        yield from self.work(self.client, client / 2)
+        yield from self.work(self.client, client / 2, on_send)
         yield from self.work(self.loop, gateway / 2)
         return client, gateway
 
