@@ -209,7 +209,11 @@ def test_llm_server_shares_its_decode_as_the_simulator_predicts(make_scenario, e
     sim = run_scenario(sc.model_copy(update={"run": sc.run.model_copy(update={"duration": 0.5, "replications": 1})})).records
     measured_ttft, predicted_ttft = sorted(r.ttft_s for r in records), sorted(sim["ttft_s"])
     assert predicted_ttft == pytest.approx([0.02 * k for k in range(1, 7)])  # the prefill queue
-    assert measured_ttft == pytest.approx(predicted_ttft, abs=0.015)
+    # The queue's steps: each prefill starts when the last ends (the emulator's own CPU per call,
+    # about 0.7 ms, comes between them); the first request also pays the connection set-up and
+    # the cold start of the gateway and the client, a few ms that this scenario does not model.
+    assert np.diff(measured_ttft) == pytest.approx(np.diff(predicted_ttft), abs=0.003)
+    assert measured_ttft[0] == pytest.approx(predicted_ttft[0], abs=0.015)
     measured_tpot, predicted_tpot = np.median([r.tpot_s for r in records]), float(sim["tpot_s"].median())
     assert predicted_tpot > 1 / 60 * 1.5  # slower than a stream alone: the decode is shared
     assert measured_tpot == pytest.approx(predicted_tpot, rel=0.06)
