@@ -308,13 +308,23 @@ class Replication:
     def _user(self, think):
         env = self.env
         end = self.scenario.run.duration
+        machine = self.gateway.machine
         while env.now < end:
+            late = 0.0
             if think.constant != 0:
                 yield env.timeout(think())
                 if env.now >= end:
                     return
+                if machine is not None:
+                    # The load generator's user sleeps on the event loop's timer, which ends on a
+                    # whole millisecond and wakes late (MachineModel.timer_late); the request was
+                    # due when the think time ended, so its latency counts the lateness.
+                    late = machine.timer_late(think.constant)
             reply = env.event()
-            self._send(self._new_context(), lambda ctx, reply=reply: (self._answered(ctx), reply.succeed(ctx)))
+            ctx = self._new_context()
+            if late > 0:
+                yield env.timeout(late)
+            self._send(ctx, lambda ctx, reply=reply: (self._answered(ctx), reply.succeed(ctx)))
             ctx = yield reply
             if ctx.client_after is not None and ctx.client_after.is_alive:
                 # the load generator builds the reply's record before its user thinks or sends again

@@ -51,6 +51,12 @@ class Machine(BaseModel):
         json_schema_extra=_SIMULATOR_ONLY,
     )
     client_cpu: Distribution = Field(default=ZERO, description="Load generator CPU per request (send and receive; one thread).", json_schema_extra=_SIMULATOR_ONLY)
+    client_send_cpu: Distribution | None = Field(
+        default=None,
+        description="The part of client_cpu spent sending a request (building and writing it), before it leaves; "
+        "the rest of client_cpu's first half is spent reading the whole reply. Unset: half of client_cpu, all before the send.",
+        json_schema_extra=_SIMULATOR_ONLY,
+    )
     gateway_cpu: Distribution = Field(default=ZERO, description="Gateway event-loop CPU per request (parse, route, reply; one thread).", json_schema_extra=_SIMULATOR_ONLY)
     gateway_hop_cpu: Distribution = Field(default=ZERO, description="Gateway event-loop CPU per upstream call (encode, decode).", json_schema_extra=_SIMULATOR_ONLY)
     upstream_cpu: Distribution = Field(default=ZERO, description="Emulator CPU per upstream call (one thread for all emulators).", json_schema_extra=_SIMULATOR_ONLY)
@@ -87,6 +93,6 @@ class Machine(BaseModel):
         """Whether anything here costs time (a default section is skipped entirely)."""
         return self.cores > 0 or any(
             d != ZERO
-            for d in (self.client_cpu, self.gateway_cpu, self.gateway_hop_cpu, self.upstream_cpu, self.request_latency,
+            for d in (self.client_cpu, self.client_send_cpu or ZERO, self.gateway_cpu, self.gateway_hop_cpu, self.upstream_cpu, self.request_latency,
                       self.hop_latency, self.timer_lateness, self.redis_cpu, self.scan_entry_cpu)
         )

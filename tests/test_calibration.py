@@ -634,6 +634,45 @@ def test_a_closed_loop_user_sends_again_only_after_building_the_previous_record(
     assert df["started_at"].diff().dropna().to_numpy() == pytest.approx(0.022, abs=1e-9)
 
 
+def test_a_thinking_users_send_waits_out_its_timers_lateness(tmp_path):
+    """A user that thinks sleeps on the event loop's timer: it ends on the next whole
+    millisecond and wakes late by the profile's timer_lateness, and the request, due when the
+    think time ended, counts both; a user that does not think sends at once."""
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "think.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "2s"
+        replications = 1
+        [workload]
+        mode = "closed"
+        users = 1
+        think_time = { dist = "deterministic", value = "0ms" }
+        mix = { ep = 1.0 }
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{ name = "c", provider = "p" }]
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
+        [machine]
+        cores = 2
+        timer_lateness = { dist = "deterministic", value = "0.2ms" }
+    """))
+
+    def latencies(think: str) -> np.ndarray:
+        sc = load_scenario(path, [f'workload.think_time={{dist="deterministic", value="{think}"}}'])
+        return run_scenario(sc, replications=1).records["latency_s"].to_numpy()
+
+    at_once, whole_ms, part_ms = latencies("0ms"), latencies("10ms"), latencies("10.4ms")
+    assert len(at_once) > 50 and len(part_ms) > 40
+    assert whole_ms - whole_ms.mean() == pytest.approx(0.0, abs=1e-9)
+    assert whole_ms.mean() - at_once.mean() == pytest.approx(0.0002, abs=1e-9)  # the wake-up
+    assert part_ms.mean() - at_once.mean() == pytest.approx(0.0006 + 0.0002, abs=1e-9)  # rounded up to 11 ms, then the wake-up
+
+
 def test_an_llm_servers_next_prefill_waits_for_the_previous_replys_start(tmp_path):
     """The LLM emulator's event loop starts a reply (headers, first chunk: half its CPU per
     call) after a prefill before the next prompt's prefill runs; the other half parses the call."""
@@ -712,3 +751,76 @@ def test_a_bursts_requests_leave_the_load_generator_one_send_at_a_time(tmp_path)
     # each: its own send (1 ms) and the call (20 ms)
     assert sent["latency_s"].to_numpy() == pytest.approx(0.021, abs=1e-9)
     assert sorted(scheduled["latency_s"].round(6))[::2] == pytest.approx([0.021, 0.022, 0.023, 0.024, 0.025])
+
+
+def test_with_a_profiled_send_cost_a_burst_leaves_faster_and_reads_its_replies_in_turn(tmp_path):
+    """client_send_cpu: a send costs that much of the load generator's thread; the rest of the
+    first half of its CPU per request is the reply's reading, on the same thread, so a burst's
+    replies, arriving 0.1 ms apart, are read one after another (0.9 ms each)."""
+    import numpy as np
+
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "burst.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "2s"
+        replications = 1
+        [workload]
+        mode = "open"
+        arrivals = { process = "burst", size = 3, every = "1s" }
+        mix = { ep = 1.0 }
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{ name = "c", provider = "p" }]
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
+        [machine]
+        cores = 2
+        client_cpu = { dist = "deterministic", value = "2ms" }
+        client_send_cpu = { dist = "deterministic", value = "0.1ms" }
+    """))
+    df = run_scenario(load_scenario(path), replications=1).records.sort_values("id")
+    assert len(df) == 6
+    assert (df["started_at"] - df["arrived_at"]).to_numpy() == pytest.approx(np.tile([0.0, 0.0001, 0.0002], 2), abs=1e-9)
+    # the first: send, call, read (0.1 + 20 + 0.9 ms); the others wait for the reads before theirs
+    assert df["latency_s"].to_numpy() == pytest.approx(np.tile([0.021, 0.0219, 0.0228], 2), abs=1e-9)
+    # a send costing more than half the client's CPU is capped at half: unset, the send is that half
+    capped = run_scenario(load_scenario(path, ['machine.client_send_cpu={dist="deterministic", value="5ms"}']), replications=1).records
+    assert sorted(capped["latency_s"].round(6))[::2] == pytest.approx([0.021, 0.022, 0.023])
+
+
+def test_send_gaps_are_read_within_each_burst():
+    from gwsim.calibration.profile import send_gaps
+
+    df = pd.DataFrame({"arrived_at": [1.0, 1.0, 1.0, 1.5, 1.5, 2.0],
+                       "started_at": [1.0003, 1.0001, 1.0005, 1.5002, 1.5004, 2.0001]})
+    assert sorted(send_gaps(df)) == pytest.approx([0.0002, 0.0002, 0.0002])
+    assert send_gaps(df.iloc[[0, 3, 5]]).size == 0  # no burst, no gap
+
+
+def test_a_profile_with_a_send_cost_round_trips_through_its_toml(tmp_path):
+    from gwsim.calibration.profile import profile_toml
+    from simulator.scenario import load_scenario
+
+    (tmp_path / "p.toml").write_text(profile_toml({"cores": 2.0, "client_cpu": 0.0018, "client_send_cpu": 0.00012}))
+    (tmp_path / "s.toml").write_text(textwrap.dedent("""
+        profile = "p.toml"
+        [run]
+        duration = "1s"
+        [workload]
+        mode = "open"
+        arrivals = { process = "constant", rate = "2/s" }
+        mix = { ep = 1.0 }
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{ name = "c", provider = "p" }]
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
+    """))
+    machine = load_scenario(tmp_path / "s.toml").machine
+    assert machine.client_cpu.mean == pytest.approx(0.0018)
+    assert machine.client_send_cpu.mean == pytest.approx(0.00012)

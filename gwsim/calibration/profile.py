@@ -13,6 +13,9 @@ measures them on this machine:
 * from the same runs' per-request records, the wall time per request and per upstream call
   beyond that CPU and the emulated service times, kept as samples (empirical
   distributions: their spread is what sets light-load P95/P99);
+* a run of bursts (20 requests due at once): the gap between a burst's sends is the load
+  generator's CPU to send one request (``client_send_cpu``), the rest of its per-request CPU
+  being the reply's reading and the record's building;
 * small benchmarks for a TCP connect, a TLS handshake and a Redis round trip (medians).
 
 The result is a profile TOML (plus two sample files next to it) that scenarios name with
@@ -30,10 +33,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from real_engine import settings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +190,7 @@ seed = 3
 
 [workload]
 mode = "open"
-arrivals = {{ process = "constant", rate = "{rate}/s" }}
+arrivals = {arrivals}
 mix = {{ ep = 1.0 }}
 
 [endpoints.ep]
@@ -388,7 +395,8 @@ def _null_run(hops: int, duration_s: float, rate: float, redis_url: str) -> Null
     with tempfile.TemporaryDirectory(prefix="gwsim-profile-") as d:
         path = Path(d) / f"null_{hops}.toml"
         path.write_text(_NULL_SCENARIO.format(
-            kind=f"{hops}hop", duration=duration_s, rate=rate, selection=str(hops > 1).lower(),
+            kind=f"{hops}hop", duration=duration_s, selection=str(hops > 1).lower(),
+            arrivals=f'{{ process = "constant", rate = "{rate}/s" }}',
             ai_s=NULL_AI_S, provider_s=NULL_PROVIDER_S,
         ))
         sampler = CpuSampler().start()
@@ -418,6 +426,40 @@ def _null_run(hops: int, duration_s: float, rate: float, redis_url: str) -> Null
         if snap.get("lag_p50_ms") is not None and snap.get("lag_p99_ms") is not None and snap.get("delays", 0) >= 20:
             lags.append((snap["lag_p50_ms"] / 1000, snap["lag_p99_ms"] / 1000))
     return NullRun(hops, max(requests, 1), cpu, sampler.background(lo, hi), lags, latency - stages, np.concatenate(hop_wall), latency)
+
+
+#: The burst run: ``BURST_SIZE`` requests due at once every ``BURST_EVERY_S``.
+BURST_SIZE = 20
+BURST_EVERY_S = 0.5
+
+
+def send_gaps(df: pd.DataFrame) -> np.ndarray:
+    """Seconds between consecutive sends of requests due at the same instant (a burst), each
+    burst's sends in the order they left: the load generator's CPU to send one request, the
+    sends of a burst running one after another on its one thread."""
+    gaps = [np.diff(np.sort(group.to_numpy())) for _, group in df.groupby("arrived_at")["started_at"] if len(group) > 1]
+    return np.concatenate(gaps) if gaps else np.array([])
+
+
+def _burst_send_gap(duration_s: float, redis_url: str) -> float:
+    """The median gap between a burst's sends (``send_gaps``), measured on the real engine with
+    one upstream call per request: the load generator's CPU per send."""
+    from real_engine.measure import measure
+
+    with tempfile.TemporaryDirectory(prefix="gwsim-profile-") as d:
+        path = Path(d) / "null_burst.toml"
+        path.write_text(_NULL_SCENARIO.format(
+            kind="burst", duration=duration_s, selection="false",
+            arrivals=f'{{ process = "burst", size = {BURST_SIZE}, every = "{BURST_EVERY_S}s" }}',
+            ai_s=NULL_AI_S, provider_s=NULL_PROVIDER_S,
+        ))
+        result = measure(str(path), [], duration_s=duration_s, redis_url=redis_url, startup_s=8.0)
+    df = result.frame()
+    # past the first bursts, which open the connections the later ones reuse
+    gaps = send_gaps(df.loc[df["arrived_at"] >= min(3.0, duration_s / 3)])
+    if gaps.size < 10:
+        raise RuntimeError(f"profile burst run: only {gaps.size} gaps between sends")
+    return float(np.median(gaps))
 
 
 #: The Redis database calibration measures in: a semantic scan SCANs the whole database, so keys
@@ -545,6 +587,7 @@ def measure_profile(
     one = _null_run(1, duration_s, rate, redis_url)
     two = _null_run(2, duration_s, rate, redis_url)
     scan = _scan_run(duration_s, min(rate, 5.0), calibration_redis_url(redis_url))
+    send_gap = _burst_send_gap(duration_s, redis_url)
     cores = os.cpu_count() or 1
 
     def per_request(run: NullRun, name: str) -> float:
@@ -597,7 +640,8 @@ def measure_profile(
         hop, upstream = hop * share, upstream * share
     hop_latency = less_mean(hop_wall, (hop + upstream) * slow + lag_mean)
     values.update(
-        cores=float(cores), background=background, client_cpu=client, gateway_cpu=gateway, gateway_hop_cpu=hop,
+        cores=float(cores), background=background, client_cpu=client, client_send_cpu=min(send_gap, client / 2),
+        gateway_cpu=gateway, gateway_hop_cpu=hop,
         upstream_cpu=upstream,
         _timer_lag_p50=lag50, _timer_lag_p99=lag99,
         _one_hop_latency=float(np.median(one.latency)), _two_hop_latency=float(np.median(two.latency)),
@@ -692,7 +736,7 @@ def profile_toml(values: dict[str, float], note: str = "", sample_files: dict[st
         lines.append(f"cores = {int(values['cores'])}")
     if "background" in values:
         lines.append(f"background = {values['background']:.3f}")
-    for key in ("client_cpu", "gateway_cpu", "gateway_hop_cpu", "upstream_cpu"):
+    for key in ("client_cpu", "client_send_cpu", "gateway_cpu", "gateway_hop_cpu", "upstream_cpu"):
         if key in values:
             lines.append(f'{key} = {{ dist = "deterministic", value = "{values[key] * 1e6:.0f}us" }}')
     for key in ("redis_cpu", "scan_entry_cpu"):

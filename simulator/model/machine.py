@@ -197,6 +197,7 @@ class MachineModel:
         self.loop = Thread("gateway")
         self.upstreams = Thread("emulators")
         self.client_cpu = Sampler(cfg.client_cpu, rng)
+        self.client_send_cpu = Sampler(cfg.client_send_cpu, rng) if cfg.client_send_cpu is not None else None
         self.gateway_cpu = Sampler(cfg.gateway_cpu, rng)
         self.hop_cpu = Sampler(cfg.gateway_hop_cpu, rng)
         self.upstream_cpu = Sampler(cfg.upstream_cpu, rng)
@@ -229,24 +230,29 @@ class MachineModel:
             yield from self.cpu.run(thread, seconds, on_start)
 
     def request_start(self, on_send=None):
-        """Client sends (half its CPU), the gateway parses (half its per-request CPU).
-        ``on_send()``: called when the client's thread takes the send up, after the sends queued
-        before it (a burst's requests leave one at a time): the load generator's "sent" instant."""
+        """Client sends (``client_send_cpu``, else half its CPU), the gateway parses (half its
+        per-request CPU).  ``on_send()``: called when the client's thread takes the send up, after
+        the sends queued before it (a burst's requests leave one at a time): the load generator's
+        "sent" instant."""
         client = self.client_cpu()
         gateway = self.gateway_cpu()
-        yield from self.work(self.client, client / 2, on_send)
+        send = client / 2 if self.client_send_cpu is None else min(self.client_send_cpu(), client / 2)
+        yield from self.work(self.client, send, on_send)
         yield from self.work(self.loop, gateway / 2)
-        return client, gateway
+        return client, gateway, client / 2 - send
 
     def request_end(self, costs):
-        """The gateway replies, then the wall time beyond CPU; the client's half of its CPU after
-        the reply (taking it apart, building the record) runs on its thread but after the load
+        """The gateway replies, the client reads the reply (what its first half of CPU per
+        request leaves after the send), then the wall time beyond CPU; the client's other half
+        (taking the reply apart, building the record) runs on its thread but after the load
         generator has stopped the request's clock, so the request does not wait for it (the
         profile's null runs: their latency beyond the emulated time is about the CPU on the path
         with only half the client's).  Returns that work's process (None without client CPU):
         a closed-loop user's next request starts after it, as the load generator's does."""
-        client, gateway = costs
+        client, gateway, read = costs
         yield from self.work(self.loop, gateway / 2)
+        if read > 0:
+            yield from self.work(self.client, read)
         after = self.env.process(self.work(self.client, client / 2)) if client > 0 else None
         wall = self.request_latency()
         if wall > 0:
