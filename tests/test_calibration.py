@@ -713,6 +713,31 @@ def test_an_llm_servers_next_prefill_waits_for_the_previous_replys_start(tmp_pat
     assert first["ttft_s"] == pytest.approx(0.031, abs=1e-9)
 
 
+def _burst_of(tmp_path: Path, size: int, machine_extra: str = "") -> Path:
+    """A scenario: a burst of ``size`` every second, each a 20 ms call; the load generator's
+    CPU 2 ms per request (``machine_extra``: more of the machine section)."""
+    path = tmp_path / "burst.toml"
+    path.write_text(textwrap.dedent(f"""
+        [run]
+        duration = "2s"
+        replications = 1
+        [workload]
+        mode = "open"
+        arrivals = {{ process = "burst", size = {size}, every = "1s" }}
+        mix = {{ ep = 1.0 }}
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{{ name = "c", provider = "p" }}]
+        [providers.p]
+        latency = {{ model = "plain", time = {{ dist = "deterministic", value = "20ms" }} }}
+        [machine]
+        cores = 2
+        client_cpu = {{ dist = "deterministic", value = "2ms" }}
+    """) + machine_extra + "\n")
+    return path
+
+
 def test_a_bursts_requests_leave_the_load_generator_one_send_at_a_time(tmp_path):
     """A burst's requests are sent one after another by the load generator's one thread: the
     k-th leaves k sends' CPU after the burst's instant.  Latency "from the send" starts when it
@@ -723,25 +748,7 @@ def test_a_bursts_requests_leave_the_load_generator_one_send_at_a_time(tmp_path)
     from simulator.api import run_scenario
     from simulator.scenario import load_scenario
 
-    path = tmp_path / "burst.toml"
-    path.write_text(textwrap.dedent("""
-        [run]
-        duration = "2s"
-        replications = 1
-        [workload]
-        mode = "open"
-        arrivals = { process = "burst", size = 5, every = "1s" }
-        mix = { ep = 1.0 }
-        [endpoints.ep]
-        kind = "chat_completions"
-        model_selection = false
-        classes = [{ name = "c", provider = "p" }]
-        [providers.p]
-        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
-        [machine]
-        cores = 2
-        client_cpu = { dist = "deterministic", value = "2ms" }
-    """))
+    path = _burst_of(tmp_path, 5)
     sent = run_scenario(load_scenario(path, ['workload.latency_from="sent"']), replications=1).records
     scheduled = run_scenario(load_scenario(path), replications=1).records
     assert len(sent) == len(scheduled) == 10
@@ -762,26 +769,7 @@ def test_with_a_profiled_send_cost_a_burst_leaves_faster_and_reads_its_replies_i
     from simulator.api import run_scenario
     from simulator.scenario import load_scenario
 
-    path = tmp_path / "burst.toml"
-    path.write_text(textwrap.dedent("""
-        [run]
-        duration = "2s"
-        replications = 1
-        [workload]
-        mode = "open"
-        arrivals = { process = "burst", size = 3, every = "1s" }
-        mix = { ep = 1.0 }
-        [endpoints.ep]
-        kind = "chat_completions"
-        model_selection = false
-        classes = [{ name = "c", provider = "p" }]
-        [providers.p]
-        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
-        [machine]
-        cores = 2
-        client_cpu = { dist = "deterministic", value = "2ms" }
-        client_send_cpu = { dist = "deterministic", value = "0.1ms" }
-    """))
+    path = _burst_of(tmp_path, 3, 'client_send_cpu = { dist = "deterministic", value = "0.1ms" }')
     df = run_scenario(load_scenario(path), replications=1).records.sort_values("id")
     assert len(df) == 6
     assert (df["started_at"] - df["arrived_at"]).to_numpy() == pytest.approx(np.tile([0.0, 0.0001, 0.0002], 2), abs=1e-9)
