@@ -600,32 +600,38 @@ def test_only_the_clients_cpu_before_the_send_is_on_the_latency_path(tmp_path):
     assert df["latency_s"].to_numpy() == pytest.approx(0.021, abs=1e-9)
 
 
+def _one_user(tmp_path: Path, duration: str, machine_line: str) -> Path:
+    """A scenario: one closed-loop user without think time, each request a 20 ms call, on a
+    machine of 2 cores with ``machine_line`` (the workload's think time is --set by a test)."""
+    path = tmp_path / "closed.toml"
+    path.write_text(textwrap.dedent(f"""
+        [run]
+        duration = "{duration}"
+        replications = 1
+        [workload]
+        mode = "closed"
+        users = 1
+        think_time = {{ dist = "deterministic", value = "0ms" }}
+        mix = {{ ep = 1.0 }}
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{{ name = "c", provider = "p" }}]
+        [providers.p]
+        latency = {{ model = "plain", time = {{ dist = "deterministic", value = "20ms" }} }}
+        [machine]
+        cores = 2
+    """) + machine_line + "\n")
+    return path
+
+
 def test_a_closed_loop_user_sends_again_only_after_building_the_previous_record(tmp_path):
     """The load generator's user builds a reply's record (the second half of its CPU per
     request) before it thinks or sends again: that half is off both requests' clocks."""
     from simulator.api import run_scenario
     from simulator.scenario import load_scenario
 
-    path = tmp_path / "closed.toml"
-    path.write_text(textwrap.dedent("""
-        [run]
-        duration = "1s"
-        replications = 1
-        [workload]
-        mode = "closed"
-        users = 1
-        think_time = { dist = "deterministic", value = "0ms" }
-        mix = { ep = 1.0 }
-        [endpoints.ep]
-        kind = "chat_completions"
-        model_selection = false
-        classes = [{ name = "c", provider = "p" }]
-        [providers.p]
-        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
-        [machine]
-        cores = 2
-        client_cpu = { dist = "deterministic", value = "2ms" }
-    """))
+    path = _one_user(tmp_path, "1s", 'client_cpu = { dist = "deterministic", value = "2ms" }')
     df = run_scenario(load_scenario(path), replications=1).records.sort_values("started_at")
     assert len(df) > 40
     # the send's half of the client CPU and the call: 21 ms each, not 22 behind the last record
@@ -641,26 +647,7 @@ def test_a_thinking_users_send_waits_out_its_timers_lateness(tmp_path):
     from simulator.api import run_scenario
     from simulator.scenario import load_scenario
 
-    path = tmp_path / "think.toml"
-    path.write_text(textwrap.dedent("""
-        [run]
-        duration = "2s"
-        replications = 1
-        [workload]
-        mode = "closed"
-        users = 1
-        think_time = { dist = "deterministic", value = "0ms" }
-        mix = { ep = 1.0 }
-        [endpoints.ep]
-        kind = "chat_completions"
-        model_selection = false
-        classes = [{ name = "c", provider = "p" }]
-        [providers.p]
-        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
-        [machine]
-        cores = 2
-        timer_lateness = { dist = "deterministic", value = "0.2ms" }
-    """))
+    path = _one_user(tmp_path, "2s", 'timer_lateness = { dist = "deterministic", value = "0.2ms" }')
 
     def latencies(think: str) -> np.ndarray:
         sc = load_scenario(path, [f'workload.think_time={{dist="deterministic", value="{think}"}}'])
