@@ -389,25 +389,43 @@ class NullRun:
     latency: np.ndarray
 
 
-def _null_run(hops: int, duration_s: float, rate: float, redis_url: str) -> NullRun:
+def _null_scenario(kind: str, hops: int, arrivals: str, duration_s: float) -> str:
+    """``_NULL_SCENARIO`` with ``hops`` upstream calls per request, ``arrivals`` as its TOML
+    inline table."""
+    return _NULL_SCENARIO.format(kind=kind, duration=duration_s, selection=str(hops > 1).lower(), arrivals=arrivals,
+                                 ai_s=NULL_AI_S, provider_s=NULL_PROVIDER_S)
+
+
+def _measure_text(name: str, text: str, duration_s: float, redis_url: str, sampler: CpuSampler | None = None):
+    """Measure scenario ``text`` on the real engine (a temporary file named ``name``);
+    ``sampler`` samples the processes' CPU meanwhile."""
     from real_engine.measure import measure
 
     with tempfile.TemporaryDirectory(prefix="gwsim-profile-") as d:
-        path = Path(d) / f"null_{hops}.toml"
-        path.write_text(_NULL_SCENARIO.format(
-            kind=f"{hops}hop", duration=duration_s, selection=str(hops > 1).lower(),
-            arrivals=f'{{ process = "constant", rate = "{rate}/s" }}',
-            ai_s=NULL_AI_S, provider_s=NULL_PROVIDER_S,
-        ))
-        sampler = CpuSampler().start()
+        path = Path(d) / f"{name}.toml"
+        path.write_text(text)
+        if sampler is not None:
+            sampler.start()
         try:
-            result = measure(str(path), [], duration_s=duration_s, redis_url=redis_url, startup_s=8.0)
+            return measure(str(path), [], duration_s=duration_s, redis_url=redis_url, startup_s=8.0)
         finally:
-            sampler.stop()
+            if sampler is not None:
+                sampler.stop()
+
+
+def _settle_s(duration_s: float) -> float:
+    """Run time before which a null run's requests are left out: the processes' imports and
+    first connections are not per-request costs, and a load generator that started late sends
+    its first requests late."""
+    return min(3.0, duration_s / 3)
+
+
+def _null_run(hops: int, duration_s: float, rate: float, redis_url: str) -> NullRun:
+    sampler = CpuSampler()
+    constant = f'{{ process = "constant", rate = "{rate}/s" }}'
+    result = _measure_text(f"null_{hops}", _null_scenario(f"{hops}hop", hops, constant, duration_s), duration_s, redis_url, sampler)
     df = result.frame()
-    # Past the start: the processes' imports and first connections are not per-request costs,
-    # and a load generator that started late sends its first requests late.
-    settle = min(3.0, duration_s / 3)
+    settle = _settle_s(duration_s)
     ok = df.loc[(df["outcome"] == "ok") & (df["arrived_at"] >= settle)]
     if len(ok) < 10:
         raise RuntimeError(f"profile benchmark with {hops} upstream call(s): only {len(ok)} successful requests")
@@ -444,19 +462,10 @@ def send_gaps(df: pd.DataFrame) -> np.ndarray:
 def _burst_send_gap(duration_s: float, redis_url: str) -> float:
     """The median gap between a burst's sends (``send_gaps``), measured on the real engine with
     one upstream call per request: the load generator's CPU per send."""
-    from real_engine.measure import measure
-
-    with tempfile.TemporaryDirectory(prefix="gwsim-profile-") as d:
-        path = Path(d) / "null_burst.toml"
-        path.write_text(_NULL_SCENARIO.format(
-            kind="burst", duration=duration_s, selection="false",
-            arrivals=f'{{ process = "burst", size = {BURST_SIZE}, every = "{BURST_EVERY_S}s" }}',
-            ai_s=NULL_AI_S, provider_s=NULL_PROVIDER_S,
-        ))
-        result = measure(str(path), [], duration_s=duration_s, redis_url=redis_url, startup_s=8.0)
-    df = result.frame()
+    arrivals = f'{{ process = "burst", size = {BURST_SIZE}, every = "{BURST_EVERY_S}s" }}'
+    df = _measure_text("null_burst", _null_scenario("burst", 1, arrivals, duration_s), duration_s, redis_url).frame()
     # past the first bursts, which open the connections the later ones reuse
-    gaps = send_gaps(df.loc[df["arrived_at"] >= min(3.0, duration_s / 3)])
+    gaps = send_gaps(df.loc[df["arrived_at"] >= _settle_s(duration_s)])
     if gaps.size < 10:
         raise RuntimeError(f"profile burst run: only {gaps.size} gaps between sends")
     return float(np.median(gaps))
@@ -537,18 +546,11 @@ def _scan_run(duration_s: float, rate: float, redis_url: str, entries: int = 200
     """The gateway scanning ``entries`` entries at a low rate: its CPU per request from /proc and
     the cache stage's wall time, in situ (a client benchmark alone runs on an idle event loop
     and a warm cache, and is off by a factor that changes from run to run)."""
-    from real_engine.measure import measure
-
-    with tempfile.TemporaryDirectory(prefix="gwsim-profile-") as d:
-        path = Path(d) / "null_scan.toml"
-        path.write_text(_SCAN_SCENARIO.format(duration=duration_s, rate=rate, entries=entries, ai_s=NULL_AI_S))
-        sampler = CpuSampler().start()
-        try:
-            result = measure(str(path), [], duration_s=duration_s, redis_url=redis_url, startup_s=8.0)
-        finally:
-            sampler.stop()
+    sampler = CpuSampler()
+    text = _SCAN_SCENARIO.format(duration=duration_s, rate=rate, entries=entries, ai_s=NULL_AI_S)
+    result = _measure_text("null_scan", text, duration_s, redis_url, sampler)
     df = result.frame()
-    settle = min(3.0, duration_s / 3)
+    settle = _settle_s(duration_s)
     ok = df.loc[(df["outcome"] == "ok") & (df["arrived_at"] >= settle)]
     if len(ok) < 10:
         raise RuntimeError(f"profile benchmark of the semantic scan: only {len(ok)} successful requests")
