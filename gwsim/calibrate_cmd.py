@@ -20,20 +20,28 @@ def register(cli: click.Group) -> None:
                   help="Profile TOML to write (two sample CSVs go next to it). Required, so the shipped profile the "
                   "calibration suite reads (scenarios/calibration/profiles/this_machine.toml) is replaced only when named.")
     @click.option("-n", "--samples", type=click.IntRange(min=10), default=200, show_default=True, help="Samples per micro-benchmark (connect, TLS, Redis).")
-    @click.option("--duration", callback=_duration, default="12s", show_default=True, help="Length of each of the two real-engine runs.")
-    @click.option("--rate", type=click.FloatRange(min=1.0, max=200.0), default=20.0, show_default=True, help="Requests per second in those runs.")
+    @click.option("--duration", callback=_duration, default=None,
+                  help="Length of each of the two real-engine runs [default: 12s; 120s with --gateway litellm (the second run half as long), whose "
+                  "proxy stalls once in about 1,200 requests].")
+    @click.option("--rate", type=click.FloatRange(min=1.0, max=200.0), default=None,
+                  help="Requests per second in those runs [default: 20; 10 with --gateway litellm, a quarter of its knee].")
     @click.option("--redis-url", envvar=REDIS_URL_ENV, show_envvar=True, default=DEFAULT_REDIS_URL, show_default=True, help="Redis the gateway of the two runs and the Redis benchmark use.")
     @click.option("--json", "as_json", is_flag=True, help="Print the measured values (seconds; cores and background as counts) as one JSON object.")
-    def profile(out: str, samples: int, duration: float, rate: float, redis_url: str, as_json: bool) -> None:
+    @click.option("--gateway", type=click.Choice(["builtin", "litellm"]), default="builtin", show_default=True,
+                  help="The gateway profiled: gwsim's own, or LiteLLM's real proxy (gwsim[litellm]; its CPU per request "
+                  "and per failed upstream call, with the load generator's and the emulators'; the suite under "
+                  "scenarios/litellm reads scenarios/litellm/profiles/this_machine.toml).")
+    def profile(out: str, samples: int, duration: float, rate: float, redis_url: str, as_json: bool, gateway: str) -> None:
         """Measure this machine: CPU per request and per upstream call of the load generator, the
         gateway's event loop and the emulators, other work on the cores, the wall time per request
         and per call beyond that (sample files), TCP connect, TLS handshake and Redis operation;
-        write a profile TOML scenarios can refer to."""
+        write a profile TOML scenarios can refer to.  With --gateway litellm: the same for LiteLLM's
+        proxy (two runs of --duration each, one with half of the upstream calls failing)."""
         from pathlib import Path
 
         from gwsim.extras import require
 
-        require("real", "gwsim calibrate profile")
+        require("litellm" if gateway == "litellm" else "real", "gwsim calibrate profile" + (" --gateway litellm" if gateway == "litellm" else ""))
         from gwsim.calibration.profile import measure_profile, write_profile
         from gwsim.output import check_dir
         from simulator.errors import UsageError
@@ -48,14 +56,19 @@ def register(cli: click.Group) -> None:
         from real_engine.measure import check_redis
 
         check_redis(redis_url)  # one line now, not a traceback from the Redis benchmark later
-        prof = measure_profile(n=samples, duration_s=duration, rate=rate, redis_url=redis_url)
+        if gateway == "litellm":
+            from gwsim.litellm.profile import measure_litellm_profile
+
+            prof = measure_litellm_profile(duration_s=duration or 120.0, rate=rate or 10.0, redis_url=redis_url)
+        else:
+            prof = measure_profile(n=samples, duration_s=duration or 12.0, rate=rate or 20.0, redis_url=redis_url)
         paths = write_profile(prof, out)
         values = prof.values
         if as_json:
             click.echo(json.dumps(values))
         else:
             for k, v in values.items():
-                if k in ("cores", "background"):
+                if k in ("cores", "background", "_stalls", "_calls_per_request_failing"):
                     click.echo(f"{k:26s} {v:8.3f}")
                 elif k.endswith("_share"):
                     click.echo(f"{k.strip('_'):26s} {v * 100:8.1f} %")

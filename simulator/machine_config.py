@@ -50,6 +50,13 @@ class Machine(BaseModel):
         "runs Python (holds the GIL).",
         json_schema_extra=_SIMULATOR_ONLY,
     )
+    gateway_loop_shared: bool = Field(
+        default=False,
+        description="The gateway's event loop interleaves the requests it holds (each request's CPU is many short steps "
+        "between awaits, taken round-robin): processor sharing among them, rather than each CPU slice in turn "
+        "(LiteLLM's proxy; `gwsim calibrate profile --gateway litellm` sets it).",
+        json_schema_extra=_SIMULATOR_ONLY,
+    )
     client_cpu: Distribution = Field(default=ZERO, description="Load generator CPU per request (send and receive; one thread).", json_schema_extra=_SIMULATOR_ONLY)
     client_send_cpu: Distribution | None = Field(
         default=None,

@@ -292,6 +292,40 @@ def test_machine_thread_runs_its_jobs_in_order_and_gil_stalls_workers():
     assert fair_level([1, 1, 1], 3.0, 2) == pytest.approx(1 / 3, rel=1e-6)
 
 
+def test_machine_shared_thread_serves_its_jobs_at_once():
+    """A shared thread (an event loop interleaving its requests' steps) is processor sharing
+    among its own jobs: two 1 s jobs on it both end at 2 s; on a plain thread at 1 s and 2 s."""
+    import simpy
+
+    from simulator.model.machine import MachineCPU, Thread
+
+    def finishes(shared: bool, other_session: bool) -> list[tuple[str, float]]:
+        env = simpy.Environment()
+        cpu = MachineCPU(env, 1, 0.0)
+        loop, other = Thread("loop", shared=shared), Thread("other")
+        log: list[tuple[str, float]] = []
+
+        def job(name: str, thread: Thread, start: float, seconds: float):
+            yield env.timeout(start)
+            yield from cpu.run(thread, seconds)
+            log.append((name, round(env.now, 9)))
+
+        env.process(job("a", loop, 0.0, 1.0))
+        env.process(job("b", loop, 0.5, 1.0))
+        if other_session:
+            env.process(job("x", other, 0.0, 1.0))
+        env.run()
+        return sorted(log, key=lambda e: e[1])
+
+    assert finishes(False, False) == [("a", 1.0), ("b", 2.0)]
+    # b joins at 0.5 with a half done: each at half speed until a ends at 1.5, then b alone
+    assert finishes(True, False) == [("a", 1.5), ("b", 2.0)]
+    # against another session on the one core the loop still counts as one thread: it gets half
+    # the core, split between its jobs; x (half a core throughout) ends at 2.0, then a and b
+    # share the whole core (a: 0.375 s left at 2.0, b: 0.625 s)
+    assert finishes(True, True) == [("x", 2.0), ("a", 2.75), ("b", 3.0)]
+
+
 def test_profile_machine_section_becomes_the_scenarios(tmp_path):
     from simulator.scenario import load_scenario
 

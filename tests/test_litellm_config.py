@@ -156,10 +156,12 @@ SUITE = Path(__file__).resolve().parents[1] / "scenarios" / "litellm"
 
 @pytest.mark.parametrize("config", sorted(SUITE.glob("*.yaml")), ids=lambda p: p.stem)
 def test_each_shipped_config_imports_as_its_scenario(config):
-    from simulator.scenario import load_scenario
+    from simulator.scenario import apply_profile, load_scenario
 
     data, warnings = import_config(yaml.safe_load(config.read_text()), str(config))
     assert warnings == []
+    # the suite's scenarios name the machine profile, which load_scenario merges in
+    data = apply_profile(data, SUITE, str(config))
     assert scenario_from_data(data, str(config), SUITE) == load_scenario(config.with_suffix(".toml"))
 
 
@@ -172,11 +174,13 @@ def test_each_shipped_scenario_exports_as_its_config_and_round_trips(scenario):
     """The shipped config is what export writes today (not a stale copy), and importing the
     export gives the scenario back."""
     from gwsim.litellm_cmd import export_litellm
-    from simulator.scenario import load_scenario
+    from simulator.scenario import apply_profile, load_scenario
 
     config, warnings = export_litellm(str(scenario))
     assert warnings == []
     assert config == yaml.safe_load(scenario.with_suffix(".yaml").read_text())
     back, warnings = import_config(yaml.safe_load(yaml.safe_dump(config, sort_keys=False)), "exported.yaml")
     assert warnings == []
+    assert back["profile"] == "profiles/this_machine.toml"
+    back = apply_profile(back, SUITE, "exported.yaml")
     assert scenario_from_data(back, "exported.yaml", SUITE) == load_scenario(scenario)

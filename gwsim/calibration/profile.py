@@ -232,7 +232,10 @@ _STAGES = (
     "cpu_wait_s", "cpu_s", "cache_s", "embedding_s", "ai_pool_wait_s", "ai_connect_s", "ai_queue_s", "ai_service_s",
     "provider_pool_wait_s", "provider_connect_s", "provider_queue_s", "provider_s", "prompt_cache_s", "store_s",
 )
-_PROCESS_NAMES = {"real_engine.loadgen": "loadgen", "real_engine.gateway": "gateway", "real_engine.emulators": "emulators"}
+#: LiteLLM's proxy (``gwsim measure --gateway litellm``) is the gateway of its runs: without it here
+#: its session, busy with the run's own requests, was counted as other work on the machine.
+_PROCESS_NAMES = {"real_engine.loadgen": "loadgen", "real_engine.gateway": "gateway", "real_engine.emulators": "emulators",
+                  "litellm.proxy.proxy_cli": "gateway"}
 
 
 def _ticks() -> float:
@@ -337,7 +340,7 @@ class CpuSampler:
         pids: dict[str, int] = {}
         own_session = os.getsid(0)
         while not self._stop.is_set():
-            if len(pids) < len(_PROCESS_NAMES):
+            if len(pids) < len(set(_PROCESS_NAMES.values())):
                 pids.update(_children())
             cpu = {name: c for name, pid in pids.items() if (c := _proc_cpu(pid)) is not None}
             busy, _running = _machine_state()
@@ -438,12 +441,30 @@ def _null_run(hops: int, duration_s: float, rate: float, redis_url: str) -> Null
     hop_wall = [ok["provider_s"].to_numpy() - NULL_PROVIDER_S]
     if hops > 1:
         hop_wall.append(ok["ai_service_s"].to_numpy() - NULL_AI_S)
+    return NullRun(hops, max(requests, 1), cpu, sampler.background(lo, hi), _timer_lags(result), latency - stages,
+                   np.concatenate(hop_wall), latency)
+
+
+def _timer_lags(result) -> list[tuple[float, float]]:
+    """(p50, p99) seconds of each emulator's timer lateness in a measured run (those with 20 delays or more)."""
     lags = []
     stats = result.emulator_stats or {}
     for snap in [stats.get("ai_service") or {}, *(stats.get("providers") or {}).values()]:
         if snap.get("lag_p50_ms") is not None and snap.get("lag_p99_ms") is not None and snap.get("delays", 0) >= 20:
             lags.append((snap["lag_p50_ms"] / 1000, snap["lag_p99_ms"] / 1000))
-    return NullRun(hops, max(requests, 1), cpu, sampler.background(lo, hi), lags, latency - stages, np.concatenate(hop_wall), latency)
+    return lags
+
+
+def timer_lateness_table(lags: list[tuple[float, float]]) -> tuple[dict, float, float, float]:
+    """The emulators' timers fire late (the loop's timers count whole milliseconds): a lognormal
+    through the median and 99th percentile of their own lag records.  Returns (its distribution
+    table, its mean, the median p50, the median p99), in seconds."""
+    lag50 = float(np.median([a for a, _ in lags])) if lags else 0.0
+    lag99 = float(np.median([b for _, b in lags])) if lags else 0.0
+    if lag50 > 0 and lag99 > lag50:
+        sigma = float(np.log(lag99 / lag50) / 2.3263478740408408)
+        return {"dist": "lognormal", "mu": float(np.log(lag50)), "sigma": sigma}, float(np.exp(np.log(lag50) + sigma * sigma / 2)), lag50, lag99
+    return {"dist": "deterministic", "value": max(lag50, 0.0)}, max(lag50, 0.0), lag50, lag99
 
 
 #: The burst run: ``BURST_SIZE`` requests due at once every ``BURST_EVERY_S``.
@@ -575,6 +596,10 @@ class Profile:
     hop_latency: np.ndarray
     notes: list[str] = field(default_factory=list)
     timer_lateness: dict | None = None  # distribution table
+    #: machine keys written as these distribution tables (seconds) rather than as their mean in ``values``;
+    #: an empirical table's ``file = "@NAME"`` is the sample file written from ``samples[NAME]``
+    distributions: dict[str, dict] = field(default_factory=dict)
+    samples: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def measure_profile(
@@ -620,18 +645,7 @@ def measure_profile(
     # the cores meanwhile; the simulator adds the CPU itself on its machine model (one of our
     # threads among `background` others), so the wall-time samples keep only the rest.
     slow = max(1.0, (1.0 + background) / cores)
-    # The emulators' timers fire late (the loop's timers count whole milliseconds): a lognormal
-    # through the median and 99th percentile of their own lag records.
-    lags = one.timer_lag + two.timer_lag
-    lag50 = float(np.median([a for a, _ in lags])) if lags else 0.0
-    lag99 = float(np.median([b for _, b in lags])) if lags else 0.0
-    if lag50 > 0 and lag99 > lag50:
-        sigma = float(np.log(lag99 / lag50) / 2.3263478740408408)
-        lateness = {"dist": "lognormal", "mu": float(np.log(lag50)), "sigma": sigma}
-        lag_mean = float(np.exp(np.log(lag50) + sigma * sigma / 2))
-    else:
-        lateness = {"dist": "deterministic", "value": max(lag50, 0.0)}
-        lag_mean = max(lag50, 0.0)
+    lateness, lag_mean, lag50, lag99 = timer_lateness_table(one.timer_lag + two.timer_lag)
     # (half the client's CPU is after the reply has been timed: see simulator.model.machine.request_end)
     request_latency = less_mean(np.concatenate([one.request_wall, two.request_wall]), (client / 2 + gateway) * slow)
     hop_wall = np.concatenate([one.hop_wall, two.hop_wall])
@@ -710,16 +724,41 @@ def write_profile(profile: Profile, out: str | Path) -> list[Path]:
 
     paths = sample_paths(out)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    for key, path in paths.items():
-        samples = getattr(profile, key)
+    extra = {key: Path(out).with_name(f"{Path(out).stem}.{key}.csv") for key in profile.samples}
+    for key, path in [*paths.items(), *extra.items()]:
+        samples = profile.samples[key] if key in profile.samples else getattr(profile, key)
         atomic_write_text(path, "seconds\n" + "".join(f"{x:.7f}\n" for x in samples))
+
+    def named(table):
+        if isinstance(table, dict):
+            out_table = {k: named(v) for k, v in table.items()}
+            if isinstance(table.get("file"), str) and table["file"].startswith("@"):
+                out_table["file"] = extra[table["file"][1:]].name
+            return out_table
+        if isinstance(table, list):
+            return [named(v) for v in table]
+        return table
+
     atomic_write_text(out, profile_toml(profile.values, "; ".join(profile.notes), {k: p.name for k, p in paths.items()},
-                                        profile.timer_lateness))
-    return [Path(out), *paths.values()]
+                                        profile.timer_lateness, named(profile.distributions)))
+    return [Path(out), *paths.values(), *extra.values()]
+
+
+def inline_toml(value) -> str:
+    """``value`` (a distribution table: strings, numbers, nested tables and lists) as inline TOML."""
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {inline_toml(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(inline_toml(v) for v in value) + "]"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return f"{value:.6g}"
 
 
 def profile_toml(values: dict[str, float], note: str = "", sample_files: dict[str, str] | None = None,
-                 timer_lateness: dict | None = None) -> str:
+                 timer_lateness: dict | None = None, distributions: dict[str, dict] | None = None) -> str:
     from simulator.scenario import PROFILE_KEYS
 
     lines = [
@@ -739,8 +778,13 @@ def profile_toml(values: dict[str, float], note: str = "", sample_files: dict[st
     if "background" in values:
         lines.append(f"background = {values['background']:.3f}")
     for key in ("client_cpu", "client_send_cpu", "gateway_cpu", "gateway_hop_cpu", "upstream_cpu"):
-        if key in values:
+        if key in (distributions or {}):
+            lines.append(f"{key} = {inline_toml(distributions[key])}")
+        elif key in values:
             lines.append(f'{key} = {{ dist = "deterministic", value = "{values[key] * 1e6:.0f}us" }}')
+    for key, value in (distributions or {}).items():
+        if key not in ("client_cpu", "client_send_cpu", "gateway_cpu", "gateway_hop_cpu", "upstream_cpu"):
+            lines.append(f"{key} = {inline_toml(value)}")
     for key in ("redis_cpu", "scan_entry_cpu"):
         if key in values:
             lines.append(f'{key} = {{ dist = "deterministic", value = "{values[key] * 1e6:.1f}us" }}')

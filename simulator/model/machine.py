@@ -51,17 +51,22 @@ class Thread:
     """One OS thread: its CPU work runs one job at a time, first come first served.
     Threads of one process share its ``group`` (the scheduler's fairness unit)."""
 
-    __slots__ = ("name", "queue", "stalled_by", "busy_s", "group")
+    __slots__ = ("name", "queue", "stalled_by", "busy_s", "group", "shared")
 
-    def __init__(self, name: str, stalled_by: "Thread | None" = None, group: str | None = None) -> None:
+    def __init__(self, name: str, stalled_by: "Thread | None" = None, group: str | None = None,
+                 shared: bool = False) -> None:
         self.name = name
         self.queue: deque[_Job] = deque()
         self.stalled_by = stalled_by
         self.busy_s = 0.0
         self.group = group if group is not None else name
+        #: An event loop whose jobs are many short steps taken round-robin: every queued job runs
+        #: at once, each at an equal part of the thread's share (processor sharing), not in turn.
+        self.shared = shared
 
     def __repr__(self) -> str:
-        return f"<Thread {self.name} queued={len(self.queue)}>"
+        kind = " shared" if self.shared else ""
+        return f"<Thread {self.name}{kind} queued={len(self.queue)}>"
 
 
 def fair_level(demands: list[int], background: float, cores: float) -> float:
@@ -101,7 +106,14 @@ class MachineCPU:
                 on_start()
             return
         job = _Job(seconds, self.env.event(), thread, on_start)
-        if not thread.queue:
+        if thread.shared:
+            if on_start is not None:
+                on_start()
+            self._advance()
+            thread.queue.append(job)
+            self.running.append(job)
+            self._schedule()
+        elif not thread.queue:
             if on_start is not None:
                 on_start()
             self._advance()  # at the shares before this job: it may stall others (the GIL)
@@ -118,13 +130,16 @@ class MachineCPU:
         running = self.running
         stalled = [j.thread.stalled_by is not None and bool(j.thread.stalled_by.queue) for j in running]
         demand: dict[str, int] = {}
+        counted: set[int] = set()
         for job, s in zip(running, stalled):
-            if not s:
+            if not s and id(job.thread) not in counted:  # a shared thread's jobs are one runnable thread
+                counted.add(id(job.thread))
                 demand[job.thread.group] = demand.get(job.thread.group, 0) + 1
         if not demand:
             return [0.0] * len(running)
         level = fair_level(list(demand.values()), self.background, self.cores)
-        return [0.0 if s else min(demand[j.thread.group], level) / demand[j.thread.group] for j, s in zip(running, stalled)]
+        return [0.0 if s else min(demand[j.thread.group], level) / demand[j.thread.group] / (len(j.thread.queue) if j.thread.shared else 1)
+                for j, s in zip(running, stalled)]
 
     def _advance(self) -> None:
         """Bring every running job's remaining work up to now, at the shares since the last change."""
@@ -136,7 +151,7 @@ class MachineCPU:
         for job, rate in zip(self.running, self._rates()):
             if rate > 0:
                 job.remaining -= dt * rate
-                job.thread.busy_s += dt
+                job.thread.busy_s += dt / len(job.thread.queue) if job.thread.shared else dt
 
     def _schedule(self) -> None:
         self._generation += 1
@@ -164,6 +179,10 @@ class MachineCPU:
         for job in done:
             self.running.remove(job)
             thread = job.thread
+            if thread.shared:
+                thread.queue.remove(job)
+                job.event.succeed()
+                continue
             thread.queue.popleft()
             if thread.queue:
                 head = thread.queue[0]
@@ -194,7 +213,7 @@ class MachineModel:
         self.cfg = cfg
         self.cpu = MachineCPU(env, cfg.cores, cfg.background) if cfg.cores > 0 else None
         self.client = Thread("client")
-        self.loop = Thread("gateway")
+        self.loop = Thread("gateway", shared=cfg.gateway_loop_shared)
         self.upstreams = Thread("emulators")
         self.client_cpu = Sampler(cfg.client_cpu, rng)
         self.client_send_cpu = Sampler(cfg.client_send_cpu, rng) if cfg.client_send_cpu is not None else None

@@ -1,0 +1,225 @@
+"""``gwsim calibrate profile --gateway litellm``: what LiteLLM's proxy costs on this machine.
+
+A LiteLLM proxy with one worker is one Python thread (an asyncio event loop on uvloop) that
+spends CPU on every request (authentication, routing, the OpenAI client, building the reply,
+its logging callbacks) and more on every failed upstream call (the exception, the cooldown
+bookkeeping, the retry).  It shares the machine's cores with the load generator, the
+emulated providers and whatever else runs there.  This module measures those costs with
+the real proxy in front of an emulated provider that answers in a fixed time:
+
+* a run at a quarter of the proxy's knee where every request makes one upstream call: the
+  proxy's, the load generator's and the emulator's CPU per request from ``/proc``, the other
+  work on the machine meanwhile, and the latency beyond the provider's fixed time, whose
+  spread from request to request is the spread of the proxy's CPU per request (kept as
+  samples) and whose rare long delays are the proxy's stalls (its thread busy for 0.5-0.8 s
+  at once, seen once in about 1,200 requests on this machine; a full garbage collection of
+  its large heap is the likely cause, not confirmed);
+* a run where the provider answers 503 to half of the calls and the router retries: the
+  proxy's CPU per failed call, from the difference to the first run per call made;
+* the built-in engine's burst run: the load generator's CPU to send one request.
+
+The result is a profile TOML (as ``gwsim calibrate profile`` writes for the built-in
+gateway) whose ``[machine]`` table puts the proxy's costs on the gateway's event loop:
+``gateway_cpu`` per request and ``gateway_hop_cpu`` per upstream call, so that a request
+whose calls all succeed at the first try costs what the first run measured and each failed
+call adds what the second measured, and ``gateway_loop_shared``: the proxy's event loop
+interleaves the requests it holds (its work per request is many short steps between awaits),
+which the simulator models as processor sharing among them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gwsim.calibration.profile import (
+    CpuSampler, Profile, _burst_send_gap, _settle_s, _timer_lags, less_mean, timer_lateness_table,
+)
+
+#: The emulated provider's fixed answer time: what is measured is the time beyond it.
+PROVIDER_S = 0.020
+#: The share of the second run's calls answered 503 (the router retries them).
+ERROR_SHARE = 0.5
+RETRIES = 6
+
+_SCENARIO = """\
+[run]
+name = "litellm-profile-{kind}"
+duration = "{duration}s"
+warmup = "0s"
+drain = "5s"
+replications = 1
+seed = 17
+
+[workload]
+arrivals = {{ process = "constant", rate = "{rate}/s" }}
+mix = {{ chat = 1.0 }}
+
+[endpoints.chat]
+kind = "chat_completions"
+model_selection = false
+classes = [{{ name = "chat", model = "m", output_tokens = {{ dist = "deterministic", value = 20 }} }}]
+
+[providers.p]
+latency = {{ model = "plain", time = {{ dist = "deterministic", value = "{provider_ms}ms" }} }}
+{errors}
+
+[router]
+strategy = "simple-shuffle"
+num_retries = {retries}
+groups.m.deployments = [{{ provider = "p" }}]
+"""
+
+
+#: A request delayed this much beyond the run's median is part of a stall of the proxy's thread.
+STALL_EXCESS_S = 0.150
+#: Delayed requests further apart than this belong to different stalls.
+STALL_GAP_S = 1.0
+
+
+def per_request_cpu(excess: np.ndarray, gateway_s: float, stall_lengths: list[float]) -> tuple[dict, float, float, np.ndarray]:
+    """The proxy's CPU per request beyond its upstream calls, as a distribution table: on a quiet
+    machine at a quarter of the knee, the latency a request's CPU adds varies from request to
+    request by as much as that CPU does (a request waits for little else), so the samples are
+    ``gateway_s`` plus each undelayed request's latency beyond their mean (none below zero);
+    and, in a share of requests as the stalls were seen, that plus a stall.
+    Returns (the table, its steady mean, the mean stall, the samples)."""
+    stall_share = len(stall_lengths) / max(len(excess), 1)
+    stall_s = float(np.mean(stall_lengths)) if stall_lengths else 0.0
+    steady = max(gateway_s - stall_share * stall_s, 0.0)  # the stalls' CPU was counted with the rest
+    base = float(np.median(excess))
+    clean = excess[excess - base <= STALL_EXCESS_S]
+    # (where that would go below zero, the samples are shifted so their mean stays ``steady``)
+    samples = less_mean(clean, float(clean.mean()) - steady) if clean.mean() > steady else steady + clean - clean.mean()
+    table: dict = {"dist": "empirical", "file": "@gateway_cpu", "column": "seconds"}
+    if stall_lengths:
+        table = {"dist": "mixture", "components": [
+            {"weight": 1.0 - stall_share, "of": table},
+            {"weight": stall_share, "of": {"dist": "deterministic", "value": steady + stall_s}},
+        ]}
+    return table, steady, stall_s, samples
+
+
+def stalls(arrived_at: np.ndarray, excess: np.ndarray) -> list[float]:
+    """The proxy's thread stalls now and then (seen here: 0.5-0.8 s of CPU at once, about once
+    a minute, all requests behind it waiting): the length of each stall, as the largest delay
+    beyond the median among requests delayed by more than ``STALL_EXCESS_S`` that arrived
+    within ``STALL_GAP_S`` of each other."""
+    order = np.argsort(arrived_at)
+    at, ex = np.asarray(arrived_at)[order], np.asarray(excess)[order]
+    base = float(np.median(ex)) if ex.size else 0.0
+    late = ex - base > STALL_EXCESS_S
+    out: list[float] = []
+    last = -np.inf
+    for t, delay in zip(at[late], ex[late] - base):
+        if t - last > STALL_GAP_S:
+            out.append(float(delay))
+        else:
+            out[-1] = max(out[-1], float(delay))
+        last = t
+    return out
+
+
+@dataclass
+class ProxyRun:
+    requests: int  # arrivals inside the CPU window
+    calls_per_request: float  # upstream calls the provider saw per request (the whole run)
+    cpu: dict[str, float]  # process -> CPU seconds in the window (+ machine, self, wall)
+    background: float
+    timer_lag: list[tuple[float, float]]
+    excess: np.ndarray  # latency beyond the provider's fixed time, per successful request (s)
+    arrived_at: np.ndarray  # of those requests (run time, s)
+
+
+def _proxy_run(kind: str, errors: str, duration_s: float, rate: float, redis_url: str) -> ProxyRun:
+    from gwsim.litellm.proxy import launcher_for
+    from real_engine.measure import measure
+
+    text = _SCENARIO.format(kind=kind, duration=duration_s, rate=rate, provider_ms=PROVIDER_S * 1e3, errors=errors,
+                            retries=RETRIES)
+    sampler = CpuSampler()
+    with tempfile.TemporaryDirectory(prefix="gwsim-litellm-profile-") as d:
+        path = Path(d) / f"litellm_{kind}.toml"
+        path.write_text(text)
+        launcher = launcher_for(str(path))
+        sampler.start()
+        try:
+            result = measure(str(path), [], duration_s=duration_s, redis_url=redis_url, gateway=launcher)
+        finally:
+            sampler.stop()
+    df = result.frame()
+    settle = max(_settle_s(duration_s), 5.0)  # the proxy's first requests load its OpenAI client
+    ok = df.loc[(df["outcome"] == "ok") & (df["arrived_at"] >= settle)]
+    if len(ok) < 10:
+        raise RuntimeError(f"LiteLLM profile run {kind!r}: only {len(ok)} successful requests")
+    lo, hi = result.t0 + settle, result.t0 + duration_s - 0.2
+    cpu = sampler.window(lo, hi)
+    if "gateway" not in cpu:
+        raise RuntimeError("LiteLLM profile: the proxy's process was not found under /proc")
+    arrived = df["arrived_at"].to_numpy()
+    requests = int(((arrived >= lo - result.t0) & (arrived < hi - result.t0)).sum())
+    provider = ((result.emulator_stats or {}).get("providers") or {}).get("p") or {}
+    calls = float(provider.get("requests", 0)) / max(len(df), 1)
+    return ProxyRun(max(requests, 1), calls, cpu, sampler.background(lo, hi), _timer_lags(result),
+                    ok["latency_s"].to_numpy() - PROVIDER_S, ok["arrived_at"].to_numpy())
+
+
+def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, redis_url: str | None = None) -> Profile:
+    """The proxy's costs on this machine (see the module docstring)."""
+    from real_engine import settings
+
+    redis_url = settings.redis_url(redis_url)
+    one = _proxy_run("ok", "", duration_s, rate, redis_url)
+    failing = _proxy_run("errors", f'errors = {{ "503" = {ERROR_SHARE} }}', max(duration_s / 2, 20.0), rate, redis_url)
+    send_gap = _burst_send_gap(min(duration_s, 12.0), redis_url)
+    cores = os.cpu_count() or 1
+
+    def per_request(run: ProxyRun, name: str) -> float:
+        return run.cpu.get(name, 0.0) / run.requests
+
+    proxy_ok = per_request(one, "gateway")
+    extra_calls = failing.calls_per_request - one.calls_per_request
+    per_failed_call = (per_request(failing, "gateway") - proxy_ok) / extra_calls if extra_calls > 0.1 else 0.0
+    # gateway_cpu + k * gateway_hop_cpu for k calls: proxy_ok at k = 1, each failed call more
+    hop = min(max(per_failed_call, 0.0), proxy_ok)
+    gateway = proxy_ok - hop
+    client = (per_request(one, "loadgen") + per_request(failing, "loadgen")) / 2
+    upstream = (one.cpu.get("emulators", 0.0) / (one.requests * one.calls_per_request)
+                if one.calls_per_request > 0 else 0.0)
+    background = (one.background + failing.background) / 2
+    slow = max(1.0, (1.0 + background) / cores)
+    lateness, lag_mean, lag50, lag99 = timer_lateness_table(one.timer_lag + failing.timer_lag)
+    stall_lengths = stalls(one.arrived_at, one.excess)
+    per_request, steady, stall_s, samples = per_request_cpu(one.excess, gateway, stall_lengths)
+    # Everything beyond the CPU the simulator charges on the path (the client's half before the
+    # reply is timed, the proxy's, the emulator's) and the timer's lateness: loopback, wake-ups.
+    on_path = (client / 2 + gateway + hop + upstream) * slow + lag_mean
+    request_latency = less_mean(one.excess, on_path)
+    values = dict(
+        cores=float(cores), background=background, client_cpu=client, client_send_cpu=min(send_gap, client / 2),
+        gateway_cpu=gateway, gateway_hop_cpu=hop, upstream_cpu=upstream,
+        _timer_lag_p50=lag50, _timer_lag_p99=lag99,
+        _one_hop_latency=float(np.median(one.excess)) + PROVIDER_S,
+        _request_latency_p50=float(np.median(request_latency)), _request_latency_p99=float(np.percentile(request_latency, 99)),
+        _proxy_cpu_per_request=proxy_ok, _proxy_cpu_per_failed_call=per_failed_call,
+        _calls_per_request_failing=failing.calls_per_request, _stalls=float(len(stall_lengths)), _stall_s=stall_s,
+        _proxy_cpu_sd=float(np.std(samples)),
+    )
+    notes = [f"LiteLLM's proxy, one worker: {proxy_ok * 1e3:.2f} ms CPU per request with one call, "
+             f"{per_failed_call * 1e3:.2f} ms per failed call ({failing.calls_per_request:.2f} calls per request "
+             f"with {ERROR_SHARE:.0%} 503s)"]
+    if on_path > float(one.excess.mean()):
+        notes.append(f"the CPU charged on the path ({on_path * 1e3:.2f} ms) exceeds the mean latency beyond the "
+                     f"provider ({one.excess.mean() * 1e3:.2f} ms): part of the proxy's CPU is spent after its reply")
+    try:
+        notes.append("load average at the end: " + " ".join(open("/proc/loadavg").read().split()[:3]))
+    except OSError:
+        pass
+    notes.append(f"{len(stall_lengths)} stall(s) of the proxy's thread in {len(one.excess)} requests"
+                 + (f" ({', '.join(f'{x * 1e3:.0f}' for x in stall_lengths)} ms)" if stall_lengths else ""))
+    return Profile(values, request_latency, np.zeros(1), notes, lateness,
+                   {"gateway_cpu": per_request, "gateway_loop_shared": True}, {"gateway_cpu": samples})
