@@ -213,7 +213,8 @@ def test_llm_server_shares_its_decode_as_the_simulator_predicts(make_scenario, e
     # about 0.7 ms, comes between them); the first request also pays the connection set-up and
     # the cold start of the gateway and the client, a few ms that this scenario does not model.
     assert np.diff(measured_ttft) == pytest.approx(np.diff(predicted_ttft), abs=0.003)
-    assert measured_ttft[0] == pytest.approx(predicted_ttft[0], abs=0.015)
+    # (measured here 7 ms of it, 15.8 ms in a CI run on a slower VM: bounded above loosely, below tightly)
+    assert predicted_ttft[0] - 0.003 <= measured_ttft[0] <= predicted_ttft[0] + 0.030
     measured_tpot, predicted_tpot = np.median([r.tpot_s for r in records]), float(sim["tpot_s"].median())
     assert predicted_tpot > 1 / 60 * 1.5  # slower than a stream alone: the decode is shared
     assert measured_tpot == pytest.approx(predicted_tpot, rel=0.06)
