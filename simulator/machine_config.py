@@ -57,6 +57,14 @@ class Machine(BaseModel):
         "(LiteLLM's proxy; `gwsim calibrate profile --gateway litellm` sets it).",
         json_schema_extra=_SIMULATOR_ONLY,
     )
+    gateway_cpu_before_call: float = Field(
+        default=0.5, ge=0.0, le=1.0,
+        description="The share of the gateway's CPU per request (gateway_cpu) and per upstream call (gateway_hop_cpu) spent "
+        "before the call leaves (parsing, routing, encoding); the rest is spent on the reply. At a rate where requests "
+        "overlap, the split decides how much one request's reply work delays the next request's start "
+        "(`gwsim calibrate profile --gateway litellm` measures it from when the provider saw each call).",
+        json_schema_extra=_SIMULATOR_ONLY,
+    )
     client_cpu: Distribution = Field(default=ZERO, description="Load generator CPU per request (send and receive; one thread).", json_schema_extra=_SIMULATOR_ONLY)
     client_send_cpu: Distribution | None = Field(
         default=None,

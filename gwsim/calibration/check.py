@@ -60,6 +60,9 @@ class ScenarioCheck:
     background_given: float | None = None  # what the simulator was given (None: no machine model)
     traffic_mode: str = "own"
     background_mode: str = "profile"
+    #: The gateway's CPU per request sent in the compared window, as measured (ms; a diagnostic:
+    #: set beside the profile's figure it shows whether the gateway ran as the profile said)
+    gateway_cpu_ms: float | None = None
 
     @property
     def prediction(self) -> bool:
@@ -91,6 +94,7 @@ class ScenarioCheck:
             "background": self.background_mode,
             "background_seen": None if self.background is None else round(self.background, 3),
             "background_given": None if self.background_given is None else round(self.background_given, 3),
+            "gateway_cpu_ms_per_request": None if self.gateway_cpu_ms is None else round(self.gateway_cpu_ms, 3),
         }
 
 
@@ -181,9 +185,13 @@ def check_scenario(
         sampler.stop()
     measure_s = time.perf_counter() - t
     measured = result.frame()
-    seen = None
+    seen = gateway_cpu_ms = None
     try:
         seen = sampler.background(result.t0 + warmup, result.t0 + duration)
+        spent = sampler.window(result.t0 + warmup, result.t0 + duration)
+        sent = int(((measured["arrived_at"] >= warmup) & (measured["arrived_at"] < duration)).sum()) if not measured.empty else 0
+        if "gateway" in spent and sent:
+            gateway_cpu_ms = spent["gateway"] / sent * 1e3
     except RuntimeError:
         pass  # too short a run to sample
     if not predicting:
@@ -212,7 +220,7 @@ def check_scenario(
         endpoints=comps, accounting=result.accounting, measure_s=measure_s, simulate_s=simulate_s, problems=problems,
         measured=measured if keep_frames else None, predicted=sim.records if keep_frames else None, background=seen,
         background_given=sim_sc.machine.background if sim_sc.machine.cores > 0 else None,
-        traffic_mode=traffic, background_mode=background,
+        traffic_mode=traffic, background_mode=background, gateway_cpu_ms=gateway_cpu_ms,
     )
 
 
@@ -319,7 +327,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def format_checks(checks: list[ScenarioCheck]) -> str:
     head = ["scenario", "endpoint", "n meas", "P50 ms m/p", "err%", "P95 ms m/p", "err%", "P99 ms m/p", "err%",
-            "thr err%", "succ %", "succ pp", "KS D/crit", "verdict", "bg"]
+            "thr err%", "succ %", "succ pp", "KS D/crit", "verdict", "bg", "gw CPU ms/req"]
     rows = []
     for c in checks:
         for e in c.endpoints:
@@ -335,6 +343,7 @@ def format_checks(checks: list[ScenarioCheck]) -> str:
                 f"{_f(e.ks, '.3f')}/{_f(e.ks_critical, '.3f')}",
                 verdict(e),
                 _f(c.background, ".2f"),
+                _f(c.gateway_cpu_ms, ".1f"),
             ])
     lines = []
     if checks and not all(c.prediction for c in checks):

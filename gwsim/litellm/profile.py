@@ -133,6 +133,38 @@ class ProxyRun:
     timer_lag: list[tuple[float, float]]
     excess: np.ndarray  # latency beyond the provider's fixed time, per successful request (s)
     arrived_at: np.ndarray  # of those requests (run time, s)
+    before_call: np.ndarray  # from each one-call request's send to the provider seeing its call (s)
+    after_call: np.ndarray  # from the provider's reply to the load generator holding it (s)
+
+
+def call_phases(sent_at: np.ndarray, finished_at: np.ndarray, calls_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How long each request spent before its upstream call reached the provider and after the
+    provider replied, from the load generator's instants (``sent_at``, ``finished_at``) and the
+    emulator's log of its calls' (arrived, left) run times.  A request's call is the first one
+    to arrive after its send and before the next request's send (the runs here are at a
+    fraction of the knee, so a request's call comes before the next request leaves); requests
+    without one are left out.  Returns (before, after) in seconds."""
+    order = np.argsort(sent_at)
+    sent, fin = np.asarray(sent_at, float)[order], np.asarray(finished_at, float)[order]
+    calls = np.asarray(calls_at, float).reshape(-1, 2)
+    calls = calls[np.argsort(calls[:, 0])]
+    idx = np.searchsorted(calls[:, 0], sent)
+    nxt = np.append(sent[1:], np.inf)
+    ok = idx < len(calls)
+    ok[ok] &= calls[idx[ok], 0] < nxt[ok]
+    ok[ok] &= np.isfinite(calls[idx[ok], 1]) & (calls[idx[ok], 1] <= fin[ok])
+    return calls[idx[ok], 0] - sent[ok], fin[ok] - calls[idx[ok], 1]
+
+
+def before_call_share(before: np.ndarray, after: np.ndarray, send_s: float, read_s: float, upstream_s: float) -> float:
+    """The share of the proxy's own time per request spent before its upstream call leaves:
+    the mean time before the provider sees the call, less the client's send and the
+    emulator's half of its CPU (reading the call), against the same after the reply, less
+    the emulator's other half (writing it) and the client's read.  Loopback and wake-ups are
+    about equal on both sides and are left in."""
+    pre = max(float(np.mean(before)) - send_s - upstream_s / 2, 0.0) if len(before) else 0.0
+    post = max(float(np.mean(after)) - read_s - upstream_s / 2, 0.0) if len(after) else 0.0
+    return 0.5 if pre + post <= 0 else pre / (pre + post)
 
 
 def _proxy_run(kind: str, errors: str, duration_s: float, rate: float, redis_url: str) -> ProxyRun:
@@ -164,8 +196,11 @@ def _proxy_run(kind: str, errors: str, duration_s: float, rate: float, redis_url
     requests = int(((arrived >= lo - result.t0) & (arrived < hi - result.t0)).sum())
     provider = ((result.emulator_stats or {}).get("providers") or {}).get("p") or {}
     calls = float(provider.get("requests", 0)) / max(len(df), 1)
+    one_call = ok.loc[ok["attempts"] == 1] if "attempts" in ok.columns else ok
+    before, after = call_phases(one_call["started_at"].to_numpy(), one_call["finished_at"].to_numpy(),
+                                np.array(provider.get("calls_at") or [], dtype=float))
     return ProxyRun(max(requests, 1), calls, cpu, sampler.background(lo, hi), _timer_lags(result),
-                    ok["latency_s"].to_numpy() - PROVIDER_S, ok["arrived_at"].to_numpy())
+                    ok["latency_s"].to_numpy() - PROVIDER_S, ok["arrived_at"].to_numpy(), before, after)
 
 
 def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, redis_url: str | None = None) -> Profile:
@@ -195,6 +230,8 @@ def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, re
     lateness, lag_mean, lag50, lag99 = timer_lateness_table(one.timer_lag + failing.timer_lag)
     stall_lengths = stalls(one.arrived_at, one.excess)
     per_request, steady, stall_s, samples = per_request_cpu(one.excess, gateway, stall_lengths)
+    send = min(send_gap, client / 2)
+    before_share = before_call_share(one.before_call, one.after_call, send, client / 2 - send, upstream)
     # Everything beyond the CPU the simulator charges on the path (the client's half before the
     # reply is timed, the proxy's, the emulator's) and the timer's lateness: loopback, wake-ups.
     on_path = (client / 2 + gateway + hop + upstream) * slow + lag_mean
@@ -208,6 +245,8 @@ def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, re
         _proxy_cpu_per_request=proxy_ok, _proxy_cpu_per_failed_call=per_failed_call,
         _calls_per_request_failing=failing.calls_per_request, _stalls=float(len(stall_lengths)), _stall_s=stall_s,
         _proxy_cpu_sd=float(np.std(samples)),
+        _before_call_p50=float(np.median(one.before_call)) if len(one.before_call) else 0.0,
+        _after_call_p50=float(np.median(one.after_call)) if len(one.after_call) else 0.0,
     )
     notes = [f"LiteLLM's proxy, one worker: {proxy_ok * 1e3:.2f} ms CPU per request with one call, "
              f"{per_failed_call * 1e3:.2f} ms per failed call ({failing.calls_per_request:.2f} calls per request "
@@ -219,7 +258,11 @@ def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, re
         notes.append("load average at the end: " + " ".join(open("/proc/loadavg").read().split()[:3]))
     except OSError:
         pass
+    notes.append(f"{before_share:.0%} of the proxy's time per request before its upstream call leaves "
+                 f"({len(one.before_call)} requests: {np.median(one.before_call) * 1e3 if len(one.before_call) else 0:.1f} ms "
+                 f"before, {np.median(one.after_call) * 1e3 if len(one.after_call) else 0:.1f} ms after, medians)")
     notes.append(f"{len(stall_lengths)} stall(s) of the proxy's thread in {len(one.excess)} requests"
                  + (f" ({', '.join(f'{x * 1e3:.0f}' for x in stall_lengths)} ms)" if stall_lengths else ""))
     return Profile(values, request_latency, np.zeros(1), notes, lateness,
-                   {"gateway_cpu": per_request, "gateway_loop_shared": True}, {"gateway_cpu": samples})
+                   {"gateway_cpu": per_request, "gateway_loop_shared": True,
+                    "gateway_cpu_before_call": round(before_share, 3)}, {"gateway_cpu": samples})

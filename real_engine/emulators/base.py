@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ def merged_windows(faults: tuple[Fault, ...], kind: str) -> list[tuple[float, fl
     return out
 
 
+#: Calls an emulator logs the instants of (about 1 MB of JSON in its stats file at most).
+CALL_LOG_CAP = 20_000
+
+
 def _quantile_ms(values: list[float], q: float) -> float | None:
     return float(np.quantile(values, q) * 1e3) if values else None
 
@@ -61,15 +66,26 @@ class EmulatorStats:
     lags: list[float] = field(default_factory=list)  # actual - intended per emulated delay (s)
     in_flight: int = 0
     max_in_flight: int = 0
+    #: (arrived, left) run times of the first ``CALL_LOG_CAP`` calls whose handler gave them:
+    #: with the load generator's records they split a gateway's latency into its part before
+    #: the upstream call and its part after (``gwsim calibrate profile --gateway litellm``).
+    calls_at: list[list[float]] = field(default_factory=list)
 
-    def arrived(self) -> None:
+    def arrived(self, at: float | None = None) -> int | None:
+        """Count a call; with ``at`` (run time) log it.  Returns its index in the log, if logged."""
         self.requests += 1
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        if at is None or len(self.calls_at) >= CALL_LOG_CAP:
+            return None
+        self.calls_at.append([at, math.nan])
+        return len(self.calls_at) - 1
 
-    def left(self, status: int) -> None:
+    def left(self, status: int, call: int | None = None, at: float | None = None) -> None:
         self.in_flight -= 1
         self.statuses[status] += 1
+        if call is not None and at is not None:
+            self.calls_at[call][1] = at
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -81,6 +97,7 @@ class EmulatorStats:
             "lag_max_ms": max(self.lags) * 1e3 if self.lags else None,
             "in_flight": self.in_flight,
             "max_in_flight": self.max_in_flight,
+            "calls_at": [[round(a, 6), None if math.isnan(b) else round(b, 6)] for a, b in self.calls_at],
         }
 
 

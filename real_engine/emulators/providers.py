@@ -179,7 +179,7 @@ class ProviderEmulator(EmulatorServer):
         """One completion, in the order ``simulator.model.provider`` applies things:
         outage on arrival; concurrency (reject or FIFO wait); hang; error draw; slow,
         errors or reset fault; then the reply (errors come back about at ttft)."""
-        self.stats.arrived()
+        call = self.stats.arrived(self.clock.now())
         status = 499  # the client went away (handler cancelled) unless set below
         held = False
         charged: QuotaEntry | None = None  # the quota's charge, settled with what was used
@@ -273,7 +273,7 @@ class ProviderEmulator(EmulatorServer):
                 self.limiter.release()
             if charged is not None and status != 499:  # a call left hanging keeps its charge, as in the simulator
                 self.quota.settle(charged, time.monotonic(), inputs + (used if status == 200 else 0))
-            self.stats.left(status)
+            self.stats.left(status, call, self.clock.now())
 
     def _completion(self, model: str, tokens: int, usage: dict[str, int]) -> dict[str, Any]:
         return {

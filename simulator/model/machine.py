@@ -218,6 +218,7 @@ class MachineModel:
         self.client_cpu = Sampler(cfg.client_cpu, rng)
         self.client_send_cpu = Sampler(cfg.client_send_cpu, rng) if cfg.client_send_cpu is not None else None
         self.gateway_cpu = Sampler(cfg.gateway_cpu, rng)
+        self.before_call = cfg.gateway_cpu_before_call
         self.hop_cpu = Sampler(cfg.gateway_hop_cpu, rng)
         self.upstream_cpu = Sampler(cfg.upstream_cpu, rng)
         self.request_latency = Sampler(cfg.request_latency, rng)
@@ -257,7 +258,7 @@ class MachineModel:
         gateway = self.gateway_cpu()
         send = client / 2 if self.client_send_cpu is None else min(self.client_send_cpu(), client / 2)
         yield from self.work(self.client, send, on_send)
-        yield from self.work(self.loop, gateway / 2)
+        yield from self.work(self.loop, gateway * self.before_call)
         return client, gateway, client / 2 - send
 
     def request_end(self, costs):
@@ -269,7 +270,7 @@ class MachineModel:
         with only half the client's).  Returns that work's process (None without client CPU):
         a closed-loop user's next request starts after it, as the load generator's does."""
         client, gateway, read = costs
-        yield from self.work(self.loop, gateway / 2)
+        yield from self.work(self.loop, gateway * (1.0 - self.before_call))
         if read > 0:
             yield from self.work(self.client, read)
         after = self.env.process(self.work(self.client, client / 2)) if client > 0 else None
@@ -284,13 +285,13 @@ class MachineModel:
         the chunk; a plain delay here, not on the cores) and a draw of the wall time per request
         beyond CPU, which the client's send and the reply's way back both lie on.  The whole
         reply pays them in ``request_end``; the first chunk pays them on its own way out."""
-        return self.gateway_cpu() / 2 + self.request_latency()
+        return self.gateway_cpu() * (1.0 - self.before_call) + self.request_latency()
 
     def hop_start(self, llm_server: bool = False):
         """The gateway encodes an upstream call, the emulator parses it.  An LLM server's
         emulator spends ``LLM_REPLY_SHARE`` of its CPU per call after the prefill instead
         (``llm_reply``)."""
-        yield from self.work(self.loop, self.hop_cpu() / 2)
+        yield from self.work(self.loop, self.hop_cpu() * self.before_call)
         share = 1.0 - LLM_REPLY_SHARE if llm_server else 1.0
         yield from self.work(self.upstreams, self.upstream_cpu() * share)
 
@@ -319,4 +320,4 @@ class MachineModel:
         wall = self.hop_latency() + (self.timer_late(delay_s) if timer else 0.0)
         if wall > 0:
             yield self.env.timeout(wall)
-        yield from self.work(self.loop, self.hop_cpu() / 2)
+        yield from self.work(self.loop, self.hop_cpu() * (1.0 - self.before_call))
