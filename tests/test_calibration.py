@@ -842,3 +842,44 @@ def test_a_profile_with_a_send_cost_round_trips_through_its_toml(tmp_path):
     machine = load_scenario(tmp_path / "s.toml").machine
     assert machine.client_cpu.mean == pytest.approx(0.0018)
     assert machine.client_send_cpu.mean == pytest.approx(0.00012)
+
+
+def test_the_gateways_cpu_before_the_call_decides_how_much_a_reply_delays_the_next_request(tmp_path):
+    """One event loop (shared: its requests' steps interleave), 20 ms of CPU per request, a
+    20 ms call, a second request 30 ms after the first (at 30 and 60 ms).  All the CPU before
+    the call: the first request's reply is gone before the second arrives (40 ms each).  Three
+    quarters before: the first's last 5 ms of reply work meets the second's start, both at half
+    speed for 10 ms (45 ms each).  Halves: the first's 10 ms of reply work meets all of the
+    second's 10 ms before its call, 20 ms at half speed (50 ms each)."""
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "split.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "0.065s"
+        warmup = "0s"
+        replications = 1
+        [workload]
+        mode = "open"
+        arrivals = { process = "constant", rate = "33.333333333/s" }
+        mix = { ep = 1.0 }
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{ name = "c", provider = "p" }]
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
+        [machine]
+        cores = 2
+        gateway_loop_shared = true
+        gateway_cpu = { dist = "deterministic", value = "20ms" }
+    """))
+
+    def latencies(share: float) -> list[float]:
+        df = run_scenario(load_scenario(path, [f"machine.gateway_cpu_before_call={share}"]), replications=1).records
+        return [round(x * 1e3, 3) for x in df.sort_values("arrived_at")["latency_s"]]
+
+    assert latencies(1.0) == pytest.approx([40.0, 40.0], abs=0.01)
+    assert latencies(0.75) == pytest.approx([45.0, 45.0], abs=0.01)
+    assert latencies(0.5) == pytest.approx([50.0, 50.0], abs=0.01)
