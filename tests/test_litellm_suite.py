@@ -1,8 +1,8 @@
 """The CI subset of scenarios/litellm against LiteLLM's real proxy, thresholds enforced: the
 simulator's prediction (its own traffic, the scenario alone) and the proxy measured under the
 same scenario, every figure decided and within issue 13's thresholds, no KS failure.  Skipped
-(one line) when the extra gwsim[litellm] is missing (docs/litellm.md: how to run it; CI does not
-yet)."""
+(one line) when the extra gwsim[litellm] is missing; CI installs it after the main run
+(.ci/run)."""
 
 from __future__ import annotations
 
