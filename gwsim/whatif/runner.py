@@ -340,8 +340,11 @@ class DaskExecutor:
         try:
             if address == "local":
                 n = max(1, workers if workers is not None else (os.cpu_count() or 1))
+                # CRITICAL, not ERROR: a worker whose heartbeat meets the closing scheduler logs
+                # the closed stream with a traceback (seen in CI, 2026-12-07); a task's own error
+                # reaches the client through its future, not through the worker's log
                 self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None,
-                                             silence_logs=logging.ERROR)
+                                             silence_logs=logging.CRITICAL)
                 self.client = Client(self._cluster)
             else:
                 self.client = Client(address, timeout="10s")
