@@ -33,7 +33,7 @@ TIMER_GRAIN_S = 0.001
 #: prefill (the reply's headers and first chunk), before its event loop can start the next
 #: prompt's prefill.  Measured in the emulator under ``queued_ttft`` (2026-12-06): the next
 #: prompt started 0.31 ms (median; mean 0.44) after the previous one's prefill ended, against
-#: the profile's 0.575 ms of emulator CPU per call; a half, as for the gateway's halves.
+#: the profile's 0.575 ms of emulator CPU per call; a half, as for the gateway's default split.
 LLM_REPLY_SHARE = 0.5
 
 
@@ -250,7 +250,7 @@ class MachineModel:
             yield from self.cpu.run(thread, seconds, on_start)
 
     def request_start(self, on_send=None):
-        """Client sends (``client_send_cpu``, else half its CPU), the gateway parses (half its
+        """Client sends (``client_send_cpu``, else half its CPU), the gateway parses (``gateway_cpu_before_call`` of its
         per-request CPU).  ``on_send()``: called when the client's thread takes the send up, after
         the sends queued before it (a burst's requests leave one at a time): the load generator's
         "sent" instant."""
@@ -281,7 +281,7 @@ class MachineModel:
 
     def first_chunk_path(self) -> float:
         """Seconds from the gateway holding a streamed reply's first chunk to the client reading
-        it: the reply half of the gateway's per-request CPU (it prepares the response and writes
+        it: the reply's share of the gateway's per-request CPU (it prepares the response and writes
         the chunk; a plain delay here, not on the cores) and a draw of the wall time per request
         beyond CPU, which the client's send and the reply's way back both lie on.  The whole
         reply pays them in ``request_end``; the first chunk pays them on its own way out."""
