@@ -32,6 +32,7 @@ from typing import Callable
 
 import pandas as pd
 
+from gwsim.calibration.speed import slower_share
 from gwsim.calibration.metrics import FIGURES, KS_ALPHA, STREAM_FIGURES, THRESHOLDS, EndpointComparison, compare_frames
 from simulator.errors import UsageError
 from simulator.scenario import load_scenario
@@ -63,6 +64,9 @@ class ScenarioCheck:
     #: The gateway's CPU per request sent in the compared window, as measured (ms; a diagnostic:
     #: set beside the profile's figure it shows whether the gateway ran as the profile said)
     gateway_cpu_ms: float | None = None
+    #: How much longer the machine's speed probe took during the measurement than during the
+    #: profile's runs (0.2: the machine ran 20 % slower; a diagnostic, see gwsim.calibration.speed)
+    slower: float | None = None
 
     @property
     def prediction(self) -> bool:
@@ -95,6 +99,7 @@ class ScenarioCheck:
             "background_seen": None if self.background is None else round(self.background, 3),
             "background_given": None if self.background_given is None else round(self.background_given, 3),
             "gateway_cpu_ms_per_request": None if self.gateway_cpu_ms is None else round(self.gateway_cpu_ms, 3),
+            "machine_slower_than_profile": None if self.slower is None else round(self.slower, 4),
         }
 
 
@@ -186,6 +191,7 @@ def check_scenario(
     measure_s = time.perf_counter() - t
     measured = result.frame()
     seen = gateway_cpu_ms = None
+    slower = slower_share(sampler.speed(result.t0 + warmup, result.t0 + duration), _profile_speed(path, base))
     try:
         seen = sampler.background(result.t0 + warmup, result.t0 + duration)
         spent = sampler.window(result.t0 + warmup, result.t0 + duration)
@@ -220,8 +226,18 @@ def check_scenario(
         endpoints=comps, accounting=result.accounting, measure_s=measure_s, simulate_s=simulate_s, problems=problems,
         measured=measured if keep_frames else None, predicted=sim.records if keep_frames else None, background=seen,
         background_given=sim_sc.machine.background if sim_sc.machine.cores > 0 else None,
-        traffic_mode=traffic, background_mode=background, gateway_cpu_ms=gateway_cpu_ms,
+        traffic_mode=traffic, background_mode=background, gateway_cpu_ms=gateway_cpu_ms, slower=slower,
     )
+
+
+def _profile_speed(path: Path, scenario) -> float | None:
+    """The speed probe's mean recorded by the scenario's machine profile (s), if any."""
+    from gwsim.calibration.speed import profile_speed_s
+
+    name = getattr(scenario, "profile", None)
+    if not name or name == "none":
+        return None
+    return profile_speed_s(path.parent / name)
 
 
 def self_check(
@@ -327,7 +343,7 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 
 def format_checks(checks: list[ScenarioCheck]) -> str:
     head = ["scenario", "endpoint", "n meas", "P50 ms m/p", "err%", "P95 ms m/p", "err%", "P99 ms m/p", "err%",
-            "thr err%", "succ %", "succ pp", "KS D/crit", "verdict", "bg", "gw CPU ms/req"]
+            "thr err%", "succ %", "succ pp", "KS D/crit", "verdict", "bg", "gw CPU ms/req", "slower %"]
     rows = []
     for c in checks:
         for e in c.endpoints:
@@ -344,6 +360,7 @@ def format_checks(checks: list[ScenarioCheck]) -> str:
                 verdict(e),
                 _f(c.background, ".2f"),
                 _f(c.gateway_cpu_ms, ".1f"),
+                _f(None if c.slower is None else 100 * c.slower, "+.0f"),
             ])
     lines = []
     if checks and not all(c.prediction for c in checks):

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from gwsim.calibration.speed import probe_s
 from real_engine import settings
 
 if TYPE_CHECKING:
@@ -319,10 +320,12 @@ def _children() -> dict[str, int]:
 @dataclass
 class CpuSampler:
     """Samples, every ``every`` seconds, the CPU time of the real engine's processes, of this
-    process and of the whole machine, so any window of a run can be read afterwards."""
+    process and of the whole machine, and the machine's speed (``gwsim.calibration.speed``), so
+    any window of a run can be read afterwards."""
 
     every: float = 0.2
     samples: list[tuple[float, dict[str, float], float | None, float, int | None]] = field(default_factory=list)
+    probes: list[tuple[float, float]] = field(default_factory=list)  # (monotonic time, probe CPU seconds)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -346,6 +349,7 @@ class CpuSampler:
             busy, _running = _machine_state()
             sessions = _runnable_sessions({*pids.values(), own_session})
             self.samples.append((time.monotonic(), cpu, busy, time.process_time(), sessions))
+            self.probes.append((time.monotonic(), probe_s()))
             self._stop.wait(self.every)
 
     def window(self, start: float, end: float) -> dict[str, float]:
@@ -363,6 +367,11 @@ class CpuSampler:
         if sessions:
             out["sessions"] = float(np.mean(sessions))
         return out
+
+    def speed(self, start: float, end: float) -> float | None:
+        """The speed probe's mean CPU seconds over [start, end] (monotonic); None with fewer than 5 probes."""
+        inside = [d for t, d in self.probes if start <= t <= end]
+        return float(np.mean(inside)) if len(inside) >= 5 else None
 
     def sessions(self) -> list[tuple[float, int]]:
         """(monotonic time, other runnable sessions) of every sample."""
@@ -390,6 +399,7 @@ class NullRun:
     request_wall: np.ndarray  # latency beyond the stages, per request (s)
     hop_wall: np.ndarray  # upstream call time beyond the emulated time, per call (s)
     latency: np.ndarray
+    speed: float | None = None  # the speed probe's mean meanwhile (s; gwsim.calibration.speed)
 
 
 def _null_scenario(kind: str, hops: int, arrivals: str, duration_s: float) -> str:
@@ -442,7 +452,7 @@ def _null_run(hops: int, duration_s: float, rate: float, redis_url: str) -> Null
     if hops > 1:
         hop_wall.append(ok["ai_service_s"].to_numpy() - NULL_AI_S)
     return NullRun(hops, max(requests, 1), cpu, sampler.background(lo, hi), _timer_lags(result), latency - stages,
-                   np.concatenate(hop_wall), latency)
+                   np.concatenate(hop_wall), latency, sampler.speed(lo, hi))
 
 
 def _timer_lags(result) -> list[tuple[float, float]]:
@@ -655,6 +665,9 @@ def measure_profile(
         values["_hop_cpu_on_path_share"] = share
         hop, upstream = hop * share, upstream * share
     hop_latency = less_mean(hop_wall, (hop + upstream) * slow + lag_mean)
+    speeds = [run.speed for run in (one, two) if run.speed is not None]
+    if speeds:
+        values["_speed_probe"] = float(np.mean(speeds))
     values.update(
         cores=float(cores), background=background, client_cpu=client, client_send_cpu=min(send_gap, client / 2),
         gateway_cpu=gateway, gateway_hop_cpu=hop,
@@ -796,4 +809,7 @@ def profile_toml(values: dict[str, float], note: str = "", sample_files: dict[st
     for key in PROFILE_KEYS:
         if key in values:
             lines.append(f'{key} = "{values[key] * 1e6:.0f}us"')
+    if values.get("_speed_probe"):
+        # not machine parameters: what the profile's runs saw, for `gwsim calibrate check` to compare
+        lines += ["", "[measured]", f"speed_probe_ms = {values['_speed_probe'] * 1e3:.4f}"]
     return "\n".join(lines) + "\n"

@@ -135,6 +135,7 @@ class ProxyRun:
     arrived_at: np.ndarray  # of those requests (run time, s)
     before_call: np.ndarray  # from each one-call request's send to the provider seeing its call (s)
     after_call: np.ndarray  # from the provider's reply to the load generator holding it (s)
+    speed: float | None = None  # the speed probe's mean meanwhile (s; gwsim.calibration.speed)
 
 
 def call_phases(sent_at: np.ndarray, finished_at: np.ndarray, calls_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +201,8 @@ def _proxy_run(kind: str, errors: str, duration_s: float, rate: float, redis_url
     before, after = call_phases(one_call["started_at"].to_numpy(), one_call["finished_at"].to_numpy(),
                                 np.array(provider.get("calls_at") or [], dtype=float))
     return ProxyRun(max(requests, 1), calls, cpu, sampler.background(lo, hi), _timer_lags(result),
-                    ok["latency_s"].to_numpy() - PROVIDER_S, ok["arrived_at"].to_numpy(), before, after)
+                    ok["latency_s"].to_numpy() - PROVIDER_S, ok["arrived_at"].to_numpy(), before, after,
+                    sampler.speed(lo, hi))
 
 
 def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, redis_url: str | None = None) -> Profile:
@@ -248,6 +250,9 @@ def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, re
         _before_call_p50=float(np.median(one.before_call)) if len(one.before_call) else 0.0,
         _after_call_p50=float(np.median(one.after_call)) if len(one.after_call) else 0.0,
     )
+    speeds = [run.speed for run in (one, failing) if run.speed is not None]
+    if speeds:
+        values["_speed_probe"] = float(np.mean(speeds))
     notes = [f"LiteLLM's proxy, one worker: {proxy_ok * 1e3:.2f} ms CPU per request with one call, "
              f"{per_failed_call * 1e3:.2f} ms per failed call ({failing.calls_per_request:.2f} calls per request "
              f"with {ERROR_SHARE:.0%} 503s)"]
