@@ -20,7 +20,7 @@ def test_a_profile_keeps_its_probe_apart_from_the_machine_table(tmp_path):
     path.write_text(profile_toml({"cores": 2.0, "background": 0.05, "client_cpu": 0.002, "_speed_probe": 0.00234}))
     assert profile_speed_s(path) == pytest.approx(0.00234)
     machine = read_profile(path)  # the [measured] table is not a machine parameter
-    assert machine["cores"] == 2 and machine["client_cpu"] == pytest.approx(0.002)
+    assert machine["cores"] == 2 and machine["client_cpu"] == {"dist": "deterministic", "value": "2000us"}
     assert "speed_probe_ms" not in machine and "_speed_probe" not in machine
 
 
