@@ -883,3 +883,72 @@ def test_the_gateways_cpu_before_the_call_decides_how_much_a_reply_delays_the_ne
     assert latencies(1.0) == pytest.approx([40.0, 40.0], abs=0.01)
     assert latencies(0.75) == pytest.approx([45.0, 45.0], abs=0.01)
     assert latencies(0.5) == pytest.approx([50.0, 50.0], abs=0.01)
+
+
+def test_a_reply_runs_ahead_of_the_next_request_when_replies_go_first(tmp_path):
+    """The same two requests with halves, and the reply's work first (LiteLLM's proxy handles a
+    reply in a few long steps, a new request in many short ones): the first request's 10 ms of
+    reply work runs alone from 30 to 40 ms (40 ms), the second's parsing waits for it, runs
+    from 40 to 50, its call to 70, its reply to 80 (50 ms).  Shared: 50 ms each."""
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "first.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "0.065s"
+        warmup = "0s"
+        replications = 1
+        [workload]
+        mode = "open"
+        arrivals = { process = "constant", rate = "33.333333333/s" }
+        mix = { ep = 1.0 }
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{ name = "c", provider = "p" }]
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
+        [machine]
+        cores = 2
+        gateway_loop_shared = true
+        gateway_cpu_before_call = 0.5
+        gateway_cpu = { dist = "deterministic", value = "20ms" }
+    """))
+
+    def latencies(first: bool) -> list[float]:
+        df = run_scenario(load_scenario(path, [f"machine.gateway_replies_first={str(first).lower()}"]), replications=1).records
+        return [round(x * 1e3, 3) for x in df.sort_values("arrived_at")["latency_s"]]
+
+    assert latencies(False) == pytest.approx([50.0, 50.0], abs=0.01)
+    assert latencies(True) == pytest.approx([40.0, 50.0], abs=0.01)
+
+
+def test_urgent_work_on_a_shared_thread_pauses_the_rest():
+    """A shared thread with a 1 s job; an urgent 0.4 s job joins at 0.2 s: it runs alone and ends
+    at 0.6 s, the first job resumes and ends at 1.4 s.  Not urgent: both at half speed, the
+    second ends at 1.0 s, the first at 1.4 s.  On a plain thread urgency changes nothing."""
+    import simpy
+
+    from simulator.model.machine import MachineCPU, Thread
+
+    def finishes(urgent: bool, shared: bool = True) -> list[tuple[str, float]]:
+        env = simpy.Environment()
+        cpu = MachineCPU(env, 1, 0.0)
+        loop = Thread("loop", shared=shared)
+        log: list[tuple[str, float]] = []
+
+        def job(name: str, start: float, seconds: float, hurry: bool):
+            yield env.timeout(start)
+            yield from cpu.run(loop, seconds, urgent=hurry)
+            log.append((name, round(env.now, 9)))
+
+        env.process(job("a", 0.0, 1.0, False))
+        env.process(job("b", 0.2, 0.4, urgent))
+        env.run()
+        assert loop.busy_s == pytest.approx(1.4)
+        return sorted(log, key=lambda e: e[1])
+
+    assert finishes(True) == [("b", 0.6), ("a", 1.4)]
+    assert finishes(False) == [("b", 1.0), ("a", 1.4)]
+    assert finishes(True, shared=False) == [("a", 1.0), ("b", 1.4)]

@@ -38,13 +38,15 @@ LLM_REPLY_SHARE = 0.5
 
 
 class _Job:
-    __slots__ = ("remaining", "event", "thread", "on_start")
+    __slots__ = ("remaining", "event", "thread", "on_start", "urgent")
 
-    def __init__(self, remaining: float, event: simpy.Event, thread: "Thread", on_start=None) -> None:
+    def __init__(self, remaining: float, event: simpy.Event, thread: "Thread", on_start=None, urgent: bool = False) -> None:
         self.remaining = remaining
         self.event = event
         self.thread = thread
         self.on_start = on_start  # called when the thread takes the job up (it may queue first)
+        #: on a shared thread, runs ahead of the thread's other jobs, which wait meanwhile
+        self.urgent = urgent
 
 
 class Thread:
@@ -95,9 +97,11 @@ class MachineCPU:
         self._stamp = env.now
         self._generation = 0
 
-    def run(self, thread: Thread, seconds: float, on_start=None):
+    def run(self, thread: Thread, seconds: float, on_start=None, urgent: bool = False):
         """Generator: do ``seconds`` of CPU on ``thread``; returns when that work is done.
         ``on_start()`` is called when the thread takes the job up, after the jobs queued before it.
+        ``urgent`` work on a shared thread takes the thread's whole share (split among the urgent
+        jobs) while the thread's other jobs wait.
 
         A waiter that is interrupted leaves the job running: CPU work once started is spent.
         """
@@ -105,7 +109,7 @@ class MachineCPU:
             if on_start is not None:
                 on_start()
             return
-        job = _Job(seconds, self.env.event(), thread, on_start)
+        job = _Job(seconds, self.env.event(), thread, on_start, urgent and thread.shared)
         if thread.shared:
             if on_start is not None:
                 on_start()
@@ -138,8 +142,24 @@ class MachineCPU:
         if not demand:
             return [0.0] * len(running)
         level = fair_level(list(demand.values()), self.background, self.cores)
-        return [0.0 if s else min(demand[j.thread.group], level) / demand[j.thread.group] / (len(j.thread.queue) if j.thread.shared else 1)
-                for j, s in zip(running, stalled)]
+        urgent = self._urgent_counts()
+        rates = []
+        for job, s in zip(running, stalled):
+            thread = job.thread
+            if s or (thread.shared and urgent.get(id(thread)) and not job.urgent):
+                rates.append(0.0)  # stalled by the GIL, or waiting for a reply's work on its loop
+                continue
+            share = min(demand[thread.group], level) / demand[thread.group]
+            rates.append(share / (urgent.get(id(thread)) or len(thread.queue)) if thread.shared else share)
+        return rates
+
+    def _urgent_counts(self) -> dict[int, int]:
+        """id(thread) -> its urgent running jobs, for the shared threads that have any."""
+        counts: dict[int, int] = {}
+        for job in self.running:
+            if job.urgent:
+                counts[id(job.thread)] = counts.get(id(job.thread), 0) + 1
+        return counts
 
     def _advance(self) -> None:
         """Bring every running job's remaining work up to now, at the shares since the last change."""
@@ -148,10 +168,11 @@ class MachineCPU:
         self._stamp = now
         if dt <= 0 or not self.running:
             return
+        urgent = self._urgent_counts()
         for job, rate in zip(self.running, self._rates()):
             if rate > 0:
                 job.remaining -= dt * rate
-                job.thread.busy_s += dt / len(job.thread.queue) if job.thread.shared else dt
+                job.thread.busy_s += dt / (urgent.get(id(job.thread)) or len(job.thread.queue)) if job.thread.shared else dt
 
     def _schedule(self) -> None:
         self._generation += 1
@@ -219,6 +240,7 @@ class MachineModel:
         self.client_send_cpu = Sampler(cfg.client_send_cpu, rng) if cfg.client_send_cpu is not None else None
         self.gateway_cpu = Sampler(cfg.gateway_cpu, rng)
         self.before_call = cfg.gateway_cpu_before_call
+        self.replies_first = cfg.gateway_replies_first
         self.hop_cpu = Sampler(cfg.gateway_hop_cpu, rng)
         self.upstream_cpu = Sampler(cfg.upstream_cpu, rng)
         self.request_latency = Sampler(cfg.request_latency, rng)
@@ -240,14 +262,14 @@ class MachineModel:
         """A gateway CPU worker thread (stalls while the event loop holds the GIL)."""
         return Thread(f"gw-cpu-{index}", self.loop if self.cfg.gil else None, group=self.loop.group)
 
-    def work(self, thread: Thread, seconds: float, on_start=None):
+    def work(self, thread: Thread, seconds: float, on_start=None, urgent: bool = False):
         if self.cpu is None or seconds <= 0:
             if on_start is not None:
                 on_start()
             if seconds > 0:
                 yield self.env.timeout(seconds)
         else:
-            yield from self.cpu.run(thread, seconds, on_start)
+            yield from self.cpu.run(thread, seconds, on_start, urgent)
 
     def request_start(self, on_send=None):
         """Client sends (``client_send_cpu``, else half its CPU), the gateway parses (``gateway_cpu_before_call`` of its
@@ -270,7 +292,7 @@ class MachineModel:
         with only half the client's).  Returns that work's process (None without client CPU):
         a closed-loop user's next request starts after it, as the load generator's does."""
         client, gateway, read = costs
-        yield from self.work(self.loop, gateway * (1.0 - self.before_call))
+        yield from self.work(self.loop, gateway * (1.0 - self.before_call), urgent=self.replies_first)
         if read > 0:
             yield from self.work(self.client, read)
         after = self.env.process(self.work(self.client, client / 2)) if client > 0 else None
@@ -320,4 +342,4 @@ class MachineModel:
         wall = self.hop_latency() + (self.timer_late(delay_s) if timer else 0.0)
         if wall > 0:
             yield self.env.timeout(wall)
-        yield from self.work(self.loop, self.hop_cpu() * (1.0 - self.before_call))
+        yield from self.work(self.loop, self.hop_cpu() * (1.0 - self.before_call), urgent=self.replies_first)
