@@ -91,9 +91,12 @@ def register(cli: click.Group) -> None:
     @click.option("--traffic", type=click.Choice(["own", "measured"]), default="own", show_default=True,
                   help="Open-loop traffic of the simulator: its own draws (a prediction), or, as a DIAGNOSTIC (not a "
                   "prediction), the measured requests replayed.")
+    @click.option("--speed", type=click.Choice(["profile", "measured"]), default="profile", show_default=True,
+                  help="The machine's speed given to the simulator: the profile's (a prediction), or, as a DIAGNOSTIC "
+                  "(not a prediction), the speed probe's during each measurement against the profile's (machine.speed).")
     @click.option("--gateway", type=click.Choice(["builtin", "litellm"]), default="builtin", show_default=True,
                   help="The gateway measured: gwsim's own, or LiteLLM's real proxy (scenarios with a [router]; gwsim[litellm]).")
-    def check(suite_dir, duration, replications, overrides, seed, as_json, out, background, traffic, gateway) -> int:
+    def check(suite_dir, duration, replications, overrides, seed, as_json, out, background, traffic, speed, gateway) -> int:
         """Predict every scenario of SUITE_DIR from the scenario and its machine profile alone, measure it on the
         real engine, and compare per endpoint: P50/P95/P99, throughput and success rate (and for streamed
         requests TTFT P50/P95 and TPOT P50), each with the half-width of the measured value's 95 % CI (a figure
@@ -110,15 +113,16 @@ def register(cli: click.Group) -> None:
 
         files = suite_files(suite_dir)
         directory = check_dir(out) if out else None
-        if (traffic, background) != ("own", "profile"):
+        if (traffic, background, speed) != ("own", "profile", "profile"):
             click.echo("gwsim: diagnostic run: the simulator is given the measured "
-                       + " and ".join(x for x, on in (("traffic", traffic == "measured"), ("background", background == "measured")) if on)
+                       + " and ".join(x for x, on in (("traffic", traffic == "measured"), ("background", background == "measured"),
+                                                      ("speed", speed == "measured")) if on)
                        + "; the result is not a prediction", err=True)
         checks = []
         for path in files:
             click.echo(f"checking {path.stem} ...", err=True)
             c = check_scenario(path, duration_s=duration, replications=replications, overrides=overrides, seed=seed, keep_frames=directory is not None, background=background, traffic=traffic,
-                              gateway=gateway)
+                              speed=speed, gateway=gateway)
             checks.append(c)
             if directory is not None:
                 from gwsim.output import provenance
@@ -132,7 +136,7 @@ def register(cli: click.Group) -> None:
                 atomic_write_parquet(directory / f"{path.stem}.predicted.parquet", c.predicted, meta)
         from gwsim.output import provenance
 
-        doc = {**suite_document(str(suite_dir), checks, traffic=traffic, background=background), **provenance()}
+        doc = {**suite_document(str(suite_dir), checks, traffic=traffic, background=background, speed=speed), **provenance()}
         if directory is not None:
             atomic_write_json(ensure_dir(directory) / "check.json", doc)
         if as_json:

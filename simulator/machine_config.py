@@ -74,6 +74,13 @@ class Machine(BaseModel):
         "4.0 ms (`gwsim calibrate profile --gateway litellm` sets it).",
         json_schema_extra=_SIMULATOR_ONLY,
     )
+    speed: float = Field(
+        default=1.0, gt=0,
+        description="How fast the cores run against the profile's minutes: every CPU cost of this table is divided by it "
+        "(1.15: 15 % faster). A VM's speed drifts by that much from minute to minute; `gwsim calibrate check --speed "
+        "measured` sets it from the speed probe during each measurement (a diagnostic, not a prediction).",
+        json_schema_extra=_SIMULATOR_ONLY,
+    )
     client_cpu: Distribution = Field(default=ZERO, description="Load generator CPU per request (send and receive; one thread).", json_schema_extra=_SIMULATOR_ONLY)
     client_send_cpu: Distribution | None = Field(
         default=None,

@@ -924,6 +924,43 @@ def test_a_reply_runs_ahead_of_the_next_request_when_replies_go_first(tmp_path):
     assert latencies(True) == pytest.approx([40.0, 50.0], abs=0.01)
 
 
+def test_the_machines_speed_divides_every_cpu_cost(tmp_path):
+    """One request, 20 ms of gateway CPU around a 20 ms call: 40 ms on the profile's cores, 30 ms
+    on cores twice as fast, 50 ms at two thirds of the speed; without a machine model too."""
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "speed.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "0.015s"
+        warmup = "0s"
+        replications = 1
+        [workload]
+        mode = "open"
+        arrivals = { process = "constant", rate = "100/s" }
+        mix = { ep = 1.0 }
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{ name = "c", provider = "p" }]
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
+        [machine]
+        cores = 2
+        gateway_cpu = { dist = "deterministic", value = "20ms" }
+    """))
+
+    def latency(*overrides: str) -> float:
+        df = run_scenario(load_scenario(path, list(overrides)), replications=1).records
+        return round(float(df["latency_s"].iloc[0]) * 1e3, 3)
+
+    assert latency() == pytest.approx(40.0, abs=0.01)
+    assert latency("machine.speed=2") == pytest.approx(30.0, abs=0.01)
+    assert latency("machine.speed=0.6666666667") == pytest.approx(50.0, abs=0.01)
+    assert latency("machine.speed=2", "machine.cores=0") == pytest.approx(30.0, abs=0.01)
+
+
 def test_urgent_work_on_a_shared_thread_pauses_the_rest():
     """A shared thread with a 1 s job; an urgent 0.4 s job joins at 0.2 s: it runs alone and ends
     at 0.6 s, the first job resumes and ends at 1.4 s.  Not urgent: both at half speed, the

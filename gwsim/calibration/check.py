@@ -40,7 +40,7 @@ from simulator.scenario import load_scenario
 log = logging.getLogger(__name__)
 
 #: What the simulator is given by default: its own traffic, the profile's background.
-PREDICTION = {"traffic": "own", "background": "profile"}
+PREDICTION = {"traffic": "own", "background": "profile", "speed": "profile"}
 
 
 @dataclass
@@ -61,6 +61,7 @@ class ScenarioCheck:
     background_given: float | None = None  # what the simulator was given (None: no machine model)
     traffic_mode: str = "own"
     background_mode: str = "profile"
+    speed_mode: str = "profile"
     #: The gateway's CPU per request sent in the compared window, as measured (ms; a diagnostic:
     #: set beside the profile's figure it shows whether the gateway ran as the profile said)
     gateway_cpu_ms: float | None = None
@@ -70,7 +71,7 @@ class ScenarioCheck:
 
     @property
     def prediction(self) -> bool:
-        return self.traffic_mode == "own" and self.background_mode == "profile"
+        return self.traffic_mode == "own" and self.background_mode == "profile" and self.speed_mode == "profile"
 
     @property
     def passed(self) -> bool:
@@ -96,6 +97,7 @@ class ScenarioCheck:
             "problems": self.problems,
             "traffic": self.traffic_mode,
             "background": self.background_mode,
+            "speed": self.speed_mode,
             "background_seen": None if self.background is None else round(self.background, 3),
             "background_given": None if self.background_given is None else round(self.background_given, 3),
             "gateway_cpu_ms_per_request": None if self.gateway_cpu_ms is None else round(self.gateway_cpu_ms, 3),
@@ -139,6 +141,7 @@ def check_scenario(
     thresholds: dict | None = None,
     background: str = PREDICTION["background"],
     traffic: str = PREDICTION["traffic"],
+    speed: str = PREDICTION["speed"],
     startup_s: float = 12.0,
     gateway: str = "builtin",
 ) -> ScenarioCheck:
@@ -150,6 +153,8 @@ def check_scenario(
         raise UsageError(f"background: expected 'measured' or 'profile', got {background!r}")
     if traffic not in ("measured", "own"):
         raise UsageError(f"traffic: expected 'measured' or 'own', got {traffic!r}")
+    if speed not in ("measured", "profile"):
+        raise UsageError(f"speed: expected 'measured' or 'profile', got {speed!r}")
 
     path = Path(path)
     base = load_scenario(path, list(overrides))
@@ -158,7 +163,7 @@ def check_scenario(
     # The same arrival window on both sides: the simulator runs for the measured length.
     common = [*overrides, f"run.duration=\"{duration!r}s\"", f"run.warmup=\"{warmup!r}s\""]
     sim_sc = load_scenario(path, common)
-    predicting = traffic == "own" and background == "profile"
+    predicting = traffic == "own" and background == "profile" and speed == "profile"
 
     def simulate(scenario):
         t = time.perf_counter()
@@ -207,6 +212,9 @@ def check_scenario(
             trace = tuple((round(at - result.t0, 3), float(n)) for at, n in sampler.sessions() if at >= result.t0 - 1.0)
             sim_sc = load_scenario(path, [*common, f"machine.background={seen:.4f}"])
             sim_sc = sim_sc.model_copy(update={"machine": sim_sc.machine.model_copy(update={"background_trace": trace})})
+        if speed == "measured" and slower is not None and sim_sc.machine.cores > 0:
+            # the cores ran as fast as the probe says, against the profile's minutes
+            sim_sc = sim_sc.model_copy(update={"machine": sim_sc.machine.model_copy(update={"speed": 1.0 / (1.0 + slower)})})
         if traffic == "measured" and sim_sc.workload.mode == "open" and not measured.empty:
             sim_sc = replayed(sim_sc, measured)
         sim, simulate_s = simulate(sim_sc)
@@ -226,7 +234,7 @@ def check_scenario(
         endpoints=comps, accounting=result.accounting, measure_s=measure_s, simulate_s=simulate_s, problems=problems,
         measured=measured if keep_frames else None, predicted=sim.records if keep_frames else None, background=seen,
         background_given=sim_sc.machine.background if sim_sc.machine.cores > 0 else None,
-        traffic_mode=traffic, background_mode=background, gateway_cpu_ms=gateway_cpu_ms, slower=slower,
+        traffic_mode=traffic, background_mode=background, speed_mode=speed, gateway_cpu_ms=gateway_cpu_ms, slower=slower,
     )
 
 
@@ -293,13 +301,15 @@ def check_suite(
     return out
 
 
-def suite_document(suite: str, checks: list[ScenarioCheck], *, traffic: str, background: str) -> dict:
+def suite_document(suite: str, checks: list[ScenarioCheck], *, traffic: str, background: str,
+                   speed: str = PREDICTION["speed"]) -> dict:
     """The JSON document of a check: what the simulator was given, the verdict, every scenario."""
     return {
         "suite": suite,
         "traffic": traffic,
         "background": background,
-        "prediction": traffic == PREDICTION["traffic"] and background == PREDICTION["background"],
+        "speed": speed,
+        "prediction": (traffic, background, speed) == (PREDICTION["traffic"], PREDICTION["background"], PREDICTION["speed"]),
         "passed": bool(checks) and all(c.passed for c in checks),
         "thresholds": dict(THRESHOLDS),
         "ci_level": 0.95,
@@ -367,7 +377,7 @@ def format_checks(checks: list[ScenarioCheck]) -> str:
         c = checks[0]
         lines.append(
             f"DIAGNOSTIC, not a prediction: the simulator was given the measured "
-            f"{' and '.join(x for x, on in (('traffic', c.traffic_mode == 'measured'), ('background', c.background_mode == 'measured')) if on)}"
+            f"{' and '.join(x for x, on in (('traffic', c.traffic_mode == 'measured'), ('background', c.background_mode == 'measured'), ('speed', c.speed_mode == 'measured')) if on)}"
         )
     lines += _table(head, rows)
     # endpoints with streamed requests: their TTFT and TPOT figures, in a table of their own

@@ -89,10 +89,11 @@ def fair_level(demands: list[int], background: float, cores: float) -> float:
 class MachineCPU:
     """Processor sharing of ``cores`` among the running jobs (the head job of each busy thread)."""
 
-    def __init__(self, env: simpy.Environment, cores: int, background: float = 0.0) -> None:
+    def __init__(self, env: simpy.Environment, cores: int, background: float = 0.0, speed: float = 1.0) -> None:
         self.env = env
         self.cores = cores
         self.background = background
+        self.speed = speed  # CPU seconds are the profile's; the cores may run faster or slower
         self.running: list[_Job] = []
         self._stamp = env.now
         self._generation = 0
@@ -109,6 +110,7 @@ class MachineCPU:
             if on_start is not None:
                 on_start()
             return
+        seconds = seconds / self.speed
         job = _Job(seconds, self.env.event(), thread, on_start, urgent and thread.shared)
         if thread.shared:
             if on_start is not None:
@@ -232,7 +234,7 @@ class MachineModel:
     def __init__(self, env: simpy.Environment, cfg, rng) -> None:
         self.env = env
         self.cfg = cfg
-        self.cpu = MachineCPU(env, cfg.cores, cfg.background) if cfg.cores > 0 else None
+        self.cpu = MachineCPU(env, cfg.cores, cfg.background, cfg.speed) if cfg.cores > 0 else None
         self.client = Thread("client")
         self.loop = Thread("gateway", shared=cfg.gateway_loop_shared)
         self.upstreams = Thread("emulators")
@@ -267,7 +269,7 @@ class MachineModel:
             if on_start is not None:
                 on_start()
             if seconds > 0:
-                yield self.env.timeout(seconds)
+                yield self.env.timeout(seconds / self.cfg.speed)
         else:
             yield from self.cpu.run(thread, seconds, on_start, urgent)
 
@@ -307,7 +309,7 @@ class MachineModel:
         the chunk; a plain delay here, not on the cores) and a draw of the wall time per request
         beyond CPU, which the client's send and the reply's way back both lie on.  The whole
         reply pays them in ``request_end``; the first chunk pays them on its own way out."""
-        return self.gateway_cpu() * (1.0 - self.before_call) + self.request_latency()
+        return self.gateway_cpu() * (1.0 - self.before_call) / self.cfg.speed + self.request_latency()
 
     def hop_start(self, llm_server: bool = False):
         """The gateway encodes an upstream call, the emulator parses it.  An LLM server's
