@@ -16,6 +16,8 @@ difference of inputs; their results are not predictions and are labelled so:
   everything downstream stay the simulator's own draws;
 * ``background="measured"``: the other work sampled on the machine during the measurement
   (its mean and its 0.5 s steps, ``machine.background_trace``) instead of the profile's.
+* ``speed="measured"``: the machine's speed during the measurement (``machine.speed``, from
+  the speed probe against the profile's, ``gwsim.calibration.speed``) instead of the profile's.
 
 The other work on the machine is sampled during every measurement either way and reported
 (``background_seen``, column ``bg``): a shared machine changes from minute to minute, and a
