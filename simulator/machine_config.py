@@ -74,6 +74,14 @@ class Machine(BaseModel):
         "4.0 ms (`gwsim calibrate profile --gateway litellm` sets it).",
         json_schema_extra=_SIMULATOR_ONLY,
     )
+    gateway_first_step: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="On a shared event loop (gateway_loop_shared), the share of a new request's work before its call "
+        "(gateway_cpu x gateway_cpu_before_call) that is one step: it runs to its end ahead of all other work on the "
+        "loop, a reply's included, one request at a time (asyncio runs each ready callback to its next await; LiteLLM's "
+        "first step on a new request is long). 0: no such step.",
+        json_schema_extra=_SIMULATOR_ONLY,
+    )
     speed: float = Field(
         default=1.0, gt=0,
         description="How fast the cores run against the profile's minutes: every CPU cost of this table is divided by it "

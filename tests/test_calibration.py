@@ -891,7 +891,8 @@ def test_a_reply_runs_ahead_of_the_next_request_when_replies_go_first(tmp_path):
     """The same two requests with halves, and the reply's work first (LiteLLM's proxy handles a
     reply in a few long steps, a new request in many short ones): the first request's 10 ms of
     reply work runs alone from 30 to 40 ms (40 ms), the second's parsing waits for it, runs
-    from 40 to 50, its call to 70, its reply to 80 (50 ms).  Shared: 50 ms each."""
+    from 40 to 50, its call to 70, its reply to 80 (50 ms).  Shared: 50 ms each.  With the new
+    request's first step ahead of all (``gateway_first_step``): below."""
     from simulator.api import run_scenario
     from simulator.scenario import load_scenario
 
@@ -918,12 +919,19 @@ def test_a_reply_runs_ahead_of_the_next_request_when_replies_go_first(tmp_path):
         gateway_cpu = { dist = "deterministic", value = "20ms" }
     """))
 
-    def latencies(first: bool) -> list[float]:
-        df = run_scenario(load_scenario(path, [f"machine.gateway_replies_first={str(first).lower()}"]), replications=1).records
+    def latencies(first: bool, step: float = 0.0) -> list[float]:
+        sets = [f"machine.gateway_replies_first={str(first).lower()}", f"machine.gateway_first_step={step}"]
+        df = run_scenario(load_scenario(path, sets), replications=1).records
         return [round(x * 1e3, 3) for x in df.sort_values("arrived_at")["latency_s"]]
 
     assert latencies(False) == pytest.approx([50.0, 50.0], abs=0.01)
     assert latencies(True) == pytest.approx([40.0, 50.0], abs=0.01)
+    # The second request's first step (half its 10 ms of parsing) runs from 30 to 35 ms ahead of
+    # the reply's work, which then runs to 45; the rest of the parsing waits for it (45-50), then
+    # the call and the reply: 45 and 50 ms.  All of the parsing one step: 30-40, the reply to 50,
+    # the second's call from 40: 50 and 40 ms.
+    assert latencies(True, 0.5) == pytest.approx([45.0, 50.0], abs=0.01)
+    assert latencies(True, 1.0) == pytest.approx([50.0, 40.0], abs=0.01)
 
 
 def test_the_machines_speed_divides_every_cpu_cost(tmp_path):
@@ -991,3 +999,36 @@ def test_urgent_work_on_a_shared_thread_pauses_the_rest():
     assert finishes(True) == [("b", 0.6), ("a", 1.4)]
     assert finishes(False) == [("b", 1.0), ("a", 1.4)]
     assert finishes(True, shared=False) == [("a", 1.0), ("b", 1.4)]
+
+
+def test_an_exclusive_step_on_a_shared_thread_runs_ahead_of_urgent_work():
+    """A shared thread: a reply's urgent 10 ms from 0, a plain 3 ms from 0, a new request's
+    exclusive 4-ms step at 2 ms.  The step holds the thread from 2 to 6 ms, the reply resumes and
+    ends at 14, the plain job runs after it, to 17.  Not exclusive, the 4 ms waits for the reply
+    (to 10) and shares with the plain job: the plain one ends at 16, it at 17.  Two exclusive
+    steps take turns in the order they came."""
+    import simpy
+
+    from simulator.model.machine import MachineCPU, Thread
+
+    def finishes(jobs: list[tuple[str, float, float, bool, bool]]) -> list[tuple[str, float]]:
+        env = simpy.Environment()
+        cpu = MachineCPU(env, 1, 0.0)
+        loop = Thread("loop", shared=True)
+        log: list[tuple[str, float]] = []
+
+        def job(name: str, start: float, seconds: float, urgent: bool, exclusive: bool):
+            yield env.timeout(start)
+            yield from cpu.run(loop, seconds, urgent=urgent, exclusive=exclusive)
+            log.append((name, round(env.now, 9)))
+
+        for spec in jobs:
+            env.process(job(*spec))
+        env.run()
+        assert loop.busy_s == pytest.approx(sum(seconds for _, _, seconds, _, _ in jobs))
+        return sorted(log, key=lambda e: e[1])
+
+    reply, plain = ("reply", 0.0, 0.010, True, False), ("plain", 0.0, 0.003, False, False)
+    assert finishes([reply, plain, ("step", 0.002, 0.004, False, True)]) == [("step", 0.006), ("reply", 0.014), ("plain", 0.017)]
+    assert finishes([reply, plain, ("step", 0.002, 0.004, False, False)]) == [("reply", 0.010), ("plain", 0.016), ("step", 0.017)]
+    assert finishes([("one", 0.0, 0.004, False, True), ("two", 0.001, 0.004, False, True)]) == [("one", 0.004), ("two", 0.008)]

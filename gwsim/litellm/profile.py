@@ -16,6 +16,11 @@ the real proxy in front of an emulated provider that answers in a fixed time:
   its large heap is the likely cause, not confirmed);
 * a run where the provider answers 503 to half of the calls and the router retries: the
   proxy's CPU per failed call, from the difference to the first run per call made;
+* a run at 20 req/s whose provider times are spread so that each reply comes back around the
+  next request's arrival: a reply whose work is under way when a new request reaches the proxy
+  waits for the new request's first step, one that comes during that step waits the rest of it;
+  the step's length is read off those waits (``first_step``; 4.0 ms of the 10 ms before the call
+  on 2026-12-07);
 * the built-in engine's burst run: the load generator's CPU to send one request.
 
 The result is a profile TOML (as ``gwsim calibrate profile`` writes for the built-in
@@ -25,7 +30,8 @@ whose calls all succeed at the first try costs what the first run measured and e
 call adds what the second measured, and ``gateway_loop_shared``: the proxy's event loop
 interleaves the requests it holds (its work per request is many short steps between awaits),
 which the simulator models as processor sharing among them, and ``gateway_replies_first``:
-its work on a reply is a few long steps that run ahead of the new requests' short ones.  (Measured
+its work on a reply is a few long steps that run ahead of the new requests' short ones, and
+``gateway_first_step``: the first of a new request's steps is long and runs ahead of everything.  (Measured
 at 22 req/s against the emulator's log of when each call arrived and left: a reply that came
 back while the next request was being parsed took 1.5 ms longer than the others, the next
 request 4.0 ms, where sharing the loop evenly would delay both by about the reply's 4 ms.)
@@ -35,7 +41,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -69,7 +75,7 @@ model_selection = false
 classes = [{{ name = "chat", model = "m", output_tokens = {{ dist = "deterministic", value = 20 }} }}]
 
 [providers.p]
-latency = {{ model = "plain", time = {{ dist = "deterministic", value = "{provider_ms}ms" }} }}
+latency = {{ model = "plain", time = {provider} }}
 {errors}
 
 [router]
@@ -78,6 +84,12 @@ num_retries = {retries}
 groups.m.deployments = [{{ provider = "p" }}]
 """
 
+
+#: The rate of the run whose replies land around the next request's arrival (first_step).
+COLLIDE_RATE = 20.0
+#: The first step is kept when its fit is this much (a share of the mean absolute error) better
+#: than no step at all; below that the data do not show one.
+MIN_STEP_GAIN = 0.10
 
 #: A request delayed this much beyond the run's median is part of a stall of the proxy's thread.
 STALL_EXCESS_S = 0.150
@@ -140,15 +152,18 @@ class ProxyRun:
     before_call: np.ndarray  # from each one-call request's send to the provider seeing its call (s)
     after_call: np.ndarray  # from the provider's reply to the load generator holding it (s)
     speed: float | None = None  # the speed probe's mean meanwhile (s; gwsim.calibration.speed)
+    #: each one-call request's reply (as the provider sent it) against the next request's send (s)
+    reply_offset: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
 
-def call_phases(sent_at: np.ndarray, finished_at: np.ndarray, calls_at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def call_phases(sent_at: np.ndarray, finished_at: np.ndarray, calls_at: np.ndarray, with_offsets: bool = False):
     """How long each request spent before its upstream call reached the provider and after the
     provider replied, from the load generator's instants (``sent_at``, ``finished_at``) and the
     emulator's log of its calls' (arrived, left) run times.  A request's call is the first one
     to arrive after its send and before the next request's send (the runs here are at a
     fraction of the knee, so a request's call comes before the next request leaves); requests
-    without one are left out.  Returns (before, after) in seconds."""
+    without one are left out.  Returns (before, after) in seconds, and with ``with_offsets`` each
+    reply's instant against the next request's send (the last request's: inf)."""
     order = np.argsort(sent_at)
     sent, fin = np.asarray(sent_at, float)[order], np.asarray(finished_at, float)[order]
     calls = np.asarray(calls_at, float).reshape(-1, 2)
@@ -158,7 +173,40 @@ def call_phases(sent_at: np.ndarray, finished_at: np.ndarray, calls_at: np.ndarr
     ok = idx < len(calls)
     ok[ok] &= calls[idx[ok], 0] < nxt[ok]
     ok[ok] &= np.isfinite(calls[idx[ok], 1]) & (calls[idx[ok], 1] <= fin[ok])
-    return calls[idx[ok], 0] - sent[ok], fin[ok] - calls[idx[ok], 1]
+    before, after = calls[idx[ok], 0] - sent[ok], fin[ok] - calls[idx[ok], 1]
+    if with_offsets:
+        return before, after, calls[idx[ok], 1] - nxt[ok]
+    return before, after
+
+
+def first_step(offset: np.ndarray, after: np.ndarray) -> tuple[float, float, float]:
+    """The length of the proxy's first step on a new request, from replies timed to land around
+    the next request's arrival (``offset``: the reply's instant against the next send; ``after``:
+    from the reply to the load generator holding it; seconds).  The proxy's loop runs each ready
+    callback to its next await, and the new request's first step runs to its end: a reply whose
+    work is under way when the request arrives waits all of it (``h``), one that comes during it
+    waits the rest.  So ``after`` is a baseline plus ``h`` for offsets in ``[delta - a, delta)``,
+    ``h - (offset - delta)`` for ``[delta, delta + h)``, nothing elsewhere; ``delta`` (the new
+    request reaching the loop after its send) and ``a`` (the reply's own work) are fitted with it,
+    by least absolute error on a grid.  Returns (h, delta, the mean absolute error's fall against
+    the baseline alone, as a share)."""
+    off, aft = np.asarray(offset, float), np.asarray(after, float)
+    keep = np.isfinite(off) & np.isfinite(aft)
+    off, aft = off[keep], aft[keep]
+    if off.size < 50:
+        return 0.0, 0.0, 0.0
+    flat = float(np.mean(np.abs(aft - np.median(aft))))
+    best = (flat, 0.0, 0.0)
+    for h in np.arange(0.25e-3, 15e-3, 0.25e-3):
+        for delta in np.arange(-3e-3, 4.01e-3, 0.25e-3):
+            x = off - delta
+            for a in np.arange(0.0, 10.01e-3, 0.5e-3):
+                extra = np.where((x >= -a) & (x < 0), h, 0.0) + np.where((x >= 0) & (x < h), h - x, 0.0)
+                rest = aft - extra
+                loss = float(np.mean(np.abs(rest - np.median(rest))))
+                if loss < best[0]:
+                    best = (loss, float(h), float(delta))
+    return best[1], best[2], (1.0 - best[0] / flat) if flat > 0 else 0.0
 
 
 def before_call_share(before: np.ndarray, after: np.ndarray, send_s: float, read_s: float, upstream_s: float) -> float:
@@ -172,12 +220,12 @@ def before_call_share(before: np.ndarray, after: np.ndarray, send_s: float, read
     return 0.5 if pre + post <= 0 else pre / (pre + post)
 
 
-def _proxy_run(kind: str, errors: str, duration_s: float, rate: float, redis_url: str) -> ProxyRun:
+def _proxy_run(kind: str, errors: str, duration_s: float, rate: float, redis_url: str, provider: str | None = None) -> ProxyRun:
     from gwsim.litellm.proxy import launcher_for
     from real_engine.measure import measure
 
-    text = _SCENARIO.format(kind=kind, duration=duration_s, rate=rate, provider_ms=PROVIDER_S * 1e3, errors=errors,
-                            retries=RETRIES)
+    text = _SCENARIO.format(kind=kind, duration=duration_s, rate=rate, errors=errors, retries=RETRIES,
+                            provider=provider or f'{{ dist = "deterministic", value = "{PROVIDER_S * 1e3:g}ms" }}')
     sampler = CpuSampler()
     with tempfile.TemporaryDirectory(prefix="gwsim-litellm-profile-") as d:
         path = Path(d) / f"litellm_{kind}.toml"
@@ -202,11 +250,11 @@ def _proxy_run(kind: str, errors: str, duration_s: float, rate: float, redis_url
     provider = ((result.emulator_stats or {}).get("providers") or {}).get("p") or {}
     calls = float(provider.get("requests", 0)) / max(len(df), 1)
     one_call = ok.loc[ok["attempts"] == 1] if "attempts" in ok.columns else ok
-    before, after = call_phases(one_call["started_at"].to_numpy(), one_call["finished_at"].to_numpy(),
-                                np.array(provider.get("calls_at") or [], dtype=float))
+    before, after, offset = call_phases(one_call["started_at"].to_numpy(), one_call["finished_at"].to_numpy(),
+                                        np.array(provider.get("calls_at") or [], dtype=float), with_offsets=True)
     return ProxyRun(max(requests, 1), calls, cpu, sampler.background(lo, hi), _timer_lags(result),
                     ok["latency_s"].to_numpy() - PROVIDER_S, ok["arrived_at"].to_numpy(), before, after,
-                    sampler.speed(lo, hi))
+                    sampler.speed(lo, hi), offset)
 
 
 def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, redis_url: str | None = None) -> Profile:
@@ -216,6 +264,13 @@ def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, re
     redis_url = settings.redis_url(redis_url)
     one = _proxy_run("ok", "", duration_s, rate, redis_url)
     failing = _proxy_run("errors", f'errors = {{ "503" = {ERROR_SHARE} }}', max(duration_s / 2, 20.0), rate, redis_url)
+    # Replies timed to land around the next request's arrival: at COLLIDE_RATE, a provider time
+    # spread so that offsets run from before the next send to well after its first step.
+    interval, b = 1.0 / COLLIDE_RATE, float(np.median(one.before_call)) if len(one.before_call) else 0.0
+    low, high = max(interval - b - 0.012, 0.002), max(interval - b + 0.016, 0.010)
+    collide = _proxy_run("collide", "", max(duration_s / 2, 30.0), COLLIDE_RATE, redis_url,
+                         provider=f'{{ dist = "uniform", low = "{low * 1e3:.1f}ms", high = "{high * 1e3:.1f}ms" }}')
+    step_s, step_delta, step_gain = first_step(collide.reply_offset, collide.after_call)
     send_gap = _burst_send_gap(min(duration_s, 12.0), redis_url)
     cores = os.cpu_count() or 1
 
@@ -254,6 +309,9 @@ def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, re
         _before_call_p50=float(np.median(one.before_call)) if len(one.before_call) else 0.0,
         _after_call_p50=float(np.median(one.after_call)) if len(one.after_call) else 0.0,
     )
+    before_work = steady * before_share
+    step_share = min(step_s / before_work, 1.0) if before_work > 0 and step_gain >= MIN_STEP_GAIN else 0.0
+    values["_first_step"] = step_s
     speeds = [run.speed for run in (one, failing) if run.speed is not None]
     if speeds:
         values["_speed_probe"] = float(np.mean(speeds))
@@ -270,8 +328,13 @@ def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, re
     notes.append(f"{before_share:.0%} of the proxy's time per request before its upstream call leaves "
                  f"({len(one.before_call)} requests: {np.median(one.before_call) * 1e3 if len(one.before_call) else 0:.1f} ms "
                  f"before, {np.median(one.after_call) * 1e3 if len(one.after_call) else 0:.1f} ms after, medians)")
+    notes.append(f"the proxy's first step on a new request: {step_s * 1e3:.1f} ms ({step_share:.0%} of its work before the "
+                 f"call; {len(collide.reply_offset)} replies timed around the next request's arrival at {COLLIDE_RATE:g} req/s, "
+                 f"the step's fit {step_gain:.0%} below a flat one, the request reaching the loop {step_delta * 1e3:+.1f} ms "
+                 f"after its send)")
     notes.append(f"{len(stall_lengths)} stall(s) of the proxy's thread in {len(one.excess)} requests"
                  + (f" ({', '.join(f'{x * 1e3:.0f}' for x in stall_lengths)} ms)" if stall_lengths else ""))
     return Profile(values, request_latency, np.zeros(1), notes, lateness,
                    {"gateway_cpu": per_request, "gateway_loop_shared": True, "gateway_replies_first": True,
-                    "gateway_cpu_before_call": round(before_share, 3)}, {"gateway_cpu": samples})
+                    "gateway_cpu_before_call": round(before_share, 3), "gateway_first_step": round(step_share, 3)},
+                   {"gateway_cpu": samples})

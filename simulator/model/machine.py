@@ -38,15 +38,19 @@ LLM_REPLY_SHARE = 0.5
 
 
 class _Job:
-    __slots__ = ("remaining", "event", "thread", "on_start", "urgent")
+    __slots__ = ("remaining", "event", "thread", "on_start", "urgent", "exclusive")
 
-    def __init__(self, remaining: float, event: simpy.Event, thread: "Thread", on_start=None, urgent: bool = False) -> None:
+    def __init__(self, remaining: float, event: simpy.Event, thread: "Thread", on_start=None, urgent: bool = False,
+                 exclusive: bool = False) -> None:
         self.remaining = remaining
         self.event = event
         self.thread = thread
         self.on_start = on_start  # called when the thread takes the job up (it may queue first)
         #: on a shared thread, runs ahead of the thread's other jobs, which wait meanwhile
         self.urgent = urgent
+        #: on a shared thread, one step that runs to its end ahead of everything else there, urgent
+        #: work included (the first such job to come first)
+        self.exclusive = exclusive
 
 
 class Thread:
@@ -98,11 +102,13 @@ class MachineCPU:
         self._stamp = env.now
         self._generation = 0
 
-    def run(self, thread: Thread, seconds: float, on_start=None, urgent: bool = False):
+    def run(self, thread: Thread, seconds: float, on_start=None, urgent: bool = False, exclusive: bool = False):
         """Generator: do ``seconds`` of CPU on ``thread``; returns when that work is done.
         ``on_start()`` is called when the thread takes the job up, after the jobs queued before it.
         ``urgent`` work on a shared thread takes the thread's whole share (split among the urgent
-        jobs) while the thread's other jobs wait.
+        jobs) while the thread's other jobs wait.  ``exclusive`` work on a shared thread is one
+        step: it takes the thread's whole share ahead of everything else there, urgent work
+        included, one exclusive job at a time in the order they came.
 
         A waiter that is interrupted leaves the job running: CPU work once started is spent.
         """
@@ -111,7 +117,7 @@ class MachineCPU:
                 on_start()
             return
         seconds = seconds / self.speed
-        job = _Job(seconds, self.env.event(), thread, on_start, urgent and thread.shared)
+        job = _Job(seconds, self.env.event(), thread, on_start, urgent and thread.shared, exclusive and thread.shared)
         if thread.shared:
             if on_start is not None:
                 on_start()
@@ -145,15 +151,28 @@ class MachineCPU:
             return [0.0] * len(running)
         level = fair_level(list(demand.values()), self.background, self.cores)
         urgent = self._urgent_counts()
+        holders = self._step_holders()
         rates = []
         for job, s in zip(running, stalled):
             thread = job.thread
+            holder = holders.get(id(thread))
+            if holder is not None and not s:
+                rates.append(min(demand[thread.group], level) / demand[thread.group] if job is holder else 0.0)
+                continue
             if s or (thread.shared and urgent.get(id(thread)) and not job.urgent):
                 rates.append(0.0)  # stalled by the GIL, or waiting for a reply's work on its loop
                 continue
             share = min(demand[thread.group], level) / demand[thread.group]
             rates.append(share / (urgent.get(id(thread)) or len(thread.queue)) if thread.shared else share)
         return rates
+
+    def _step_holders(self) -> dict[int, _Job]:
+        """id(thread) -> the exclusive job holding it, for the shared threads that have one."""
+        holders: dict[int, _Job] = {}
+        for job in self.running:
+            if job.exclusive and id(job.thread) not in holders:
+                holders[id(job.thread)] = job
+        return holders
 
     def _urgent_counts(self) -> dict[int, int]:
         """id(thread) -> its urgent running jobs, for the shared threads that have any."""
@@ -171,10 +190,14 @@ class MachineCPU:
         if dt <= 0 or not self.running:
             return
         urgent = self._urgent_counts()
+        holders = self._step_holders()
         for job, rate in zip(self.running, self._rates()):
             if rate > 0:
                 job.remaining -= dt * rate
-                job.thread.busy_s += dt / (urgent.get(id(job.thread)) or len(job.thread.queue)) if job.thread.shared else dt
+                if not job.thread.shared or id(job.thread) in holders:
+                    job.thread.busy_s += dt
+                else:
+                    job.thread.busy_s += dt / (urgent.get(id(job.thread)) or len(job.thread.queue))
 
     def _schedule(self) -> None:
         self._generation += 1
@@ -243,6 +266,7 @@ class MachineModel:
         self.gateway_cpu = Sampler(cfg.gateway_cpu, rng)
         self.before_call = cfg.gateway_cpu_before_call
         self.replies_first = cfg.gateway_replies_first
+        self.first_step = cfg.gateway_first_step
         self.hop_cpu = Sampler(cfg.gateway_hop_cpu, rng)
         self.upstream_cpu = Sampler(cfg.upstream_cpu, rng)
         self.request_latency = Sampler(cfg.request_latency, rng)
@@ -264,25 +288,29 @@ class MachineModel:
         """A gateway CPU worker thread (stalls while the event loop holds the GIL)."""
         return Thread(f"gw-cpu-{index}", self.loop if self.cfg.gil else None, group=self.loop.group)
 
-    def work(self, thread: Thread, seconds: float, on_start=None, urgent: bool = False):
+    def work(self, thread: Thread, seconds: float, on_start=None, urgent: bool = False, exclusive: bool = False):
         if self.cpu is None or seconds <= 0:
             if on_start is not None:
                 on_start()
             if seconds > 0:
                 yield self.env.timeout(seconds / self.cfg.speed)
         else:
-            yield from self.cpu.run(thread, seconds, on_start, urgent)
+            yield from self.cpu.run(thread, seconds, on_start, urgent, exclusive)
 
     def request_start(self, on_send=None):
         """Client sends (``client_send_cpu``, else half its CPU), the gateway parses (``gateway_cpu_before_call`` of its
-        per-request CPU).  ``on_send()``: called when the client's thread takes the send up, after
+        per-request CPU; on a shared loop its ``gateway_first_step`` share of that as one step ahead of all else).  ``on_send()``: called when the client's thread takes the send up, after
         the sends queued before it (a burst's requests leave one at a time): the load generator's
         "sent" instant."""
         client = self.client_cpu()
         gateway = self.gateway_cpu()
         send = client / 2 if self.client_send_cpu is None else min(self.client_send_cpu(), client / 2)
         yield from self.work(self.client, send, on_send)
-        yield from self.work(self.loop, gateway * self.before_call)
+        before = gateway * self.before_call
+        first = before * self.first_step if self.loop.shared else 0.0
+        if first > 0:
+            yield from self.work(self.loop, first, exclusive=True)
+        yield from self.work(self.loop, before - first)
         return client, gateway, client / 2 - send
 
     def request_end(self, costs):
