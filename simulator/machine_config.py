@@ -74,12 +74,13 @@ class Machine(BaseModel):
         "4.0 ms (`gwsim calibrate profile --gateway litellm` sets it).",
         json_schema_extra=_SIMULATOR_ONLY,
     )
-    gateway_first_step: float = Field(
-        default=0.0, ge=0.0, le=1.0,
-        description="On a shared event loop (gateway_loop_shared), the share of a new request's work before its call "
-        "(gateway_cpu x gateway_cpu_before_call) that is one step: it runs to its end ahead of all other work on the "
-        "loop, a reply's included, one request at a time (asyncio runs each ready callback to its next await; LiteLLM's "
-        "first step on a new request is long). 0: no such step.",
+    gateway_first_step: Distribution = Field(
+        default=ZERO,
+        description="On a shared event loop (gateway_loop_shared), the CPU of a new request's first step: it runs to its "
+        "end ahead of all other work on the loop, a reply's included, one request at a time (asyncio runs each ready "
+        "callback to its next await; LiteLLM's first step on a new request is long). It is part of the request's work "
+        "before its call (its parsing, then its first call's encoding), not added to it. Zero: no such step "
+        "(`gwsim calibrate profile --gateway litellm` measures it).",
         json_schema_extra=_SIMULATOR_ONLY,
     )
     speed: float = Field(

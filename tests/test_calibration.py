@@ -920,18 +920,62 @@ def test_a_reply_runs_ahead_of_the_next_request_when_replies_go_first(tmp_path):
     """))
 
     def latencies(first: bool, step: float = 0.0) -> list[float]:
-        sets = [f"machine.gateway_replies_first={str(first).lower()}", f"machine.gateway_first_step={step}"]
+        sets = [f"machine.gateway_replies_first={str(first).lower()}",
+                f'machine.gateway_first_step={{ dist = "deterministic", value = "{step}ms" }}']
         df = run_scenario(load_scenario(path, sets), replications=1).records
         return [round(x * 1e3, 3) for x in df.sort_values("arrived_at")["latency_s"]]
 
     assert latencies(False) == pytest.approx([50.0, 50.0], abs=0.01)
     assert latencies(True) == pytest.approx([40.0, 50.0], abs=0.01)
-    # The second request's first step (half its 10 ms of parsing) runs from 30 to 35 ms ahead of
+    # The second request's first step (5 ms of its 10 ms of parsing) runs from 30 to 35 ms ahead of
     # the reply's work, which then runs to 45; the rest of the parsing waits for it (45-50), then
     # the call and the reply: 45 and 50 ms.  All of the parsing one step: 30-40, the reply to 50,
     # the second's call from 40: 50 and 40 ms.
-    assert latencies(True, 0.5) == pytest.approx([45.0, 50.0], abs=0.01)
-    assert latencies(True, 1.0) == pytest.approx([50.0, 40.0], abs=0.01)
+    assert latencies(True, 5) == pytest.approx([45.0, 50.0], abs=0.01)
+    assert latencies(True, 10) == pytest.approx([50.0, 40.0], abs=0.01)
+
+
+def test_a_first_step_longer_than_the_parsing_takes_the_rest_from_the_calls_encoding(tmp_path):
+    """One request: 10 ms of parsing, 4 ms of encoding its call, a 20 ms call, 4 + 10 ms on the
+    reply: 48 ms.  A 12 ms first step is the parsing and 2 ms of the encoding (still 48 ms); one
+    of 16 ms, longer than both, is charged in full (50 ms)."""
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "step.toml"
+    path.write_text(textwrap.dedent("""
+        [run]
+        duration = "0.015s"
+        warmup = "0s"
+        replications = 1
+        [workload]
+        mode = "open"
+        arrivals = { process = "constant", rate = "100/s" }
+        mix = { ep = 1.0 }
+        [endpoints.ep]
+        kind = "chat_completions"
+        model_selection = false
+        classes = [{ name = "c", provider = "p" }]
+        [providers.p]
+        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
+        [machine]
+        cores = 2
+        gateway_loop_shared = true
+        gateway_replies_first = true
+        gateway_cpu_before_call = 0.5
+        gateway_cpu = { dist = "deterministic", value = "20ms" }
+        gateway_hop_cpu = { dist = "deterministic", value = "8ms" }
+    """))
+
+    def latency(step_ms: float) -> float:
+        sets = [f'machine.gateway_first_step={{ dist = "deterministic", value = "{step_ms}ms" }}']
+        df = run_scenario(load_scenario(path, sets), replications=1).records
+        assert len(df) == 1
+        return round(float(df["latency_s"].iloc[0]) * 1e3, 3)
+
+    assert latency(0) == pytest.approx(48.0, abs=0.01)
+    assert latency(12) == pytest.approx(48.0, abs=0.01)
+    assert latency(16) == pytest.approx(50.0, abs=0.01)
 
 
 def test_the_machines_speed_divides_every_cpu_cost(tmp_path):

@@ -309,9 +309,8 @@ def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, re
         _before_call_p50=float(np.median(one.before_call)) if len(one.before_call) else 0.0,
         _after_call_p50=float(np.median(one.after_call)) if len(one.after_call) else 0.0,
     )
-    before_work = steady * before_share
-    step_share = min(step_s / before_work, 1.0) if before_work > 0 and step_gain >= MIN_STEP_GAIN else 0.0
-    values["_first_step"] = step_s
+    step = step_s if step_gain >= MIN_STEP_GAIN else 0.0
+    values["_first_step"] = step
     speeds = [run.speed for run in (one, failing) if run.speed is not None]
     if speeds:
         values["_speed_probe"] = float(np.mean(speeds))
@@ -328,13 +327,14 @@ def measure_litellm_profile(*, duration_s: float = 120.0, rate: float = 10.0, re
     notes.append(f"{before_share:.0%} of the proxy's time per request before its upstream call leaves "
                  f"({len(one.before_call)} requests: {np.median(one.before_call) * 1e3 if len(one.before_call) else 0:.1f} ms "
                  f"before, {np.median(one.after_call) * 1e3 if len(one.after_call) else 0:.1f} ms after, medians)")
-    notes.append(f"the proxy's first step on a new request: {step_s * 1e3:.1f} ms ({step_share:.0%} of its work before the "
-                 f"call; {len(collide.reply_offset)} replies timed around the next request's arrival at {COLLIDE_RATE:g} req/s, "
+    notes.append(f"the proxy's first step on a new request: {step_s * 1e3:.1f} ms{'' if step else ' (not kept)'} "
+                 f"({len(collide.reply_offset)} replies timed around the next request's arrival at {COLLIDE_RATE:g} req/s, "
                  f"the step's fit {step_gain:.0%} below a flat one, the request reaching the loop {step_delta * 1e3:+.1f} ms "
                  f"after its send)")
     notes.append(f"{len(stall_lengths)} stall(s) of the proxy's thread in {len(one.excess)} requests"
                  + (f" ({', '.join(f'{x * 1e3:.0f}' for x in stall_lengths)} ms)" if stall_lengths else ""))
     return Profile(values, request_latency, np.zeros(1), notes, lateness,
                    {"gateway_cpu": per_request, "gateway_loop_shared": True, "gateway_replies_first": True,
-                    "gateway_cpu_before_call": round(before_share, 3), "gateway_first_step": round(step_share, 3)},
+                    "gateway_cpu_before_call": round(before_share, 3),
+                    "gateway_first_step": {"dist": "deterministic", "value": round(step, 6)}},
                    {"gateway_cpu": samples})

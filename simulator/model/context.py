@@ -36,7 +36,7 @@ class RequestContext:
         "ai_queue_s", "ai_service_s", "provider_pool_wait_s", "provider_connect_s", "provider_queue_s",
         "provider_s", "prompt_cache_s", "store_s", "input_tokens", "output_tokens",
         "stream", "first_token_at", "stream_end_at", "tpot_s", "itl_max_s", "reply_tokens", "stream_error",
-        "stream_done", "first_relayed", "client_after",
+        "stream_done", "first_relayed", "client_after", "step_credit",
     )
 
     def __init__(self, rid: int, endpoint: str, endpoint_cfg, klass, class_index: int, arrived_at: float) -> None:
@@ -80,6 +80,9 @@ class RequestContext:
         # the machine model's client CPU after the request's clock stopped (a process, or None):
         # a closed-loop user finishes it before its next send, as the load generator does
         self.client_after = None
+        # the part of a new request's first step on the machine's shared loop that ran beyond its
+        # own parsing: its first upstream call's encoding owes that much less (MachineModel)
+        self.step_credit = 0.0
 
     def as_row(self, replication: int, latency_from_sent: bool) -> tuple:
         start = self.started_at if latency_from_sent else self.arrived_at

@@ -277,7 +277,7 @@ class SimGateway:
                 done(ctx)
             return
         machine = self.machine
-        costs = (yield from machine.request_start(lambda: setattr(ctx, "started_at", env.now))) if machine is not None else None
+        costs = (yield from machine.request_start(lambda: setattr(ctx, "started_at", env.now), ctx)) if machine is not None else None
         self.in_system += 1
         try:
             yield from self._cpu(ctx, self.cpu_request())
@@ -404,7 +404,7 @@ class SimGateway:
                 wait = self._cpu_delay(ctx, self.cpu_hop(), rtt)  # one timeout for both
             else:
                 yield from self._cpu(ctx, self.cpu_hop())
-                yield from machine.hop_start()
+                yield from machine.hop_start(ctx=ctx)
                 wait = rtt
             if wait > 0:
                 if deadline is not None and env.now + wait > deadline:
@@ -459,7 +459,7 @@ class SimGateway:
         if machine is not None:
             # an HTTP call to the embedding API on the machine, as to any upstream
             sent = env.now
-            yield from machine.hop_start()
+            yield from machine.hop_start(ctx=ctx)
             at = env.now
         ok = True
         if sc.embedding_faults:
@@ -716,7 +716,7 @@ class SimGateway:
                 lead = self._cpu_delay(ctx, cpu + self.cpu_hop())
             else:
                 yield from self._cpu(ctx, cpu + self.cpu_hop())
-                yield from machine.hop_start(llm_server=station.reply_work is not None)
+                yield from machine.hop_start(llm_server=station.reply_work is not None, ctx=ctx)
             replied: Failure | None = None  # an error reply travels back like a success
             if deadline is None and station.slots is None and not interruptible:
                 # nothing can walk away from this call: placed and answered without a generator

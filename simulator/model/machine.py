@@ -24,6 +24,7 @@ from collections import deque
 
 import simpy
 
+from simulator.distributions import ZERO as ZERO_DIST
 from simulator.distributions import Sampler, Uniform
 
 _EPS = 1e-9  # a nanosecond of CPU left is float noise, not work
@@ -266,7 +267,7 @@ class MachineModel:
         self.gateway_cpu = Sampler(cfg.gateway_cpu, rng)
         self.before_call = cfg.gateway_cpu_before_call
         self.replies_first = cfg.gateway_replies_first
-        self.first_step = cfg.gateway_first_step
+        self.first_step = Sampler(cfg.gateway_first_step, rng) if cfg.gateway_first_step != ZERO_DIST else None
         self.hop_cpu = Sampler(cfg.gateway_hop_cpu, rng)
         self.upstream_cpu = Sampler(cfg.upstream_cpu, rng)
         self.request_latency = Sampler(cfg.request_latency, rng)
@@ -297,9 +298,10 @@ class MachineModel:
         else:
             yield from self.cpu.run(thread, seconds, on_start, urgent, exclusive)
 
-    def request_start(self, on_send=None):
+    def request_start(self, on_send=None, ctx=None):
         """Client sends (``client_send_cpu``, else half its CPU), the gateway parses (``gateway_cpu_before_call`` of its
-        per-request CPU; on a shared loop its ``gateway_first_step`` share of that as one step ahead of all else).  ``on_send()``: called when the client's thread takes the send up, after
+        per-request CPU; on a shared loop, ``gateway_first_step`` of it first, as one step ahead of all else: a step
+        longer than the request's parsing takes the rest from its first upstream call's encoding, ``ctx.step_credit``).  ``on_send()``: called when the client's thread takes the send up, after
         the sends queued before it (a burst's requests leave one at a time): the load generator's
         "sent" instant."""
         client = self.client_cpu()
@@ -307,10 +309,14 @@ class MachineModel:
         send = client / 2 if self.client_send_cpu is None else min(self.client_send_cpu(), client / 2)
         yield from self.work(self.client, send, on_send)
         before = gateway * self.before_call
-        first = before * self.first_step if self.loop.shared else 0.0
-        if first > 0:
-            yield from self.work(self.loop, first, exclusive=True)
-        yield from self.work(self.loop, before - first)
+        step = self.first_step() if self.first_step is not None and self.loop.shared else 0.0
+        if ctx is None:
+            step = min(step, before)
+        if step > 0:
+            yield from self.work(self.loop, step, exclusive=True)
+            if step > before:
+                ctx.step_credit = step - before
+        yield from self.work(self.loop, max(before - step, 0.0))
         return client, gateway, client / 2 - send
 
     def request_end(self, costs):
@@ -339,11 +345,17 @@ class MachineModel:
         reply pays them in ``request_end``; the first chunk pays them on its own way out."""
         return self.gateway_cpu() * (1.0 - self.before_call) / self.cfg.speed + self.request_latency()
 
-    def hop_start(self, llm_server: bool = False):
+    def hop_start(self, llm_server: bool = False, ctx=None):
         """The gateway encodes an upstream call, the emulator parses it.  An LLM server's
         emulator spends ``LLM_REPLY_SHARE`` of its CPU per call after the prefill instead
-        (``llm_reply``)."""
-        yield from self.work(self.loop, self.hop_cpu() * self.before_call)
+        (``llm_reply``).  A request's first step may have done some of the encoding already
+        (``request_start``)."""
+        encode = self.hop_cpu() * self.before_call
+        if ctx is not None and ctx.step_credit > 0:
+            done = min(ctx.step_credit, encode)
+            ctx.step_credit -= done
+            encode -= done
+        yield from self.work(self.loop, encode)
         share = 1.0 - LLM_REPLY_SHARE if llm_server else 1.0
         yield from self.work(self.upstreams, self.upstream_cpu() * share)
 
