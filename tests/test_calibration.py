@@ -887,17 +887,8 @@ def test_the_gateways_cpu_before_the_call_decides_how_much_a_reply_delays_the_ne
     assert latencies(0.5) == pytest.approx([50.0, 50.0], abs=0.01)
 
 
-def test_a_reply_runs_ahead_of_the_next_request_when_replies_go_first(tmp_path):
-    """The same two requests with halves, and the reply's work first (LiteLLM's proxy handles a
-    reply in a few long steps, a new request in many short ones): the first request's 10 ms of
-    reply work runs alone from 30 to 40 ms (40 ms), the second's parsing waits for it, runs
-    from 40 to 50, its call to 70, its reply to 80 (50 ms).  Shared: 50 ms each.  With the new
-    request's first step ahead of all (``gateway_first_step``): below."""
-    from simulator.api import run_scenario
-    from simulator.scenario import load_scenario
-
-    path = tmp_path / "first.toml"
-    path.write_text(textwrap.dedent("""
+#: Two requests 30 ms apart, each 20 ms of CPU on a shared loop around a 20 ms call.
+_SHARED_LOOP_TOML = textwrap.dedent("""
         [run]
         duration = "0.065s"
         warmup = "0s"
@@ -917,7 +908,20 @@ def test_a_reply_runs_ahead_of_the_next_request_when_replies_go_first(tmp_path):
         gateway_loop_shared = true
         gateway_cpu_before_call = 0.5
         gateway_cpu = { dist = "deterministic", value = "20ms" }
-    """))
+    """)
+
+
+def test_a_reply_runs_ahead_of_the_next_request_when_replies_go_first(tmp_path):
+    """The same two requests with halves, and the reply's work first (LiteLLM's proxy handles a
+    reply in a few long steps, a new request in many short ones): the first request's 10 ms of
+    reply work runs alone from 30 to 40 ms (40 ms), the second's parsing waits for it, runs
+    from 40 to 50, its call to 70, its reply to 80 (50 ms).  Shared: 50 ms each.  With the new
+    request's first step ahead of all (``gateway_first_step``): below."""
+    from simulator.api import run_scenario
+    from simulator.scenario import load_scenario
+
+    path = tmp_path / "first.toml"
+    path.write_text(_SHARED_LOOP_TOML)
 
     def latencies(first: bool, step: float = 0.0) -> list[float]:
         sets = [f"machine.gateway_replies_first={str(first).lower()}",
@@ -943,32 +947,12 @@ def test_a_first_step_longer_than_the_parsing_takes_the_rest_from_the_calls_enco
     from simulator.scenario import load_scenario
 
     path = tmp_path / "step.toml"
-    path.write_text(textwrap.dedent("""
-        [run]
-        duration = "0.015s"
-        warmup = "0s"
-        replications = 1
-        [workload]
-        mode = "open"
-        arrivals = { process = "constant", rate = "100/s" }
-        mix = { ep = 1.0 }
-        [endpoints.ep]
-        kind = "chat_completions"
-        model_selection = false
-        classes = [{ name = "c", provider = "p" }]
-        [providers.p]
-        latency = { model = "plain", time = { dist = "deterministic", value = "20ms" } }
-        [machine]
-        cores = 2
-        gateway_loop_shared = true
-        gateway_replies_first = true
-        gateway_cpu_before_call = 0.5
-        gateway_cpu = { dist = "deterministic", value = "20ms" }
-        gateway_hop_cpu = { dist = "deterministic", value = "8ms" }
-    """))
+    path.write_text(_SHARED_LOOP_TOML)
+    one = ['run.duration="0.015s"', 'workload.arrivals.rate="100/s"', "machine.gateway_replies_first=true",
+           'machine.gateway_hop_cpu={ dist = "deterministic", value = "8ms" }']
 
     def latency(step_ms: float) -> float:
-        sets = [f'machine.gateway_first_step={{ dist = "deterministic", value = "{step_ms}ms" }}']
+        sets = one + [f'machine.gateway_first_step={{ dist = "deterministic", value = "{step_ms}ms" }}']
         df = run_scenario(load_scenario(path, sets), replications=1).records
         assert len(df) == 1
         return round(float(df["latency_s"].iloc[0]) * 1e3, 3)
