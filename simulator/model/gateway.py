@@ -430,17 +430,14 @@ class SimGateway:
             self.ai_pool.release(lease, reusable)
 
     def _loop_scan(self, scan_batch: int, found_at: float):
-        """Generator, with the event loop's Redis client: a semantic scan as one pooled operation
-        per SCAN batch (the SCAN and a GET per key, each key's vector decoded and compared), up
-        to the first similar entry; returns whether every batch succeeded."""
+        """Generator, with the event loop's Redis client: a semantic scan on one pooled
+        connection, an exchange per SCAN batch (the SCAN and a GET per key, each key's vector
+        decoded and compared), up to the first similar entry; returns whether every batch
+        succeeded."""
         entries = self.semantic_entries
         left = entries if found_at >= 1.0 else min(entries, math.ceil(found_at * entries))
-        while True:
-            keys = min(scan_batch, left)
-            ok = yield from self.loop_redis.operation(1 + keys, entries=keys)
-            left -= keys
-            if not ok or left <= 0:
-                return ok
+        keys = [min(scan_batch, left - done) for done in range(0, left, scan_batch)] or [0]
+        return (yield from self.loop_redis.scan(tuple(1 + k for k in keys), entries=tuple(keys)))
 
     def _embed(self, ctx: RequestContext):
         """Generator: one embedding API call (CPU hop, then the call); returns (seconds in
