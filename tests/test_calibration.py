@@ -212,19 +212,51 @@ CI_DURATION_S = 50.0
 BUSY_MARGIN = 0.3
 
 
+def _subset_misses(check) -> bool:
+    """A decided figure beyond its threshold, or an undecided percentile."""
+    return any(e.misses or {"p50", "p95", "p99"} & set(e.inconclusive) for e in check.endpoints)
+
+
+def _suite_profiled_now(tmp_path: Path) -> Path:
+    """A copy of the suite whose machine profile is measured now (``gwsim calibrate profile``)."""
+    import shutil
+
+    from gwsim.calibration.profile import measure_profile, write_profile
+
+    suite = tmp_path / "calibration"
+    shutil.copytree(SUITE, suite)
+    write_profile(measure_profile(), suite / "profiles" / "this_machine.toml")
+    return suite
+
+
 @pytest.mark.real
-@pytest.mark.timeout(420)
-def test_ci_subset_of_the_calibration_suite_is_predicted_within_its_thresholds():
+@pytest.mark.timeout(900)
+def test_ci_subset_of_the_calibration_suite_is_predicted_within_its_thresholds(tmp_path):
     """The prediction (the simulator's own traffic, the profile's background: the defaults),
     measured on three scenarios of the suite shortened to 50 s (about three minutes): no
     decided figure beyond its threshold, no KS statistic beyond its 1 % critical value, and the
     percentiles decided.  That short a run cannot decide every success rate and Poisson count to
-    0.5 pp and 3 % (the suite's full-length runs must); those may be left undecided here."""
+    0.5 pp and 3 % (the suite's full-length runs must); those may be left undecided here.
+
+    The shipped profile is of this machine as it ran when it was measured, and these VMs drift
+    (a clean clone at 16:41-17:00 on 2026-12-07: the gateway 25-60 % dearer per request than in
+    run 8 an hour before, the speed probe 73-78 % slower than the profile's, closed_pool_race's
+    throughput 3.1 % below the prediction).  So a scenario that misses with the shipped profile
+    is checked once more with a profile measured now (about 2.5 minutes more); the test fails
+    when that misses too.  Both tables are in the failure message."""
     from gwsim.calibration.check import check_scenario, format_checks, suite_document
 
-    checks = [check_scenario(SUITE / f"{name}.toml", duration_s=CI_DURATION_S, startup_s=6.0) for name in CI_SUBSET]
+    def run(suite: Path, names) -> list:
+        return [check_scenario(suite / f"{name}.toml", duration_s=CI_DURATION_S, startup_s=6.0) for name in names]
+
+    checks = run(SUITE, CI_SUBSET)
+    table = "\nwith the shipped profile:\n" + format_checks(checks)
+    missed = [name for name, c in zip(CI_SUBSET, checks) if _subset_misses(c)]
+    if missed:
+        again = run(_suite_profiled_now(tmp_path), missed)
+        table += "\nwith a profile measured now:\n" + format_checks(again)
+        checks = [c for c in checks if not _subset_misses(c)] + again
     doc = suite_document(str(SUITE), checks, traffic="own", background="profile")
-    table = "\n" + format_checks(checks)
     assert doc["traffic"] == "own" and doc["background"] == "profile" and doc["prediction"]
     assert all(c.accounting["sent"] > 1000 and not c.problems for c in checks), table
     # The prediction is for the machine the profile describes (its background, 0.07 cores when
@@ -243,9 +275,6 @@ def test_ci_subset_of_the_calibration_suite_is_predicted_within_its_thresholds()
             # percentile within 3.3 %; earlier that day it sat at 0.034-0.038 in three 50-s runs.
             # The CI subset holds the figures to issue 13's thresholds.
             assert not {"p50", "p95", "p99"} & set(e.inconclusive), table
-
-
-# --------------------------------------------------------------------------- machine model
 
 
 def _run_jobs(cores: int, background: float, jobs: list[tuple[str, str | None, float, float]], gil: bool = False) -> dict[str, float]:
