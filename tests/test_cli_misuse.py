@@ -198,6 +198,13 @@ def test_out_under_a_file_as_a_real_process(tmp_path):
 # ----------------------------------------------------------------------------- SIGINT
 
 
+def _as_a_foreground_job() -> None:
+    """In the child before exec: SIGINT as a terminal's foreground job has it.  A test run
+    started in the background by a non-interactive shell (``pytest &``) has SIGINT ignored, its
+    children inherit that, and Python leaves an ignored SIGINT ignored: no Ctrl-C to test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _children(pid: int) -> set[int]:
     """Direct children of ``pid`` (any of its threads may have started them)."""
     kids: set[int] = set()
@@ -245,6 +252,7 @@ def test_sigint_during_a_long_run(workers, to_group, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,  # its own process group, as a shell gives a foreground job
+        preexec_fn=_as_a_foreground_job,
     )
     seen: list[float] = []
 
@@ -285,6 +293,7 @@ def test_sigint_during_a_run_keeps_the_finished_replications(workers, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=_as_a_foreground_job,
     )
     started = time.monotonic()
     kids, stdout, stderr = _interrupt(proc, lambda: time.monotonic() - started > 8.0, to_group=True)
@@ -349,6 +358,7 @@ def test_sigint_during_a_sweep_keeps_the_finished_points(to_group, tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=_as_a_foreground_job,
     )
     started = time.monotonic()
 
@@ -385,6 +395,7 @@ def test_sigint_during_measure_stops_every_process_and_keeps_the_requests(tmp_pa
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=_as_a_foreground_job,
     )
     started = time.monotonic()
 
@@ -455,6 +466,7 @@ def test_sigint_at_any_moment_of_a_parallel_run_ends_it(tmp_path):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=_as_a_foreground_job,
         )
         started = time.monotonic()
         _, _, stderr = _interrupt(proc, lambda: time.monotonic() - started > delay, to_group=True)

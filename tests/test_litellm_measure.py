@@ -101,7 +101,8 @@ def test_ctrl_c_stops_the_proxy_and_keeps_the_requests(tmp_path):
     scenario.write_text(SCENARIO.replace('duration = "6s"', 'duration = "120s"'))
     out = tmp_path / "out"
     proc = subprocess.Popen([*GWSIM, "measure", str(scenario), "--gateway", "litellm", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a foreground job (test_cli_misuse)
     try:
         deadline = time.monotonic() + 120
         # the proxy answering and a few requests sent: the records file of the load generator's progress
