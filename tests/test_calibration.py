@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from profiled_suite import suite_profiled_now
 
 from gwsim.calibration.metrics import (
     compare_frames,
@@ -217,18 +218,6 @@ def _subset_misses(check) -> bool:
     return any(e.misses or {"p50", "p95", "p99"} & set(e.inconclusive) for e in check.endpoints)
 
 
-def _suite_profiled_now(tmp_path: Path) -> Path:
-    """A copy of the suite whose machine profile is measured now (``gwsim calibrate profile``)."""
-    import shutil
-
-    from gwsim.calibration.profile import measure_profile, write_profile
-
-    suite = tmp_path / "calibration"
-    shutil.copytree(SUITE, suite)
-    write_profile(measure_profile(), suite / "profiles" / "this_machine.toml")
-    return suite
-
-
 @pytest.mark.real
 @pytest.mark.timeout(900)
 def test_ci_subset_of_the_calibration_suite_is_predicted_within_its_thresholds(tmp_path):
@@ -253,7 +242,7 @@ def test_ci_subset_of_the_calibration_suite_is_predicted_within_its_thresholds(t
     table = "\nwith the shipped profile:\n" + format_checks(checks)
     missed = [name for name, c in zip(CI_SUBSET, checks) if _subset_misses(c)]
     if missed:
-        again = run(_suite_profiled_now(tmp_path), missed)
+        again = run(suite_profiled_now(SUITE, tmp_path), missed)
         table += "\nwith a profile measured now:\n" + format_checks(again)
         checks = [c for c in checks if not _subset_misses(c)] + again
     doc = suite_document(str(SUITE), checks, traffic="own", background="profile")

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from profiled_suite import suite_profiled_now
 
 from gwsim.extras import missing
 
@@ -44,19 +45,6 @@ def _passed(check) -> bool:
             and all(not e.misses and not e.ks_failed and not e.inconclusive for e in check.endpoints))
 
 
-def _profiled_now(tmp_path: Path) -> Path:
-    """A copy of the suite whose profile is measured now, on this machine."""
-    import shutil
-
-    from gwsim.calibration.profile import write_profile
-    from gwsim.litellm.profile import measure_litellm_profile
-
-    suite = tmp_path / "litellm"
-    shutil.copytree(SUITE, suite)
-    write_profile(measure_litellm_profile(), suite / "profiles" / "this_machine.toml")
-    return suite
-
-
 @pytest.mark.timeout(1800)
 def test_ci_subset_of_the_litellm_suite_is_predicted_within_its_thresholds(tmp_path):
     from gwsim.calibration.check import format_checks, suite_document
@@ -65,7 +53,7 @@ def test_ci_subset_of_the_litellm_suite_is_predicted_within_its_thresholds(tmp_p
     table = "\nwith the shipped profile:\n" + format_checks(checks)
     failed = [name for name, c in zip(CI_SUBSET, checks) if not _passed(c)]
     if failed:
-        again = _check(_profiled_now(tmp_path), failed)
+        again = _check(suite_profiled_now(SUITE, tmp_path, gateway="litellm"), failed)
         table += "\nwith a profile measured now:\n" + format_checks(again)
         checks = [c for c in checks if _passed(c)] + again
     doc = suite_document(str(SUITE), checks, traffic="own", background="profile")
