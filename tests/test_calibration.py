@@ -266,6 +266,9 @@ def test_ci_subset_of_the_calibration_suite_is_predicted_within_its_thresholds(t
             assert not {"p50", "p95", "p99"} & set(e.inconclusive), table
 
 
+# --------------------------------------------------------------------------- machine model
+
+
 def _run_jobs(cores: int, background: float, jobs: list[tuple[str, str | None, float, float]], gil: bool = False) -> dict[str, float]:
     """Jobs (thread, group, start, cpu seconds) on a MachineCPU; returns thread -> finish time.
     A thread named 'worker' is stalled by the thread named 'loop' when ``gil``."""
