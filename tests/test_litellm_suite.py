@@ -26,12 +26,14 @@ pytestmark = [
 ]
 
 SUITE = Path(__file__).resolve().parents[1] / "scenarios" / "litellm"
-#: Two scenarios that passed every full run of the suite (docs/litellm.md), shortened to 100 s
-#: (about 2.5 minutes each with the proxy's start-up and the drain; passed in 4.3 minutes on
-#: 2026-12-06 with the machine profile of scenarios/litellm/profiles):
-#: the routing a latency window decides, and a failure mode (30 % of 503s, retries, cooldowns).
+#: Two scenarios that passed every full run of the suite (docs/litellm.md), at their own
+#: 120 s (about 3 minutes each with the proxy's start-up and the drain): the routing a latency
+#: window decides, and a failure mode (30 % of 503s, retries, cooldowns).  Not shortened: cut to
+#: 100 s (1,800 requests), errors_cooldown's P99 was undecided twice in a row on the slow VM of
+#: 2026-12-07 22:00 (its measured 95 % CI +-12.4 and +-12.5 % against the 10 % threshold); at
+#: 120 s (2,200) it was decided in runs 11-15, +-5.7 to +-9.0 %.
 CI_SUBSET = ("slow_deployment", "errors_cooldown")
-CI_DURATION_S = 100.0
+CI_DURATION_S = None  # each scenario's own run.duration
 
 
 def _check(suite: Path, names) -> list:
