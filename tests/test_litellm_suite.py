@@ -60,6 +60,11 @@ def test_ci_subset_of_the_litellm_suite_is_predicted_within_its_thresholds(tmp_p
         checks = [c for c in checks if _passed(c)] + again
     doc = suite_document(str(SUITE), checks, traffic="own", background="profile")
     assert doc["prediction"], table
+    # Measured while the hypervisor took the cores (in both of check_scenario's measurements of
+    # a scenario): not the machine the profile describes, and a miss there says nothing of the model.
+    noisy = [f"{c.scenario} steal peak {c.steal_peak:.0%}" for c in checks if not c.quiet]
+    if noisy:
+        pytest.skip(f"the machine was not quiet during the measurement ({', '.join(noisy)}):\n{table}")
     assert all(c.accounting["sent"] >= 900 and not c.problems for c in checks), table + str([c.problems for c in checks])
     for c in checks:
         for e in c.endpoints:

@@ -269,6 +269,17 @@ def _machine_state() -> tuple[float | None, int | None]:
     return busy, running
 
 
+def _stolen_s() -> float | None:
+    """CPU seconds the hypervisor has taken from this VM's cores since boot (``steal`` in
+    /proc/stat: time a virtual core was ready to run but the host ran something else)."""
+    try:
+        with open("/proc/stat", "rb") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / _ticks()
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _runnable_sessions(exclude: set[int]) -> int:
     """Sessions other than ``exclude`` with a thread runnable now: Linux (autogroup) shares the
     cores fairly among sessions, so this, not the thread count, is what competes with ours."""
@@ -326,6 +337,7 @@ class CpuSampler:
     every: float = 0.2
     samples: list[tuple[float, dict[str, float], float | None, float, int | None]] = field(default_factory=list)
     probes: list[tuple[float, float]] = field(default_factory=list)  # (monotonic time, probe CPU seconds)
+    stolen: list[tuple[float, float]] = field(default_factory=list)  # (monotonic time, steal seconds since boot)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -350,6 +362,8 @@ class CpuSampler:
             sessions = _runnable_sessions({*pids.values(), own_session})
             self.samples.append((time.monotonic(), cpu, busy, time.process_time(), sessions))
             self.probes.append((time.monotonic(), probe_s()))
+            if (stolen := _stolen_s()) is not None:
+                self.stolen.append((time.monotonic(), stolen))
             self._stop.wait(self.every)
 
     def window(self, start: float, end: float) -> dict[str, float]:
@@ -372,6 +386,27 @@ class CpuSampler:
         """The speed probe's mean CPU seconds over [start, end] (monotonic); None with fewer than 5 probes."""
         inside = [d for t, d in self.probes if start <= t <= end]
         return float(np.mean(inside)) if len(inside) >= 5 else None
+
+    def steal(self, start: float, end: float, span: float = 5.0) -> tuple[float, float] | None:
+        """The share of the cores' time the hypervisor took over [start, end] (monotonic): its
+        mean, and its largest over any ``span`` seconds in it (from one sample to the first at
+        least ``span`` later); None with fewer than two samples."""
+        inside = [s for s in self.stolen if start <= s[0] <= end]
+        if len(inside) < 2:
+            return None
+        cores = os.cpu_count() or 1
+
+        def share(a: tuple[float, float], b: tuple[float, float]) -> float:
+            return (b[1] - a[1]) / ((b[0] - a[0]) * cores) if b[0] > a[0] else 0.0
+
+        peak, j = 0.0, 0
+        for i, a in enumerate(inside):
+            j = max(j, i + 1)
+            while j < len(inside) - 1 and inside[j][0] - a[0] < span:
+                j += 1
+            if j < len(inside) and (inside[j][0] - a[0] >= span or i == 0):
+                peak = max(peak, share(a, inside[j]))
+        return share(inside[0], inside[-1]), max(peak, 0.0)
 
     def sessions(self) -> list[tuple[float, int]]:
         """(monotonic time, other runnable sessions) of every sample."""
