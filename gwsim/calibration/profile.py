@@ -253,31 +253,23 @@ def _proc_cpu(pid: int | str) -> float | None:
         return None
 
 
-def _machine_state() -> tuple[float | None, int | None]:
-    """(CPU seconds all cores have spent busy since boot, threads runnable now) from /proc/stat."""
-    busy = running = None
+def _machine_state() -> tuple[float | None, int | None, float | None]:
+    """(CPU seconds all cores have spent busy since boot, threads runnable now, CPU seconds the
+    hypervisor has taken from the cores since boot) from /proc/stat.  The last is ``steal``: time
+    a virtual core was ready to run but the host ran something else."""
+    busy = running = stolen = None
     try:
         with open("/proc/stat", "rb") as f:
             lines = f.read().splitlines()
         user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in lines[0].split()[1:9])
         busy = (user + nice + system + irq + softirq + steal) / _ticks()
+        stolen = steal / _ticks()
         for line in lines:
             if line.startswith(b"procs_running"):
                 running = int(line.split()[1])
     except (OSError, IndexError, ValueError):
         pass
-    return busy, running
-
-
-def _stolen_s() -> float | None:
-    """CPU seconds the hypervisor has taken from this VM's cores since boot (``steal`` in
-    /proc/stat: time a virtual core was ready to run but the host ran something else)."""
-    try:
-        with open("/proc/stat", "rb") as f:
-            fields = f.readline().split()
-        return int(fields[8]) / _ticks()
-    except (OSError, IndexError, ValueError):
-        return None
+    return busy, running, stolen
 
 
 def _runnable_sessions(exclude: set[int]) -> int:
@@ -358,11 +350,11 @@ class CpuSampler:
             if len(pids) < len(set(_PROCESS_NAMES.values())):
                 pids.update(_children())
             cpu = {name: c for name, pid in pids.items() if (c := _proc_cpu(pid)) is not None}
-            busy, _running = _machine_state()
+            busy, _running, stolen = _machine_state()
             sessions = _runnable_sessions({*pids.values(), own_session})
             self.samples.append((time.monotonic(), cpu, busy, time.process_time(), sessions))
             self.probes.append((time.monotonic(), probe_s()))
-            if (stolen := _stolen_s()) is not None:
+            if stolen is not None:
                 self.stolen.append((time.monotonic(), stolen))
             self._stop.wait(self.every)
 
@@ -406,7 +398,7 @@ class CpuSampler:
                 j += 1
             if j < len(inside) and (inside[j][0] - a[0] >= span or i == 0):
                 peak = max(peak, share(a, inside[j]))
-        return share(inside[0], inside[-1]), max(peak, 0.0)
+        return share(inside[0], inside[-1]), peak
 
     def sessions(self) -> list[tuple[float, int]]:
         """(monotonic time, other runnable sessions) of every sample."""
