@@ -15,7 +15,11 @@ Closed loop (``"closed"``): ``users`` each send, wait for the answer, think, rep
 The client cap (``concurrency_cap``, a semaphore; ``started_at`` is when a request got
 past it) and client timeout (outcome ``client_timeout``, status 0) are the client's, as
 in the seed's load tester.  Endpoints are picked by ``mix``, payload classes by weight,
-cache hits by the class probabilities; each source has its own random stream.
+cache hits by the class probabilities; each source has its own random stream.  Those streams
+are the simulator's (``simulator.rng``) for the run's seed and replication: the arrivals and the
+endpoint mix of a measurement are those of the simulator's replication with the same seed and
+number (common random numbers), so a prediction and a measurement differ by the gateway, not by
+the draw.
 
 Every request sent is accounted for exactly once: a record with outcome ``ok`` or a
 failure reason, and requests still in flight when the run ends get ``unfinished``.
@@ -54,7 +58,7 @@ import aiohttp
 import numpy as np
 
 from real_engine.clock import DEFAULT_NAP_S, DEFAULT_SPIN_S, RunClock, sleep_until_monotonic
-from real_engine.rng import Streams
+from simulator.rng import Streams as ReplicationStreams
 from simulator.arrivals import plan, time_scaled, uses_plan
 from simulator.policies.routing import client_outcome, deployment_providers
 from simulator.policies.streaming import figures_of
@@ -263,7 +267,7 @@ def request_headers(given: list[str] | tuple[str, ...] = (), environ: dict[str, 
 class _Chooser:
     """Endpoint, class and cache draws, each from its own stream."""
 
-    def __init__(self, scenario: Scenario, streams: Streams):
+    def __init__(self, scenario: Scenario, streams: ReplicationStreams):
         mix = [(name, share) for name, share in scenario.workload.mix.items() if share > 0]
         self._endpoints = [name for name, _ in mix]
         p = np.array([share for _, share in mix], dtype=float)
@@ -461,7 +465,10 @@ class LoadGenerator:
         self.stop_grace_s = ct if ct else STOP_GRACE_S
         self.progress_interval_s = progress_interval_s
         self.replication = replication
-        self._streams = Streams.for_process(seed, "loadgen")
+        # The simulator's streams of this replication: the same seed gives the same arrivals, endpoint
+        # mix and tokens as the simulator's replication (common random numbers), so a measurement and
+        # its prediction differ by the gateway, not by the luck of the draw.
+        self._streams = ReplicationStreams(seed, replication)
         self._chooser = _Chooser(scenario, self._streams)
         cap = self.workload.concurrency_cap
         self._cap = asyncio.Semaphore(cap) if cap else None

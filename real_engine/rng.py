@@ -1,12 +1,17 @@
-"""Random streams for the real engine's processes: one numpy Generator per source.
+"""Random streams for the real engine's emulators and gateway: one numpy Generator per source.
 
 Everything random in a run descends from one ``SeedSequence(seed)``, the way a load
 tester seeds each of its knobs separately so that changing one (say, the endpoint mix)
 does not shift the draws of another (the arrival times).  Each process takes its own
 child by a fixed position (``PROCESSES``), then spawns one child per source in a fixed
-order (``LOADGEN_SOURCES``, ``EMULATOR_SOURCES`` ...).  Sources whose names depend on
-the scenario (one per provider) take a child keyed by a hash of the name under a parent
-source, so adding a provider never changes another's stream.
+order (``EMULATOR_SOURCES`` ...).  Sources whose names depend on the scenario (one per
+provider) take a child keyed by a hash of the name under a parent source, so adding a
+provider never changes another's stream.
+
+The load generator's traffic is not drawn here but from the simulator's streams of the
+same seed and replication (``simulator.rng``), so that a measurement sends the traffic the
+simulator's replication simulates; its position in ``PROCESSES`` is kept so that the other
+processes' streams stay as they were.
 """
 
 from __future__ import annotations
@@ -19,9 +24,6 @@ import numpy as np
 #: Process order: the position of each process's child of ``SeedSequence(seed)``.
 PROCESSES = ("loadgen", "emulators", "gateway")
 
-#: The load generator's sources, in spawn order (never reorder; append only).
-LOADGEN_SOURCES = ("arrivals", "mix", "classes", "cache", "think", "users", "tokens", "input_tokens")
-
 #: The emulator process's sources, in spawn order (never reorder; append only).
 #: ``providers`` is a parent: each provider gets a child of it (see ``Streams.child``).
 EMULATOR_SOURCES = ("ai_service", "ai_rtt", "ai_faults", "providers", "embedding", "embedding_faults")
@@ -30,8 +32,8 @@ EMULATOR_SOURCES = ("ai_service", "ai_rtt", "ai_faults", "providers", "embedding
 class Streams:
     """Named numpy Generators spawned in a fixed order from one SeedSequence.
 
-    >>> s = Streams.for_process(7, "loadgen")
-    >>> s["arrivals"].random() == Streams.for_process(7, "loadgen")["arrivals"].random()
+    >>> s = Streams.for_process(7, "emulators")
+    >>> s["ai_service"].random() == Streams.for_process(7, "emulators")["ai_service"].random()
     True
     """
 
@@ -48,7 +50,7 @@ class Streams:
         if process not in PROCESSES:
             raise ValueError(f"expected a process from {PROCESSES}, got {process!r}")
         if sources is None:
-            sources = {"loadgen": LOADGEN_SOURCES, "emulators": EMULATOR_SOURCES}.get(process, ())
+            sources = {"emulators": EMULATOR_SOURCES}.get(process, ())
         return cls(process_seed_sequence(seed, process), sources)
 
     def __getitem__(self, name: str) -> np.random.Generator:

@@ -86,10 +86,10 @@ def test_server_timing_and_status_mapping():
 
 
 def test_streams_are_reproducible_and_distinct():
-    a, b = Streams.for_process(5, "loadgen"), Streams.for_process(5, "loadgen")
-    assert a["arrivals"].random() == b["arrivals"].random()
-    assert Streams.for_process(5, "loadgen")["arrivals"].random() != Streams.for_process(5, "loadgen")["mix"].random()
-    assert Streams.for_process(5, "loadgen")["arrivals"].random() != Streams.for_process(5, "emulators")["ai_service"].random()
+    a, b = Streams.for_process(5, "emulators"), Streams.for_process(5, "emulators")
+    assert a["ai_service"].random() == b["ai_service"].random()
+    assert Streams.for_process(5, "emulators")["ai_service"].random() != Streams.for_process(5, "emulators")["ai_rtt"].random()
+    assert Streams.for_process(5, "emulators")["ai_service"].random() != Streams.for_process(5, "gateway", ("ai_service",))["ai_service"].random()
     emu = Streams.for_process(5, "emulators")
     one, two = emu.child("providers", ["b", "a"]), emu.child("providers", ["0", "a", "b"])
     assert one["a"].random() == two["a"].random()  # adding a provider leaves the others' streams alone

@@ -14,8 +14,9 @@ import pytest
 from aiohttp import web
 
 from real_engine.loadgen import run_load
-from real_engine.rng import Streams
+from simulator.api import run_scenario
 from simulator.arrivals import plan
+from simulator.rng import Streams
 
 pytestmark = pytest.mark.real
 
@@ -74,10 +75,37 @@ def test_loadgen_plans_gamma_arrivals_as_the_simulator_does(run_async, make_scen
             return await run_load(sc, url, time.monotonic() + 0.05, 4, 0.5)
 
     records, acc = run_async(go())
-    streams = Streams.for_process(4, "loadgen")
+    streams = Streams(4, 0)  # the simulator's first replication's
     expected = [p[0] for p in plan(sc.workload, 0.5, streams["arrivals"], streams["tokens"])]
     assert sorted(r.arrived_at for r in records) == pytest.approx(expected)
     assert acc["sent"] == len(expected) > 5
+
+
+def test_loadgen_sends_the_traffic_of_the_simulators_replication_with_its_seed(run_async, make_scenario, echo_server):
+    """Common random numbers: a measurement with seed S sends the Poisson arrivals and the
+    endpoint mix that the simulator's replication 0 with seed S simulates, request by request;
+    another seed, or replication 1, is other traffic."""
+    sc = make_scenario({"run": {"duration": "1s"}, "workload": {"arrivals": {"process": "poisson", "rate": "60/s"}}})
+
+    async def go():
+        async with echo_server() as url:
+            return await run_load(sc, url, time.monotonic() + 0.05, 9, 1.0)
+
+    records, acc = run_async(go())
+    sent = sorted((r.arrived_at, r.endpoint) for r in records)
+
+    def simulated(seed: int, replication: int) -> list[tuple[float, str]]:
+        recs = run_scenario(sc, replications=replication + 1, seed=seed).records
+        recs = recs[recs.replication == replication]
+        return sorted(zip(recs.arrived_at, recs.endpoint))
+
+    same = simulated(9, 0)
+    assert acc["sent"] == len(sent) == len(same) > 30
+    assert [t for t, _ in sent] == pytest.approx([t for t, _ in same], abs=1e-9)
+    assert [e for _, e in sent] == [e for _, e in same]
+    assert {"select", "chat"} == {e for _, e in same}
+    for other in (simulated(10, 0), simulated(9, 1)):
+        assert [t for t, _ in other][:10] != pytest.approx([t for t, _ in sent][:10], abs=1e-6)
 
 
 def test_emulated_provider_generates_the_tokens_asked_for(run_async, make_scenario, emulator_set):
