@@ -465,10 +465,7 @@ class LoadGenerator:
         self.stop_grace_s = ct if ct else STOP_GRACE_S
         self.progress_interval_s = progress_interval_s
         self.replication = replication
-        # The simulator's streams of this replication: the same seed gives the same arrivals, endpoint
-        # mix and tokens as the simulator's replication (common random numbers), so a measurement and
-        # its prediction differ by the gateway, not by the luck of the draw.
-        self._streams = ReplicationStreams(seed, replication)
+        self._streams = ReplicationStreams(seed, replication)  # the simulator's: see the module docstring
         self._chooser = _Chooser(scenario, self._streams)
         cap = self.workload.concurrency_cap
         self._cap = asyncio.Semaphore(cap) if cap else None
